@@ -1,0 +1,112 @@
+-- Wharf D1 schema. Apply with: wrangler d1 execute <db> --file schema.sql
+-- Every statement is idempotent, so applying it again is safe.
+-- wharf-schema-version: 1
+-- Bump the version above whenever a table, column or index changes; the worker
+-- refuses to serve (503 schema_outdated) from a database whose recorded version is older.
+
+CREATE TABLE IF NOT EXISTS schema_meta (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+
+-- A tenant. Its content is whatever its active release maps.
+-- head_seq is the newest snapshot number materialised in path_versions (0 = nothing yet).
+CREATE TABLE IF NOT EXISTS sites (
+  id                INTEGER PRIMARY KEY,
+  name              TEXT NOT NULL UNIQUE,
+  active_release_id INTEGER,
+  head_seq          INTEGER NOT NULL DEFAULT 0,
+  created_at        INTEGER NOT NULL
+);
+
+-- A hostname belongs to at most one site (the primary key enforces it).
+CREATE TABLE IF NOT EXISTS hostnames (
+  hostname   TEXT PRIMARY KEY,
+  site_id    INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hostnames_by_site ON hostnames(site_id);
+
+-- Content-addressed store: the bytes live in R2 under blobs/sha256/<sha256>.
+CREATE TABLE IF NOT EXISTS blobs (
+  sha256     TEXT PRIMARY KEY,
+  size       INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+
+-- Releases: draft -> active -> retired (and retired -> active again on rollback).
+-- parent_seq is the snapshot a draft was based on (0 = empty); seq is the
+-- snapshot it became when it was first activated (NULL while a draft).
+CREATE TABLE IF NOT EXISTS releases (
+  id           INTEGER PRIMARY KEY,
+  site_id      INTEGER NOT NULL,
+  parent_id    INTEGER,
+  parent_seq   INTEGER NOT NULL DEFAULT 0,
+  seq          INTEGER,
+  state        TEXT NOT NULL CHECK (state IN ('draft', 'active', 'retired')),
+  note         TEXT,
+  created_at   INTEGER NOT NULL,
+  activated_at INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS releases_by_site_seq ON releases(site_id, seq);
+CREATE INDEX IF NOT EXISTS releases_by_site ON releases(site_id, id);
+
+-- What a draft changes relative to its parent snapshot: sha256 NULL deletes the path.
+CREATE TABLE IF NOT EXISTS release_changes (
+  release_id   INTEGER NOT NULL,
+  path         TEXT NOT NULL,
+  sha256       TEXT,
+  size         INTEGER,
+  content_type TEXT,
+  PRIMARY KEY (release_id, path)
+) WITHOUT ROWID;
+
+-- (9007199254740991 = 2^53-1 marks a row still open; it survives the trip through JavaScript numbers.)
+-- Release contents, MVCC style: a row maps a path to a blob for the snapshots
+-- from_seq <= s < to_seq of its site. A new release writes rows only for the
+-- paths it changes; serving snapshot s is one lookup on the primary key.
+CREATE TABLE IF NOT EXISTS path_versions (
+  site_id      INTEGER NOT NULL,
+  path         TEXT NOT NULL,
+  from_seq     INTEGER NOT NULL,
+  to_seq       INTEGER NOT NULL DEFAULT 9007199254740991,
+  sha256       TEXT NOT NULL,
+  size         INTEGER NOT NULL,
+  content_type TEXT NOT NULL,
+  PRIMARY KEY (site_id, path, from_seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS path_versions_by_end ON path_versions(site_id, to_seq);
+CREATE INDEX IF NOT EXISTS path_versions_by_start ON path_versions(site_id, from_seq);
+
+-- Scratch space for one activation batch; always empty outside a batch.
+CREATE TABLE IF NOT EXISTS activation_plan (
+  release_id   INTEGER NOT NULL,
+  path         TEXT NOT NULL,
+  sha256       TEXT,
+  size         INTEGER,
+  content_type TEXT,
+  PRIMARY KEY (release_id, path)
+) WITHOUT ROWID;
+
+-- A batch starts with an INSERT here of its precondition (1 or 0); a 0 fails
+-- the CHECK and D1 rolls the whole batch back. Always empty outside a batch.
+CREATE TABLE IF NOT EXISTS batch_guard (
+  ok INTEGER NOT NULL CONSTRAINT wharf_guard_failed CHECK (ok = 1)
+);
+
+-- API tokens: only the sha256 of the whole token string is kept.
+-- site_id NULL = global. scope: read < publish < admin.
+CREATE TABLE IF NOT EXISTS tokens (
+  id            TEXT PRIMARY KEY,
+  secret_sha256 TEXT NOT NULL,
+  name          TEXT NOT NULL,
+  site_id       INTEGER,
+  scope         TEXT NOT NULL CHECK (scope IN ('read', 'publish', 'admin')),
+  created_at    INTEGER NOT NULL,
+  expires_at    INTEGER,
+  revoked_at    INTEGER
+);
+CREATE INDEX IF NOT EXISTS tokens_by_site ON tokens(site_id);
+
+INSERT INTO schema_meta(key, value) VALUES ('version', '1')
+  ON CONFLICT(key) DO UPDATE SET value = excluded.value;

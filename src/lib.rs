@@ -1,0 +1,16 @@
+//! Wharf: package repositories and an OCI registry mirror served by one
+//! Cloudflare Worker from one content-addressed store.
+//!
+//! Everything but `worker_glue` is pure Rust that `cargo test` covers natively;
+//! the glue binds it to D1, R2 and the fetch handler on wasm32.
+
+pub mod api;
+pub mod auth;
+pub mod hostname;
+pub mod http;
+pub mod path;
+pub mod schema;
+pub mod store;
+
+#[cfg(target_arch = "wasm32")]
+mod worker_glue;

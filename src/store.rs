@@ -1,0 +1,483 @@
+//! Every SQL statement Wharf runs, built as plain data so the same text is
+//! executed by D1 in the worker and by SQLite in native tests.
+//!
+//! Release contents are MVCC rows (`path_versions`): a row is valid for the
+//! snapshots `from_seq <= s < to_seq` of its site. Activating a draft
+//! materialises snapshot `head + 1` by closing and opening rows only for the
+//! paths that differ, so a release that changes one path of 100,000 writes two
+//! rows. Every multi-statement write is one D1 batch (one transaction) that
+//! starts with a guard insert; a failed precondition aborts the whole batch.
+
+/// `to_seq` of a row that is still open (2^53-1: exact as a JavaScript number).
+pub const OPEN: i64 = 9_007_199_254_740_991;
+
+/// The error text D1/SQLite returns when a batch guard fails.
+pub const GUARD_FAILED: &str = "wharf_guard_failed";
+
+/// R2 key of a blob.
+pub fn blob_key(sha256: &str) -> String {
+    format!("blobs/sha256/{sha256}")
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for Val {
+    fn from(v: i64) -> Self {
+        Val::Int(v)
+    }
+}
+impl From<&str> for Val {
+    fn from(v: &str) -> Self {
+        Val::Text(v.to_string())
+    }
+}
+impl From<String> for Val {
+    fn from(v: String) -> Self {
+        Val::Text(v)
+    }
+}
+impl From<&String> for Val {
+    fn from(v: &String) -> Self {
+        Val::Text(v.clone())
+    }
+}
+impl<T: Into<Val>> From<Option<T>> for Val {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Val::Null, Into::into)
+    }
+}
+
+/// One SQL statement with its positional parameters (`?1`, `?2`, …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stmt {
+    pub sql: String,
+    pub params: Vec<Val>,
+}
+
+fn stmt(sql: impl Into<String>, params: Vec<Val>) -> Stmt {
+    Stmt { sql: sql.into(), params }
+}
+
+/// A batch's first statement: aborts the batch unless `condition` holds.
+pub fn guard(condition: &str, params: Vec<Val>) -> Stmt {
+    stmt(format!("INSERT INTO batch_guard(ok) SELECT CASE WHEN ({condition}) THEN 1 ELSE 0 END"), params)
+}
+
+/// A batch's last statement: leaves the guard table empty.
+pub fn guard_clear() -> Stmt {
+    stmt("DELETE FROM batch_guard", vec![])
+}
+
+// ---------------------------------------------------------------- data plane
+
+/// The data plane's single query: hostname → site → active release → path.
+/// Always returns one row (from schema_meta), so an unknown host or path and
+/// an outdated schema are told apart in the same round trip.
+/// Columns: schema_version, sha256, size, content_type, activated_at.
+pub fn lookup(hostname: &str, path: &str) -> Stmt {
+    stmt(
+        "SELECT m.value AS schema_version, v.sha256 AS sha256, v.size AS size, \
+                v.content_type AS content_type, r.activated_at AS activated_at \
+         FROM schema_meta m \
+         LEFT JOIN hostnames h ON h.hostname = ?1 \
+         LEFT JOIN sites s ON s.id = h.site_id \
+         LEFT JOIN releases r ON r.id = s.active_release_id \
+         LEFT JOIN path_versions v ON v.site_id = s.id AND v.path = ?2 \
+                                   AND v.from_seq <= r.seq AND v.to_seq > r.seq \
+         WHERE m.key = 'version'",
+        vec![hostname.into(), path.into()],
+    )
+}
+
+pub fn schema_version() -> Stmt {
+    stmt("SELECT value FROM schema_meta WHERE key = 'version'", vec![])
+}
+
+// ---------------------------------------------------------------- sites
+
+pub fn create_site(name: &str, now: i64) -> Stmt {
+    stmt(
+        "INSERT INTO sites(name, created_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING RETURNING id",
+        vec![name.into(), now.into()],
+    )
+}
+
+/// Columns: id, name, active_release_id, head_seq, created_at.
+pub fn site_by_name(name: &str) -> Stmt {
+    stmt("SELECT id, name, active_release_id, head_seq, created_at FROM sites WHERE name = ?1", vec![name.into()])
+}
+
+pub fn list_sites(only: Option<i64>) -> Stmt {
+    stmt(
+        "SELECT id, name, active_release_id, head_seq, created_at FROM sites \
+         WHERE ?1 IS NULL OR id = ?1 ORDER BY name",
+        vec![only.into()],
+    )
+}
+
+/// Deletes a site and everything that belongs to it, in one batch.
+pub fn delete_site(site_id: i64) -> Vec<Stmt> {
+    let p = || vec![Val::Int(site_id)];
+    vec![
+        guard("EXISTS (SELECT 1 FROM sites WHERE id = ?1)", p()),
+        stmt("DELETE FROM release_changes WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
+        stmt("DELETE FROM path_versions WHERE site_id = ?1", p()),
+        stmt("DELETE FROM releases WHERE site_id = ?1", p()),
+        stmt("DELETE FROM hostnames WHERE site_id = ?1", p()),
+        stmt("DELETE FROM tokens WHERE site_id = ?1", p()),
+        stmt("DELETE FROM sites WHERE id = ?1", p()),
+        guard_clear(),
+    ]
+}
+
+// ---------------------------------------------------------------- hostnames
+
+/// Adds a hostname to a site; a hostname owned by another site is left alone
+/// (check `changes`: 0 means it belongs elsewhere, or already here).
+pub fn add_hostname(hostname: &str, site_id: i64, now: i64) -> Stmt {
+    stmt(
+        "INSERT INTO hostnames(hostname, site_id, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(hostname) DO NOTHING",
+        vec![hostname.into(), site_id.into(), now.into()],
+    )
+}
+
+pub fn hostname_owner(hostname: &str) -> Stmt {
+    stmt("SELECT site_id FROM hostnames WHERE hostname = ?1", vec![hostname.into()])
+}
+
+pub fn remove_hostname(hostname: &str, site_id: i64) -> Stmt {
+    stmt("DELETE FROM hostnames WHERE hostname = ?1 AND site_id = ?2", vec![hostname.into(), site_id.into()])
+}
+
+pub fn list_hostnames(site_id: i64) -> Stmt {
+    stmt("SELECT hostname, created_at FROM hostnames WHERE site_id = ?1 ORDER BY hostname", vec![site_id.into()])
+}
+
+// ---------------------------------------------------------------- tokens
+
+pub fn insert_token(id: &str, secret_sha256: &str, name: &str, site_id: Option<i64>, scope: &str, now: i64, expires_at: Option<i64>) -> Stmt {
+    stmt(
+        "INSERT INTO tokens(id, secret_sha256, name, site_id, scope, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        vec![id.into(), secret_sha256.into(), name.into(), site_id.into(), scope.into(), now.into(), expires_at.into()],
+    )
+}
+
+/// Columns: id, secret_sha256, site_id, scope, expires_at, revoked_at.
+pub fn token_by_id(id: &str) -> Stmt {
+    stmt("SELECT id, secret_sha256, site_id, scope, expires_at, revoked_at FROM tokens WHERE id = ?1", vec![id.into()])
+}
+
+/// Columns: id, name, site (name), scope, created_at, expires_at, revoked_at.
+pub fn list_tokens(site_id: Option<i64>) -> Stmt {
+    stmt(
+        "SELECT t.id, t.name, s.name AS site, t.scope, t.created_at, t.expires_at, t.revoked_at \
+         FROM tokens t LEFT JOIN sites s ON s.id = t.site_id \
+         WHERE ?1 IS NULL OR t.site_id = ?1 ORDER BY t.created_at, t.id",
+        vec![site_id.into()],
+    )
+}
+
+pub fn revoke_token(id: &str, now: i64) -> Stmt {
+    stmt("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", vec![id.into(), now.into()])
+}
+
+// ---------------------------------------------------------------- blobs
+
+pub fn blob(sha256: &str) -> Stmt {
+    stmt("SELECT sha256, size, created_at FROM blobs WHERE sha256 = ?1", vec![sha256.into()])
+}
+
+pub fn insert_blob(sha256: &str, size: i64, now: i64) -> Stmt {
+    stmt(
+        "INSERT INTO blobs(sha256, size, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(sha256) DO NOTHING",
+        vec![sha256.into(), size.into(), now.into()],
+    )
+}
+
+/// How many of these digests are stored (at most 90 per statement: D1 binds 100 parameters).
+pub fn count_blobs(digests: &[&str]) -> Stmt {
+    let marks: Vec<String> = (1..=digests.len()).map(|i| format!("?{i}")).collect();
+    stmt(
+        format!("SELECT COUNT(*) AS n FROM blobs WHERE sha256 IN ({})", marks.join(",")),
+        digests.iter().map(|d| Val::from(*d)).collect(),
+    )
+}
+
+// ---------------------------------------------------------------- releases
+
+const RELEASE_COLUMNS: &str = "id, site_id, parent_id, parent_seq, seq, state, note, created_at, activated_at";
+
+/// Creates a draft based on the site's active release (None: on nothing).
+pub fn create_release_from_active(site_id: i64, note: Option<&str>, now: i64) -> Stmt {
+    stmt(
+        format!(
+            "INSERT INTO releases(site_id, parent_id, parent_seq, state, note, created_at) \
+             SELECT s.id, r.id, COALESCE(r.seq, 0), 'draft', ?2, ?3 FROM sites s \
+             LEFT JOIN releases r ON r.id = s.active_release_id WHERE s.id = ?1 RETURNING {RELEASE_COLUMNS}"
+        ),
+        vec![site_id.into(), note.into(), now.into()],
+    )
+}
+
+/// Creates a draft based on an activated (active or retired) release, or on nothing.
+pub fn create_release_from(site_id: i64, parent: Option<(i64, i64)>, note: Option<&str>, now: i64) -> Stmt {
+    let (pid, pseq) = parent.map_or((Val::Null, 0), |(id, seq)| (Val::Int(id), seq));
+    stmt(
+        format!(
+            "INSERT INTO releases(site_id, parent_id, parent_seq, state, note, created_at) \
+             VALUES (?1, ?2, ?3, 'draft', ?4, ?5) RETURNING {RELEASE_COLUMNS}"
+        ),
+        vec![site_id.into(), pid, pseq.into(), note.into(), now.into()],
+    )
+}
+
+pub fn release(site_id: i64, release_id: i64) -> Stmt {
+    stmt(
+        format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE site_id = ?1 AND id = ?2"),
+        vec![site_id.into(), release_id.into()],
+    )
+}
+
+/// Newest first; `before` is a release id cursor (0 = from the newest).
+pub fn list_releases(site_id: i64, before: i64, limit: u32) -> Stmt {
+    stmt(
+        format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE site_id = ?1 AND (?2 = 0 OR id < ?2) \
+             ORDER BY id DESC LIMIT ?3"
+        ),
+        vec![site_id.into(), before.into(), (limit as i64).into()],
+    )
+}
+
+/// Deletes a draft and its changes.
+pub fn delete_draft(site_id: i64, release_id: i64) -> Vec<Stmt> {
+    let p = || vec![Val::Int(site_id), Val::Int(release_id)];
+    vec![
+        guard("EXISTS (SELECT 1 FROM releases WHERE site_id = ?1 AND id = ?2 AND state = 'draft')", p()),
+        stmt("DELETE FROM release_changes WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
+        stmt("DELETE FROM releases WHERE site_id = ?1 AND id = ?2 AND state = 'draft'", p()),
+        guard_clear(),
+    ]
+}
+
+fn draft_guard(site_id: i64, release_id: i64) -> Stmt {
+    guard(
+        "EXISTS (SELECT 1 FROM releases WHERE site_id = ?1 AND id = ?2 AND state = 'draft')",
+        vec![site_id.into(), release_id.into()],
+    )
+}
+
+/// Records changes in a draft, all or nothing. A put names a stored blob; its
+/// size comes from the blobs table. (Callers check the blobs exist first; blobs
+/// are never deleted while referenced, so the join below cannot drop a put.)
+pub fn apply_changes(site_id: i64, release_id: i64, changes: &[crate::api::Change]) -> Vec<Stmt> {
+    let mut out = vec![draft_guard(site_id, release_id)];
+    for c in changes {
+        out.push(match &c.sha256 {
+            Some(sha) => stmt(
+                "INSERT INTO release_changes(release_id, path, sha256, size, content_type) \
+                 SELECT ?1, ?2, b.sha256, b.size, ?3 FROM blobs b WHERE b.sha256 = ?4 \
+                 ON CONFLICT(release_id, path) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, \
+                 content_type = excluded.content_type",
+                vec![release_id.into(), (&c.path).into(), c.content_type.clone().into(), sha.into()],
+            ),
+            None => stmt(
+                "INSERT INTO release_changes(release_id, path, sha256, size, content_type) VALUES (?1, ?2, NULL, NULL, NULL) \
+                 ON CONFLICT(release_id, path) DO UPDATE SET sha256 = NULL, size = NULL, content_type = NULL",
+                vec![release_id.into(), (&c.path).into()],
+            ),
+        });
+    }
+    out.push(guard_clear());
+    out
+}
+
+/// The contents of a release as a subquery over parameters `?site`, `?seq`
+/// (its snapshot, or its parent's while a draft) and `?rel` (its draft
+/// changes; none once activated). Columns: path, sha256, size, content_type.
+fn contents_subquery(site: &str, seq: &str, rel: &str) -> String {
+    format!(
+        "SELECT v.path AS path, v.sha256 AS sha256, v.size AS size, v.content_type AS content_type \
+           FROM path_versions v WHERE v.site_id = {site} AND v.from_seq <= {seq} AND v.to_seq > {seq} \
+           AND NOT EXISTS (SELECT 1 FROM release_changes c WHERE c.release_id = {rel} AND c.path = v.path) \
+         UNION ALL \
+         SELECT path, sha256, size, content_type FROM release_changes WHERE release_id = {rel} AND sha256 IS NOT NULL"
+    )
+}
+
+/// The snapshot a release's contents are read from: its own once activated,
+/// its parent's while a draft.
+pub fn read_seq(seq: Option<i64>, parent_seq: i64) -> i64 {
+    seq.unwrap_or(parent_seq)
+}
+
+/// One page of a release's contents, by path. Columns: path, sha256, size, content_type.
+pub fn list_paths(site_id: i64, read_seq: i64, release_id: i64, after: &str, limit: u32) -> Stmt {
+    stmt(
+        format!(
+            "SELECT path, sha256, size, content_type FROM ({}) WHERE path > ?4 ORDER BY path LIMIT ?5",
+            contents_subquery("?1", "?2", "?3")
+        ),
+        vec![site_id.into(), read_seq.into(), release_id.into(), after.into(), (limit as i64).into()],
+    )
+}
+
+/// One entry of a release. Columns: path, sha256, size, content_type.
+pub fn release_path(site_id: i64, read_seq: i64, release_id: i64, path: &str) -> Stmt {
+    stmt(
+        format!("SELECT path, sha256, size, content_type FROM ({}) WHERE path = ?4", contents_subquery("?1", "?2", "?3")),
+        vec![site_id.into(), read_seq.into(), release_id.into(), path.into()],
+    )
+}
+
+/// A page of what differs from release A to release B. Columns: path,
+/// old_sha256, old_size, old_content_type, new_sha256, new_size, new_content_type
+/// (old_* NULL: added; new_* NULL: removed).
+pub fn diff(site_id: i64, a: (i64, i64), b: (i64, i64), after: &str, limit: u32) -> Stmt {
+    stmt(
+        format!(
+            "WITH a AS ({}), b AS ({}) \
+             SELECT * FROM ( \
+               SELECT a.path AS path, a.sha256 AS old_sha256, a.size AS old_size, a.content_type AS old_content_type, \
+                      b.sha256 AS new_sha256, b.size AS new_size, b.content_type AS new_content_type \
+                 FROM a LEFT JOIN b ON b.path = a.path \
+                WHERE b.path IS NULL OR b.sha256 <> a.sha256 OR b.content_type <> a.content_type \
+               UNION ALL \
+               SELECT b.path, NULL, NULL, NULL, b.sha256, b.size, b.content_type \
+                 FROM b LEFT JOIN a ON a.path = b.path WHERE a.path IS NULL \
+             ) WHERE path > ?6 ORDER BY path LIMIT ?7",
+            contents_subquery("?1", "?2", "?3"),
+            contents_subquery("?1", "?4", "?5")
+        ),
+        vec![site_id.into(), a.0.into(), a.1.into(), b.0.into(), b.1.into(), after.into(), (limit as i64).into()],
+    )
+}
+
+/// Activates a draft: compare-and-swap on the site's active release.
+///
+/// Materialises snapshot n = head + 1 as (parent snapshot p) + (draft changes).
+/// Rows are written only for paths whose blob differs from the head snapshot h:
+/// the draft's changes, plus — only when the draft was based on an older
+/// snapshot than the head (after a rollback) — the paths that differ between p and h.
+/// Statement 6 closes rows and statement 7 opens rows (their `changes` are the
+/// rows written for contents).
+pub fn activate(site_id: i64, release_id: i64, expected_active: Option<i64>, now: i64) -> Vec<Stmt> {
+    let sr = || vec![Val::Int(site_id), Val::Int(release_id)];
+    // ?1 site, ?2 release
+    let p = "(SELECT parent_seq FROM releases WHERE id = ?2)";
+    let h = "((SELECT head_seq FROM sites WHERE id = ?1) - 1)";
+    let n = "(SELECT head_seq FROM sites WHERE id = ?1)";
+    vec![
+        // 0: precondition: a draft of this site, and the active release is the expected one
+        guard(
+            "EXISTS (SELECT 1 FROM releases r JOIN sites s ON s.id = r.site_id \
+             WHERE r.id = ?2 AND s.id = ?1 AND r.state = 'draft' AND s.active_release_id IS ?3)",
+            vec![site_id.into(), release_id.into(), expected_active.into()],
+        ),
+        // 1: allocate snapshot n
+        stmt("UPDATE sites SET head_seq = head_seq + 1 WHERE id = ?1", vec![site_id.into()]),
+        // 2: the draft's own changes
+        stmt(
+            "INSERT INTO activation_plan(release_id, path, sha256, size, content_type) \
+             SELECT release_id, path, sha256, size, content_type FROM release_changes WHERE release_id = ?2 AND ?1 IS NOT NULL",
+            sr(),
+        ),
+        // 3: paths valid at p but closed by h: restore p's version (unless the draft changed them)
+        stmt(
+            format!(
+                "INSERT OR IGNORE INTO activation_plan(release_id, path, sha256, size, content_type) \
+                 SELECT ?2, path, sha256, size, content_type FROM path_versions \
+                 WHERE site_id = ?1 AND to_seq > {p} AND to_seq <= {h} AND from_seq <= {p}"
+            ),
+            sr(),
+        ),
+        // 4: paths opened after p and still open at h: absent at p unless step 3 restored them
+        stmt(
+            format!(
+                "INSERT OR IGNORE INTO activation_plan(release_id, path, sha256, size, content_type) \
+                 SELECT ?2, path, NULL, NULL, NULL FROM path_versions \
+                 WHERE site_id = ?1 AND from_seq > {p} AND +to_seq = {OPEN}"
+            ),
+            sr(),
+        ),
+        // 5: drop plan entries that would change nothing at the head
+        stmt(
+            format!(
+                "DELETE FROM activation_plan WHERE release_id = ?2 AND ( \
+                   (sha256 IS NOT NULL AND EXISTS (SELECT 1 FROM path_versions v WHERE v.site_id = ?1 \
+                      AND v.path = activation_plan.path AND +v.to_seq = {OPEN} \
+                      AND v.sha256 = activation_plan.sha256 AND v.content_type = activation_plan.content_type)) \
+                OR (sha256 IS NULL AND NOT EXISTS (SELECT 1 FROM path_versions v WHERE v.site_id = ?1 \
+                      AND v.path = activation_plan.path AND +v.to_seq = {OPEN})))"
+            ),
+            sr(),
+        ),
+        // 6: close the head rows of changed paths
+        stmt(
+            format!(
+                "UPDATE path_versions SET to_seq = {n} WHERE site_id = ?1 AND +to_seq = {OPEN} \
+                 AND path IN (SELECT path FROM activation_plan WHERE release_id = ?2)"
+            ),
+            sr(),
+        ),
+        // 7: open rows for the new versions
+        stmt(
+            format!(
+                "INSERT INTO path_versions(site_id, path, from_seq, to_seq, sha256, size, content_type) \
+                 SELECT ?1, path, {n}, {OPEN}, sha256, size, content_type FROM activation_plan \
+                 WHERE release_id = ?2 AND sha256 IS NOT NULL"
+            ),
+            sr(),
+        ),
+        stmt("DELETE FROM activation_plan WHERE release_id = ?2 AND ?1 IS NOT NULL", sr()),
+        stmt("DELETE FROM release_changes WHERE release_id = ?2 AND ?1 IS NOT NULL", sr()),
+        stmt("UPDATE releases SET state = 'retired' WHERE id = (SELECT active_release_id FROM sites WHERE id = ?1)", vec![site_id.into()]),
+        stmt(
+            format!("UPDATE releases SET state = 'active', seq = {n}, activated_at = ?3 WHERE id = ?2 AND site_id = ?1"),
+            vec![site_id.into(), release_id.into(), now.into()],
+        ),
+        stmt("UPDATE sites SET active_release_id = ?2 WHERE id = ?1", sr()),
+        guard_clear(),
+    ]
+}
+
+/// Index of the statements in [`activate`] whose `changes` count rows closed and opened.
+pub const ACTIVATE_CLOSED: usize = 6;
+pub const ACTIVATE_OPENED: usize = 7;
+
+/// Re-activates an earlier (retired) release: compare-and-swap on the active release.
+pub fn rollback(site_id: i64, to: i64, expected_active: Option<i64>, now: i64) -> Vec<Stmt> {
+    vec![
+        guard(
+            "EXISTS (SELECT 1 FROM releases r JOIN sites s ON s.id = r.site_id \
+             WHERE r.id = ?2 AND s.id = ?1 AND r.state = 'retired' AND r.seq IS NOT NULL AND s.active_release_id IS ?3)",
+            vec![site_id.into(), to.into(), expected_active.into()],
+        ),
+        stmt("UPDATE releases SET state = 'retired' WHERE id = (SELECT active_release_id FROM sites WHERE id = ?1)", vec![site_id.into()]),
+        stmt(
+            "UPDATE releases SET state = 'active', activated_at = ?3 WHERE id = ?2 AND site_id = ?1",
+            vec![site_id.into(), to.into(), now.into()],
+        ),
+        stmt("UPDATE sites SET active_release_id = ?2 WHERE id = ?1", vec![site_id.into(), to.into()]),
+        guard_clear(),
+    ]
+}
+
+/// The release a rollback goes back to by default: the newest retired release
+/// older than the active one.
+pub fn previous_release(site_id: i64) -> Stmt {
+    stmt(
+        "SELECT r.id FROM releases r JOIN sites s ON s.id = r.site_id \
+         JOIN releases cur ON cur.id = s.active_release_id \
+         WHERE r.site_id = ?1 AND r.state = 'retired' AND r.seq < cur.seq ORDER BY r.seq DESC LIMIT 1",
+        vec![site_id.into()],
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,268 @@
+//! Runs the statements of `store` against real SQLite with the real schema,
+//! each batch in one transaction, as D1 does.
+
+use super::*;
+use crate::api::Change;
+use rusqlite::{params_from_iter, types::Value, Connection};
+
+struct Db(Connection);
+
+fn to_sql(v: &Val) -> Value {
+    match v {
+        Val::Null => Value::Null,
+        Val::Int(i) => Value::Integer(*i),
+        Val::Text(t) => Value::Text(t.clone()),
+    }
+}
+
+impl Db {
+    fn new() -> Db {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(crate::schema::SCHEMA_SQL).unwrap();
+        Db(c)
+    }
+    /// Runs a batch atomically; returns each statement's changes, or the error.
+    fn batch(&mut self, stmts: Vec<Stmt>) -> Result<Vec<usize>, String> {
+        let tx = self.0.transaction().unwrap();
+        let mut out = vec![];
+        for s in &stmts {
+            let mut st = tx.prepare(&s.sql).map_err(|e| e.to_string())?;
+            let params = params_from_iter(s.params.iter().map(to_sql));
+            if st.readonly() {
+                st.query(params).map_err(|e| e.to_string())?;
+                out.push(0);
+            } else {
+                let mut rows = st.query(params).map_err(|e| e.to_string())?;
+                while rows.next().map_err(|e| e.to_string())?.is_some() {}
+                drop(rows);
+                out.push(tx.changes() as usize);
+            }
+        }
+        drop(stmts);
+        tx.commit().map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+    fn rows(&self, s: Stmt) -> Vec<Vec<Value>> {
+        let mut st = self.0.prepare(&s.sql).unwrap();
+        let n = st.column_count();
+        st.query_map(params_from_iter(s.params.iter().map(to_sql)), |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+    fn int(&self, s: Stmt) -> i64 {
+        match &self.rows(s)[0][0] {
+            Value::Integer(i) => *i,
+            v => panic!("not an int: {v:?}"),
+        }
+    }
+    fn count(&self, sql: &str) -> i64 {
+        self.0.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+    fn site(&mut self, name: &str) -> i64 {
+        let id = self.int(create_site(name, 1));
+        self.batch(vec![add_hostname(&format!("{name}.test"), id, 1)]).unwrap();
+        id
+    }
+    fn blob(&mut self, content: &str) -> String {
+        let sha = crate::auth::sha256_hex(content.as_bytes());
+        self.batch(vec![insert_blob(&sha, content.len() as i64, 1)]).unwrap();
+        sha
+    }
+    fn draft(&mut self, site: i64) -> i64 {
+        self.int(create_release_from_active(site, None, 2))
+    }
+    fn put(&mut self, site: i64, rel: i64, path: &str, content: &str) {
+        let sha = self.blob(content);
+        let c = Change { path: path.into(), sha256: Some(sha), content_type: Some("text/plain".into()) };
+        self.batch(apply_changes(site, rel, &[c])).unwrap();
+    }
+    fn delete(&mut self, site: i64, rel: i64, path: &str) {
+        let c = Change { path: path.into(), sha256: None, content_type: None };
+        self.batch(apply_changes(site, rel, &[c])).unwrap();
+    }
+    fn active(&self, site: i64) -> Option<i64> {
+        match &self.rows(list_sites(Some(site)))[0][2] {
+            Value::Integer(i) => Some(*i),
+            _ => None,
+        }
+    }
+    fn activate(&mut self, site: i64, rel: i64, expected: Option<i64>) -> Result<(usize, usize), String> {
+        let r = self.batch(activate(site, rel, expected, 3))?;
+        Ok((r[ACTIVATE_CLOSED], r[ACTIVATE_OPENED]))
+    }
+    /// What the data plane serves for host/path: the blob digest.
+    fn serve(&self, host: &str, path: &str) -> Option<String> {
+        match &self.rows(lookup(host, path))[0][1] {
+            Value::Text(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+    fn served_content(&self, host: &str, path: &str) -> Option<String> {
+        let sha = self.serve(host, path)?;
+        let probes = ["a1", "a2", "b1", "b2", "c1", "new", "x"];
+        Some(probes.iter().find(|c| crate::auth::sha256_hex(c.as_bytes()) == sha).map(|c| c.to_string()).unwrap_or(sha))
+    }
+    fn seq_of(&self, site: i64, rel: i64) -> (i64, i64) {
+        let r = &self.rows(release(site, rel))[0];
+        let seq = match &r[4] {
+            Value::Integer(i) => Some(*i),
+            _ => None,
+        };
+        let parent = match &r[3] {
+            Value::Integer(i) => *i,
+            _ => 0,
+        };
+        (read_seq(seq, parent), rel)
+    }
+}
+
+#[test]
+fn publish_serve_and_cas() {
+    let mut db = Db::new();
+    let s = db.site("a");
+    assert_eq!(db.serve("a.test", "x"), None);
+    let r1 = db.draft(s);
+    db.put(s, r1, "a", "a1");
+    db.put(s, r1, "b", "b1");
+    assert_eq!(db.serve("a.test", "a"), None, "a draft is never served");
+    assert_eq!(db.activate(s, r1, None).unwrap(), (0, 2));
+    assert_eq!(db.served_content("a.test", "a").as_deref(), Some("a1"));
+    assert_eq!(db.served_content("other.test", "a"), None);
+
+    // Two drafts from the same active release: the second activation is stale.
+    let r2 = db.draft(s);
+    let r3 = db.draft(s);
+    db.put(s, r2, "a", "a2");
+    db.put(s, r3, "c", "c1");
+    assert_eq!(db.activate(s, r2, Some(r1)).unwrap(), (1, 1));
+    let before = db.count("SELECT COUNT(*) FROM path_versions");
+    let err = db.activate(s, r3, Some(r1)).unwrap_err();
+    assert!(err.contains(GUARD_FAILED), "{err}");
+    assert_eq!(db.count("SELECT COUNT(*) FROM path_versions"), before, "a stale activation writes nothing");
+    assert_eq!(db.count("SELECT COUNT(*) FROM batch_guard"), 0);
+    assert_eq!(db.active(s), Some(r2));
+    assert_eq!(db.served_content("a.test", "a").as_deref(), Some("a2"));
+    assert_eq!(db.served_content("a.test", "c"), None);
+    // An active release never changes: changes to it are refused.
+    let c = Change { path: "z".into(), sha256: None, content_type: None };
+    assert!(db.batch(apply_changes(s, r2, &[c])).unwrap_err().contains(GUARD_FAILED));
+    // Re-activating an active release is refused too.
+    assert!(db.activate(s, r2, Some(r2)).is_err());
+}
+
+#[test]
+fn rollback_then_branch_from_the_old_release() {
+    let mut db = Db::new();
+    let s = db.site("a");
+    let r1 = db.draft(s);
+    db.put(s, r1, "a", "a1");
+    db.put(s, r1, "b", "b1");
+    db.activate(s, r1, None).unwrap();
+    let r2 = db.draft(s);
+    db.put(s, r2, "a", "a2");
+    db.delete(s, r2, "b");
+    db.put(s, r2, "c", "c1");
+    db.activate(s, r2, Some(r1)).unwrap();
+    assert_eq!(db.served_content("a.test", "b"), None);
+
+    // Rollback is a pointer switch: a stale one is refused.
+    assert!(db.batch(rollback(s, r1, Some(r1), 4)).is_err());
+    assert_eq!(db.int(previous_release(s)), r1);
+    db.batch(rollback(s, r1, Some(r2), 4)).unwrap();
+    assert_eq!(db.served_content("a.test", "a").as_deref(), Some("a1"));
+    assert_eq!(db.served_content("a.test", "b").as_deref(), Some("b1"));
+    assert_eq!(db.served_content("a.test", "c"), None);
+
+    // A release made from the rolled-back one builds on *its* contents.
+    let r3 = db.draft(s);
+    db.put(s, r3, "new", "new");
+    db.activate(s, r3, Some(r1)).unwrap();
+    assert_eq!(db.served_content("a.test", "a").as_deref(), Some("a1"));
+    assert_eq!(db.served_content("a.test", "b").as_deref(), Some("b1"));
+    assert_eq!(db.served_content("a.test", "c"), None);
+    assert_eq!(db.served_content("a.test", "new").as_deref(), Some("new"));
+
+    // Every earlier snapshot is still intact: roll forward to r2.
+    db.batch(rollback(s, r2, Some(r3), 5)).unwrap();
+    assert_eq!(db.served_content("a.test", "a").as_deref(), Some("a2"));
+    assert_eq!(db.served_content("a.test", "b"), None);
+    assert_eq!(db.served_content("a.test", "new"), None);
+}
+
+#[test]
+fn listing_and_diff() {
+    let mut db = Db::new();
+    let s = db.site("a");
+    let r1 = db.draft(s);
+    for p in ["a", "b", "c"] {
+        db.put(s, r1, p, "x");
+    }
+    db.activate(s, r1, None).unwrap();
+    let r2 = db.draft(s);
+    db.put(s, r2, "b", "b2");
+    db.delete(s, r2, "c");
+    db.put(s, r2, "d", "x");
+    let (seq2, _) = db.seq_of(s, r2);
+    let paths: Vec<_> = db.rows(list_paths(s, seq2, r2, "", 10)).into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(paths, ["a", "b", "d"].map(|p| Value::Text(p.into())));
+    let page: Vec<_> = db.rows(list_paths(s, seq2, r2, "a", 1)).into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(page, [Value::Text("b".into())]);
+    let d = db.rows(diff(s, db.seq_of(s, r1), db.seq_of(s, r2), "", 10));
+    let summary: Vec<(Value, bool, bool)> = d.iter().map(|r| (r[0].clone(), r[1] != Value::Null, r[4] != Value::Null)).collect();
+    assert_eq!(
+        summary,
+        vec![(Value::Text("b".into()), true, true), (Value::Text("c".into()), true, false), (Value::Text("d".into()), false, true)]
+    );
+    assert_eq!(db.rows(release_path(s, seq2, r2, "c")).len(), 0);
+    db.activate(s, r2, Some(r1)).unwrap();
+    let after = db.seq_of(s, r2);
+    assert_eq!(db.rows(diff(s, db.seq_of(s, r1), after, "", 10)).len(), 3, "diff is the same once activated");
+}
+
+#[test]
+fn one_change_on_a_large_release_writes_two_rows() {
+    let mut db = Db::new();
+    let s = db.site("big");
+    let r1 = db.draft(s);
+    let sha = db.blob("x");
+    let changes: Vec<Change> = (0..100_000)
+        .map(|i| Change { path: format!("pool/p{i:06}.deb"), sha256: Some(sha.clone()), content_type: Some("application/octet-stream".into()) })
+        .collect();
+    for chunk in changes.chunks(5000) {
+        db.batch(apply_changes(s, r1, chunk)).unwrap();
+    }
+    assert_eq!(db.activate(s, r1, None).unwrap(), (0, 100_000));
+    let r2 = db.draft(s);
+    db.put(s, r2, "pool/p050000.deb", "new");
+    let total = db.count("SELECT COUNT(*) FROM path_versions");
+    assert_eq!(db.activate(s, r2, Some(r1)).unwrap(), (1, 1));
+    assert_eq!(db.count("SELECT COUNT(*) FROM path_versions"), total + 1);
+    assert_eq!(db.served_content("big.test", "pool/p050000.deb").as_deref(), Some("new"));
+    assert_eq!(db.served_content("big.test", "pool/p050001.deb").as_deref(), Some("x"));
+    // The data-plane lookup is a single indexed search, not a scan.
+    let plan: Vec<String> = {
+        let q = lookup("big.test", "pool/p050001.deb");
+        let mut st = db.0.prepare(&format!("EXPLAIN QUERY PLAN {}", q.sql)).unwrap();
+        st.query_map(params_from_iter(q.params.iter().map(to_sql)), |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect()
+    };
+    assert!(plan.iter().all(|l| !l.starts_with("SCAN")), "{plan:?}");
+}
+
+#[test]
+fn delete_site_removes_everything() {
+    let mut db = Db::new();
+    let s = db.site("a");
+    let keep = db.site("b");
+    let r1 = db.draft(s);
+    db.put(s, r1, "a", "a1");
+    db.activate(s, r1, None).unwrap();
+    let r2 = db.draft(keep);
+    db.put(keep, r2, "a", "a2");
+    db.activate(keep, r2, None).unwrap();
+    db.batch(delete_site(s)).unwrap();
+    assert_eq!(db.serve("a.test", "a"), None);
+    assert!(db.serve("b.test", "a").is_some());
+    assert_eq!(db.count("SELECT COUNT(*) FROM releases"), 1);
+    assert!(db.batch(delete_site(s)).is_err(), "deleting a missing site is refused");
+}

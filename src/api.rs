@@ -213,7 +213,7 @@ pub struct CreateTokenBody {
     pub expires_in: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct CreateReleaseBody {
     /// "active" (default), "empty", or a release id.

@@ -1,0 +1,628 @@
+//! The admin API (`/api/v1/…` on admin hostnames only).
+
+use super::db::{BatchError, Db};
+use super::serve::schema_error;
+use super::{error_response, json_response, now_ms, BUCKET_BINDING, DB_BINDING};
+use crate::api::{self, ApiError, Base, Route};
+use crate::auth::{self, Principal, Scope};
+use crate::schema::{self, SchemaState};
+use crate::{hostname, store};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use worker::*;
+
+type ApiResult = std::result::Result<(u16, Value), ApiError>;
+
+/// Largest JSON body accepted.
+const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
+/// Default largest blob (R2's single-upload limit is 5 GiB; the plan's request body limit applies first).
+const DEFAULT_MAX_BLOB_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+pub async fn handle(req: Request, env: &Env) -> Result<Response> {
+    match dispatch(req, env).await {
+        Ok((status, body)) if status == 204 => {
+            let _ = body;
+            Ok(Response::builder().with_status(204).empty())
+        }
+        Ok((status, body)) => json_response(status, &body),
+        Err(e) => error_response(&e),
+    }
+}
+
+struct Ctx<'a> {
+    env: &'a Env,
+    db: Db,
+    who: Principal,
+    now: i64,
+}
+
+#[derive(Deserialize)]
+struct SiteRow {
+    id: i64,
+    name: String,
+    active_release_id: Option<i64>,
+    head_seq: i64,
+    created_at: i64,
+}
+
+impl SiteRow {
+    fn json(&self) -> Value {
+        json!({"name": self.name, "active_release": self.active_release_id, "head_seq": self.head_seq, "created_at": self.created_at})
+    }
+}
+
+#[derive(Deserialize, Clone)]
+struct ReleaseRow {
+    id: i64,
+    #[allow(dead_code)]
+    site_id: i64,
+    parent_id: Option<i64>,
+    parent_seq: i64,
+    seq: Option<i64>,
+    state: String,
+    note: Option<String>,
+    created_at: i64,
+    activated_at: Option<i64>,
+}
+
+impl ReleaseRow {
+    fn json(&self) -> Value {
+        json!({"id": self.id, "parent": self.parent_id, "seq": self.seq, "state": self.state, "note": self.note,
+               "created_at": self.created_at, "activated_at": self.activated_at})
+    }
+    fn read_seq(&self) -> i64 {
+        store::read_seq(self.seq, self.parent_seq)
+    }
+}
+
+#[derive(Deserialize)]
+struct PathRow {
+    path: String,
+    sha256: String,
+    size: i64,
+    content_type: String,
+}
+
+fn batch_err(e: BatchError, precondition: &str) -> ApiError {
+    match e {
+        BatchError::Precondition => ApiError::conflict(precondition),
+        BatchError::Failed(e) => e,
+    }
+}
+
+async fn principal(req: &Request, env: &Env, db: &Db, now: i64) -> std::result::Result<Principal, ApiError> {
+    let header = req.headers().get("authorization").ok().flatten();
+    let token = auth::bearer(header.as_deref()).ok_or_else(ApiError::unauthorized)?;
+    if let Ok(root) = env.secret("ADMIN_TOKEN") {
+        if auth::matches_root(token, &root.to_string()) {
+            return Ok(Principal::Root);
+        }
+    }
+    let id = auth::token_id(token).ok_or_else(ApiError::unauthorized)?;
+    #[derive(Deserialize)]
+    struct T {
+        id: String,
+        secret_sha256: String,
+        site_id: Option<i64>,
+        scope: String,
+        expires_at: Option<i64>,
+        revoked_at: Option<i64>,
+    }
+    let row: Option<T> = db.first(store::token_by_id(id)).await?;
+    let row = row.ok_or_else(ApiError::unauthorized)?;
+    if !auth::matches_hash(token, &row.secret_sha256) || !auth::is_live(row.expires_at, row.revoked_at, now) {
+        return Err(ApiError::unauthorized());
+    }
+    let scope = Scope::parse(&row.scope).ok_or_else(ApiError::unauthorized)?;
+    Ok(Principal::Token { id: row.id, site_id: row.site_id, scope })
+}
+
+async fn check_schema(db: &Db) -> std::result::Result<(), ApiError> {
+    let recorded: Option<String> = db
+        .first::<Value>(store::schema_version())
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| v.get("value").and_then(|s| s.as_str()).map(str::to_string));
+    match schema::check(recorded.as_deref()) {
+        SchemaState::Current => Ok(()),
+        s => Err(schema_error(&s)),
+    }
+}
+
+async fn dispatch(mut req: Request, env: &Env) -> ApiResult {
+    let url = req.url().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let method = req.method().to_string();
+    let route = api::route(&method, url.path())?;
+    let db = Db(env.d1(DB_BINDING).map_err(|e| ApiError::internal(e.to_string()))?);
+    let now = now_ms();
+    if route == Route::Health {
+        return health(&db).await;
+    }
+    let who = principal(&req, env, &db, now).await?;
+    check_schema(&db).await?;
+    let query = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
+    let ctx = Ctx { env, db, who, now };
+    use Route::*;
+    match route {
+        Health => unreachable!("handled above"),
+        ListSites => list_sites(&ctx).await,
+        CreateSite => {
+            let b: api::CreateSiteBody = api::parse_json(&json_body(&mut req).await?)?;
+            create_site(&ctx, b).await
+        }
+        ShowSite(s) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            let hostnames: Vec<Value> = ctx.db.all(store::list_hostnames(site.id)).await?;
+            let mut j = site.json();
+            j["hostnames"] = hostnames.iter().filter_map(|h| h.get("hostname").cloned()).collect();
+            Ok((200, j))
+        }
+        DeleteSite(s) => {
+            if !ctx.who.can(Scope::Admin, None) {
+                return Err(ApiError::forbidden());
+            }
+            let site = ctx.site(&s, Scope::Admin).await?;
+            ctx.db.batch(store::delete_site(site.id)).await.map_err(|e| batch_err(e, "the site was deleted concurrently"))?;
+            Ok((204, Value::Null))
+        }
+        ListHostnames(s) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            let rows: Vec<Value> = ctx.db.all(store::list_hostnames(site.id)).await?;
+            Ok((200, json!({ "hostnames": rows })))
+        }
+        AddHostname(s, h) => add_hostname(&ctx, &s, &h).await,
+        RemoveHostname(s, h) => {
+            let site = ctx.site(&s, Scope::Admin).await?;
+            let h = hostname::normalize(&h).ok_or_else(|| ApiError::bad_request("invalid hostname"))?;
+            if ctx.db.run(store::remove_hostname(&h, site.id)).await? == 0 {
+                return Err(ApiError::not_found(format!("{h} is not a hostname of site {s}")));
+            }
+            Ok((204, Value::Null))
+        }
+        CreateToken => {
+            let b: api::CreateTokenBody = api::parse_json(&json_body(&mut req).await?)?;
+            create_token(&ctx, b).await
+        }
+        ListTokens => list_tokens(&ctx, query("site")).await,
+        RevokeToken(id) => revoke_token(&ctx, &id).await,
+        PutBlob(sha) => put_blob(&ctx, &mut req, &sha).await,
+        ShowBlob(sha) => {
+            if !ctx.who.can_on_some_site(Scope::Read) {
+                return Err(ApiError::forbidden());
+            }
+            let row: Option<Value> = ctx.db.first(store::blob(&sha)).await?;
+            row.map(|r| (200, r)).ok_or_else(|| ApiError::not_found("no such blob"))
+        }
+        ListReleases(s) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            let before = match query("before") {
+                Some(b) => b.parse::<i64>().map_err(|_| ApiError::bad_request("before is a release id"))?,
+                None => 0,
+            };
+            let (_, limit) = api::page(None, query("limit").as_deref(), 1000)?;
+            let rows: Vec<ReleaseRow> = ctx.db.all(store::list_releases(site.id, before, limit)).await?;
+            let next = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.id)).flatten();
+            Ok((200, json!({"releases": rows.iter().map(ReleaseRow::json).collect::<Vec<_>>(), "next_before": next})))
+        }
+        CreateRelease(s) => {
+            let b: api::CreateReleaseBody = api::parse_json_or_default(&json_body(&mut req).await?)?;
+            create_release(&ctx, &s, b).await
+        }
+        ShowRelease(s, r) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            Ok((200, ctx.release(site.id, r).await?.json()))
+        }
+        DeleteRelease(s, r) => {
+            let site = ctx.site(&s, Scope::Publish).await?;
+            let rel = ctx.release(site.id, r).await?;
+            ctx.db
+                .batch(store::delete_draft(site.id, rel.id))
+                .await
+                .map_err(|e| batch_err(e, format!("release {r} is {}; only drafts can be deleted", rel.state).as_str()))?;
+            Ok((204, Value::Null))
+        }
+        ListPaths(s, r) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            let rel = ctx.release(site.id, r).await?;
+            let (after, limit) = api::page(query("after").as_deref(), query("limit").as_deref(), 1000)?;
+            let rows: Vec<PathRow> = ctx.db.all(store::list_paths(site.id, rel.read_seq(), rel.id, &after, limit)).await?;
+            let next = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.path.clone())).flatten();
+            let paths: Vec<Value> = rows
+                .iter()
+                .map(|p| json!({"path": p.path, "sha256": p.sha256, "size": p.size, "content_type": p.content_type}))
+                .collect();
+            Ok((200, json!({"release": rel.id, "paths": paths, "next_after": next})))
+        }
+        PutPath(s, r, p) => {
+            let b: api::PutPathBody = api::parse_json(&json_body(&mut req).await?)?;
+            let change = api::validate_put(p, b.sha256, b.content_type)?;
+            apply_changes(&ctx, &s, r, vec![change]).await
+        }
+        DeletePath(s, r, p) => {
+            let site = ctx.site(&s, Scope::Publish).await?;
+            let rel = ctx.draft(site.id, r).await?;
+            let present: Option<PathRow> = ctx.db.first(store::release_path(site.id, rel.read_seq(), rel.id, &p)).await?;
+            if present.is_none() {
+                return Err(ApiError::not_found(format!("release {r} has no path {p:?}")));
+            }
+            apply_changes(&ctx, &s, r, vec![api::Change { path: p, sha256: None, content_type: None }]).await
+        }
+        ApplyChanges(s, r) => {
+            let b: api::ChangesBody = api::parse_json(&json_body(&mut req).await?)?;
+            let changes = b.validate()?;
+            apply_changes(&ctx, &s, r, changes).await
+        }
+        Diff(s, a, b) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            let ra = ctx.release(site.id, a).await?;
+            let rb = ctx.release(site.id, b).await?;
+            let (after, limit) = api::page(query("after").as_deref(), query("limit").as_deref(), 1000)?;
+            let rows: Vec<Value> =
+                ctx.db.all(store::diff(site.id, (ra.read_seq(), ra.id), (rb.read_seq(), rb.id), &after, limit)).await?;
+            let next = (rows.len() == limit as usize)
+                .then(|| rows.last().and_then(|r| r.get("path").cloned()))
+                .flatten();
+            let changes: Vec<Value> = rows
+                .into_iter()
+                .map(|r| {
+                    let kind = match (r["old_sha256"].is_null(), r["new_sha256"].is_null()) {
+                        (true, _) => "added",
+                        (_, true) => "removed",
+                        _ => "changed",
+                    };
+                    let side = |p: &str| {
+                        (!r[format!("{p}_sha256")].is_null()).then(|| {
+                            json!({"sha256": r[format!("{p}_sha256")], "size": r[format!("{p}_size")], "content_type": r[format!("{p}_content_type")]})
+                        })
+                    };
+                    json!({"path": r["path"], "change": kind, "old": side("old"), "new": side("new")})
+                })
+                .collect();
+            Ok((200, json!({"from": a, "to": b, "changes": changes, "next_after": next})))
+        }
+        Activate(s, r) => {
+            let b: api::ActivateBody = api::parse_json_or_default(&json_body(&mut req).await?)?;
+            activate(&ctx, &s, r, b).await
+        }
+        Rollback(s) => {
+            let b: api::RollbackBody = api::parse_json_or_default(&json_body(&mut req).await?)?;
+            rollback(&ctx, &s, b).await
+        }
+    }
+}
+
+async fn json_body(req: &mut Request) -> std::result::Result<Vec<u8>, ApiError> {
+    if let Some(len) = req.headers().get("content-length").ok().flatten().and_then(|l| l.parse::<usize>().ok()) {
+        if len > MAX_JSON_BODY {
+            return Err(ApiError::new(413, "too_large", "JSON bodies are limited to 4 MiB"));
+        }
+    }
+    let body = req.bytes().await.map_err(|e| ApiError::bad_request(format!("unreadable body: {e}")))?;
+    if body.len() > MAX_JSON_BODY {
+        return Err(ApiError::new(413, "too_large", "JSON bodies are limited to 4 MiB"));
+    }
+    Ok(body)
+}
+
+async fn health(db: &Db) -> ApiResult {
+    let recorded: Option<String> = match db.first::<Value>(store::schema_version()).await {
+        Ok(v) => v.and_then(|v| v.get("value").and_then(|s| s.as_str()).map(str::to_string)),
+        Err(_) => None,
+    };
+    let state = schema::check(recorded.as_deref());
+    let body = json!({
+        "status": if state == SchemaState::Current { "ok" } else { "schema_outdated" },
+        "schema": {
+            "version": schema::SCHEMA_VERSION,
+            "sha256": schema::SCHEMA_SHA256,
+            "database_version": recorded.and_then(|v| v.parse::<u32>().ok()),
+        },
+        "worker": env!("CARGO_PKG_VERSION"),
+    });
+    Ok((if state == SchemaState::Current { 200 } else { 503 }, body))
+}
+
+impl Ctx<'_> {
+    /// The named site, if this principal may act on it with `scope`. A site the
+    /// principal is confined away from is reported as missing.
+    async fn site(&self, name: &str, scope: Scope) -> std::result::Result<SiteRow, ApiError> {
+        let site: Option<SiteRow> = self.db.first(store::site_by_name(name)).await?;
+        let missing = || ApiError::not_found(format!("no site named {name}"));
+        let site = site.ok_or_else(missing)?;
+        if !self.who.can(Scope::Read, Some(site.id)) {
+            return Err(missing());
+        }
+        if !self.who.can(scope, Some(site.id)) {
+            return Err(ApiError::forbidden());
+        }
+        Ok(site)
+    }
+
+    async fn release(&self, site_id: i64, id: i64) -> std::result::Result<ReleaseRow, ApiError> {
+        self.db.first(store::release(site_id, id)).await?.ok_or_else(|| ApiError::not_found(format!("no release {id} on this site")))
+    }
+
+    async fn draft(&self, site_id: i64, id: i64) -> std::result::Result<ReleaseRow, ApiError> {
+        let r = self.release(site_id, id).await?;
+        if r.state != "draft" {
+            return Err(ApiError::conflict(format!("release {id} is {}; an activated release never changes", r.state)));
+        }
+        Ok(r)
+    }
+}
+
+async fn list_sites(ctx: &Ctx<'_>) -> ApiResult {
+    let only = ctx.who.confined_to();
+    if only.is_none() && !ctx.who.can(Scope::Read, None) {
+        return Err(ApiError::forbidden());
+    }
+    let rows: Vec<SiteRow> = ctx.db.all(store::list_sites(only)).await?;
+    Ok((200, json!({"sites": rows.iter().map(SiteRow::json).collect::<Vec<_>>()})))
+}
+
+async fn create_site(ctx: &Ctx<'_>, b: api::CreateSiteBody) -> ApiResult {
+    if !ctx.who.can(Scope::Admin, None) {
+        return Err(ApiError::forbidden());
+    }
+    if !api::valid_site_name(&b.name) {
+        return Err(ApiError::bad_request("a site name is 1-63 characters of a-z, 0-9 and '-', not starting with '-'"));
+    }
+    let created: Option<Value> = ctx.db.first(store::create_site(&b.name, ctx.now)).await?;
+    if created.is_none() {
+        return Err(ApiError::conflict(format!("a site named {} exists", b.name)));
+    }
+    let site = ctx.site(&b.name, Scope::Admin).await?;
+    Ok((201, site.json()))
+}
+
+async fn add_hostname(ctx: &Ctx<'_>, s: &str, h: &str) -> ApiResult {
+    let site = ctx.site(s, Scope::Admin).await?;
+    let h = hostname::normalize(h).ok_or_else(|| ApiError::bad_request("invalid hostname"))?;
+    let admin = ctx.env.var("ADMIN_HOSTNAMES").map(|v| hostname::parse_list(&v.to_string())).unwrap_or_default();
+    if admin.contains(&h) {
+        return Err(ApiError::conflict(format!("{h} is an admin hostname")));
+    }
+    if ctx.db.run(store::add_hostname(&h, site.id, ctx.now)).await? == 1 {
+        return Ok((201, json!({"hostname": h, "site": site.name})));
+    }
+    #[derive(Deserialize)]
+    struct Owner {
+        site_id: i64,
+    }
+    match ctx.db.first::<Owner>(store::hostname_owner(&h)).await? {
+        Some(o) if o.site_id == site.id => Ok((200, json!({"hostname": h, "site": site.name}))),
+        _ => Err(ApiError::conflict(format!("{h} belongs to another site"))),
+    }
+}
+
+fn random_bytes<const N: usize>() -> std::result::Result<[u8; N], ApiError> {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+    Ok(b)
+}
+
+async fn create_token(ctx: &Ctx<'_>, b: api::CreateTokenBody) -> ApiResult {
+    let scope = Scope::parse(&b.scope).ok_or_else(|| ApiError::bad_request("scope is read, publish or admin"))?;
+    if b.name.trim().is_empty() || b.name.len() > 200 {
+        return Err(ApiError::bad_request("a token needs a name of 1-200 characters"));
+    }
+    let site_id = match &b.site {
+        Some(s) => Some(ctx.site(s, Scope::Admin).await?.id),
+        None if ctx.who.can(Scope::Admin, None) => None,
+        None => return Err(ApiError::forbidden()),
+    };
+    let expires_at = match b.expires_in {
+        Some(0) => return Err(ApiError::bad_request("expires_in must be at least 1 second")),
+        Some(s) if s > 10 * 365 * 86400 => return Err(ApiError::bad_request("expires_in is at most ten years")),
+        Some(s) => Some(ctx.now + (s as i64) * 1000),
+        None => None,
+    };
+    let t = auth::new_token(&random_bytes::<38>()?);
+    ctx.db.run(store::insert_token(&t.id, &t.secret_sha256, &b.name, site_id, scope.as_str(), ctx.now, expires_at)).await?;
+    Ok((
+        201,
+        json!({"id": t.id, "token": t.token, "name": b.name, "site": b.site, "scope": scope.as_str(), "expires_at": expires_at,
+               "note": "the token is shown only now; Wharf keeps only its sha256"}),
+    ))
+}
+
+async fn list_tokens(ctx: &Ctx<'_>, site: Option<String>) -> ApiResult {
+    let site_id = match (site, ctx.who.confined_to()) {
+        (Some(s), _) => Some(ctx.site(&s, Scope::Admin).await?.id),
+        (None, Some(own)) if ctx.who.can(Scope::Admin, Some(own)) => Some(own),
+        (None, None) if ctx.who.can(Scope::Admin, None) => None,
+        _ => return Err(ApiError::forbidden()),
+    };
+    let rows: Vec<Value> = ctx.db.all(store::list_tokens(site_id)).await?;
+    Ok((200, json!({"tokens": rows})))
+}
+
+async fn revoke_token(ctx: &Ctx<'_>, id: &str) -> ApiResult {
+    #[derive(Deserialize)]
+    struct T {
+        site_id: Option<i64>,
+    }
+    let row: Option<T> = ctx.db.first(store::token_by_id(id)).await?;
+    let Some(row) = row else { return Err(ApiError::not_found("no such token")) };
+    if !ctx.who.can(Scope::Admin, row.site_id) {
+        return Err(if ctx.who.can(Scope::Read, row.site_id) { ApiError::forbidden() } else { ApiError::not_found("no such token") });
+    }
+    ctx.db.run(store::revoke_token(id, ctx.now)).await?;
+    Ok((204, Value::Null))
+}
+
+async fn put_blob(ctx: &Ctx<'_>, req: &mut Request, sha: &str) -> ApiResult {
+    if !ctx.who.can_on_some_site(Scope::Publish) {
+        return Err(ApiError::forbidden());
+    }
+    let length: u64 = req
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| ApiError::new(411, "length_required", "a blob upload needs a Content-Length"))?;
+    let max = ctx
+        .env
+        .var("MAX_BLOB_BYTES")
+        .ok()
+        .and_then(|v| v.to_string().parse::<u64>().ok())
+        .unwrap_or(DEFAULT_MAX_BLOB_BYTES);
+    if length > max {
+        return Err(ApiError::new(413, "too_large", format!("blobs are limited to {max} bytes")));
+    }
+    #[derive(Deserialize)]
+    struct B {
+        size: i64,
+    }
+    if let Some(existing) = ctx.db.first::<B>(store::blob(sha)).await? {
+        // Content-addressed: the stored bytes are already right; never rewritten.
+        return Ok((200, json!({"sha256": sha, "size": existing.size, "created": false})));
+    }
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
+    let digest = hex::decode(sha).map_err(|_| ApiError::bad_request("invalid digest"))?;
+    let data = match req.inner().body() {
+        Some(stream) if length > 0 => Data::ReadableStream(stream),
+        _ => Data::Empty,
+    };
+    // R2 computes sha256 as the body streams through and refuses the object on a
+    // mismatch, so nothing is stored under a wrong digest.
+    let put = bucket.put(store::blob_key(sha), data).sha256(digest).execute().await;
+    let object = match put {
+        Ok(Some(o)) => o,
+        Ok(None) => return Err(ApiError::internal("storing the blob failed: R2 returned no object")),
+        Err(e) => {
+            let msg = e.to_string();
+            let lower = msg.to_ascii_lowercase();
+            if lower.contains("sha-256") || lower.contains("sha256") || lower.contains("checksum") || lower.contains("did not match") {
+                return Err(ApiError::new(400, "digest_mismatch", format!("the uploaded bytes do not have sha256 {sha}")));
+            }
+            return Err(ApiError::internal(format!("storing the blob failed: {msg}")));
+        }
+    };
+    if object.size() != length {
+        let _ = bucket.delete(store::blob_key(sha)).await;
+        return Err(ApiError::bad_request(format!("received {} bytes, Content-Length said {length}", object.size())));
+    }
+    ctx.db.run(store::insert_blob(sha, length as i64, ctx.now)).await?;
+    Ok((201, json!({"sha256": sha, "size": length, "created": true})))
+}
+
+async fn create_release(ctx: &Ctx<'_>, s: &str, b: api::CreateReleaseBody) -> ApiResult {
+    let site = ctx.site(s, Scope::Publish).await?;
+    let note = b.note.as_deref();
+    if note.map_or(false, |n| n.len() > 1000) {
+        return Err(ApiError::bad_request("a note is at most 1000 bytes"));
+    }
+    let stmt = match b.base()? {
+        Base::Active => store::create_release_from_active(site.id, note, ctx.now),
+        Base::Empty => store::create_release_from(site.id, None, note, ctx.now),
+        Base::Release(id) => {
+            let parent = ctx.release(site.id, id).await?;
+            let Some(seq) = parent.seq else {
+                return Err(ApiError::conflict(format!("release {id} is a draft; a release is made from an activated one")));
+            };
+            store::create_release_from(site.id, Some((parent.id, seq)), note, ctx.now)
+        }
+    };
+    let rel: Option<ReleaseRow> = ctx.db.first(stmt).await?;
+    let rel = rel.ok_or_else(|| ApiError::internal("the release was not created"))?;
+    Ok((201, rel.json()))
+}
+
+async fn apply_changes(ctx: &Ctx<'_>, s: &str, r: i64, changes: Vec<api::Change>) -> ApiResult {
+    let site = ctx.site(s, Scope::Publish).await?;
+    ctx.draft(site.id, r).await?;
+    // Every put must name a stored blob.
+    let mut digests: Vec<&str> = changes.iter().filter_map(|c| c.sha256.as_deref()).collect();
+    digests.sort_unstable();
+    digests.dedup();
+    for chunk in digests.chunks(90) {
+        #[derive(Deserialize)]
+        struct N {
+            n: i64,
+        }
+        let n = ctx.db.first::<N>(store::count_blobs(chunk)).await?.map_or(0, |n| n.n);
+        if n as usize != chunk.len() {
+            let mut missing = vec![];
+            for d in chunk {
+                if ctx.db.first::<Value>(store::blob(d)).await?.is_none() {
+                    missing.push(d.to_string());
+                }
+            }
+            return Err(ApiError::unprocessable(format!("no blob stored for sha256 {}", missing.join(", "))));
+        }
+    }
+    ctx.db
+        .batch(store::apply_changes(site.id, r, &changes))
+        .await
+        .map_err(|e| batch_err(e, &format!("release {r} stopped being a draft")))?;
+    Ok((200, json!({"release": r, "changed": changes.len()})))
+}
+
+async fn activate(ctx: &Ctx<'_>, s: &str, r: i64, b: api::ActivateBody) -> ApiResult {
+    let site = ctx.site(s, Scope::Publish).await?;
+    let rel = ctx.release(site.id, r).await?;
+    if rel.state != "draft" {
+        return Err(ApiError::conflict(format!("release {r} is {}; use rollback to re-activate an earlier release", rel.state)));
+    }
+    let expected = b.expected_active.unwrap_or(rel.parent_id);
+    match ctx.db.batch(store::activate(site.id, r, expected, ctx.now)).await {
+        Ok(changes) => {
+            let rel = ctx.release(site.id, r).await?;
+            let mut j = rel.json();
+            j["rows_closed"] = json!(changes.get(store::ACTIVATE_CLOSED));
+            j["rows_opened"] = json!(changes.get(store::ACTIVATE_OPENED));
+            Ok((200, j))
+        }
+        Err(BatchError::Precondition) => Err(stale(ctx, s, expected, "activate").await),
+        Err(BatchError::Failed(e)) => Err(e),
+    }
+}
+
+/// Explains a failed compare-and-swap.
+async fn stale(ctx: &Ctx<'_>, s: &str, expected: Option<i64>, what: &str) -> ApiError {
+    let now_active = match ctx.db.first::<SiteRow>(store::site_by_name(s)).await {
+        Ok(Some(site)) => site.active_release_id,
+        _ => None,
+    };
+    let show = |v: Option<i64>| v.map_or("none".to_string(), |v| v.to_string());
+    ApiError::new(
+        409,
+        "stale_release",
+        format!(
+            "cannot {what}: expected the active release to be {}, but it is {} (or the release changed state); start again from the active release",
+            show(expected),
+            show(now_active)
+        ),
+    )
+}
+
+async fn rollback(ctx: &Ctx<'_>, s: &str, b: api::RollbackBody) -> ApiResult {
+    let site = ctx.site(s, Scope::Publish).await?;
+    let to = match b.to {
+        Some(t) => t,
+        None => {
+            #[derive(Deserialize)]
+            struct Id {
+                id: i64,
+            }
+            ctx.db
+                .first::<Id>(store::previous_release(site.id))
+                .await?
+                .map(|r| r.id)
+                .ok_or_else(|| ApiError::conflict("there is no earlier release to roll back to"))?
+        }
+    };
+    let target = ctx.release(site.id, to).await?;
+    if target.state != "retired" {
+        return Err(ApiError::conflict(format!("release {to} is {}; only a retired release can be re-activated", target.state)));
+    }
+    let expected = b.expected_active.unwrap_or(site.active_release_id);
+    match ctx.db.batch(store::rollback(site.id, to, expected, ctx.now)).await {
+        Ok(_) => Ok((200, ctx.release(site.id, to).await?.json())),
+        Err(BatchError::Precondition) => Err(stale(ctx, s, expected, "roll back").await),
+        Err(BatchError::Failed(e)) => Err(e),
+    }
+}

@@ -1,0 +1,46 @@
+//! The thin layer between the pure modules and the Workers runtime (wasm32 only).
+
+mod admin;
+mod db;
+mod serve;
+
+use crate::{api::ApiError, hostname};
+use worker::*;
+
+/// Binding names (see wrangler.toml).
+pub const DB_BINDING: &str = "DB";
+pub const BUCKET_BINDING: &str = "BLOBS";
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let host = req.headers().get("host")?.and_then(|h| hostname::normalize(&h));
+    let admin_hosts = env.var("ADMIN_HOSTNAMES").map(|v| hostname::parse_list(&v.to_string())).unwrap_or_default();
+    match host {
+        Some(h) if admin_hosts.contains(&h) => admin::handle(req, &env).await,
+        Some(h) => serve::handle(req, &env, &h).await,
+        None => error_response(&ApiError::bad_request("missing or invalid Host header")),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    js_sys::Date::now() as i64
+}
+
+pub fn json_response(status: u16, value: &serde_json::Value) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    headers.set("cache-control", "no-store")?;
+    Ok(Response::builder()
+        .with_status(status)
+        .with_headers(headers)
+        .fixed(serde_json::to_vec(value).map_err(|e| Error::RustError(e.to_string()))?))
+}
+
+pub fn error_response(e: &ApiError) -> Result<Response> {
+    json_response(e.status, &e.body())
+}

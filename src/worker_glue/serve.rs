@@ -1,0 +1,145 @@
+//! The data plane: tenant hostname + path → blob, streamed from R2.
+
+use super::db::Db;
+use super::{error_response, DB_BINDING, BUCKET_BINDING};
+use crate::api::ApiError;
+use crate::http::{self, Conditions, Entry, Outcome};
+use crate::schema::{self, SchemaState};
+use crate::{path, store};
+use serde::Deserialize;
+use worker::*;
+
+#[derive(Deserialize)]
+struct LookupRow {
+    schema_version: Option<String>,
+    sha256: Option<String>,
+    size: Option<f64>,
+    content_type: Option<String>,
+    activated_at: Option<f64>,
+}
+
+fn not_found() -> Result<Response> {
+    error_response(&ApiError::not_found("not found"))
+}
+
+/// 503 when the database schema does not match this worker.
+pub fn schema_error(state: &SchemaState) -> ApiError {
+    let have = match state {
+        SchemaState::Outdated { database: Some(v) } | SchemaState::Newer { database: v } => v.to_string(),
+        _ => "none".into(),
+    };
+    ApiError::new(
+        503,
+        "schema_outdated",
+        format!(
+            "the database schema is version {have} but this worker needs version {}: apply schema.sql (wrangler d1 execute … --file schema.sql)",
+            schema::SCHEMA_VERSION
+        ),
+    )
+}
+
+pub async fn handle(req: Request, env: &Env, host: &str) -> Result<Response> {
+    let method = req.method();
+    if method != Method::Get && method != Method::Head {
+        let mut r = error_response(&ApiError::new(405, "method_not_allowed", "only GET and HEAD are served here"))?;
+        r.headers_mut().set("allow", "GET, HEAD")?;
+        return Ok(r);
+    }
+    let url = req.url()?;
+    let path = match path::from_request(url.path()) {
+        Ok(p) => p,
+        Err(e) => return error_response(&ApiError::new(400, "bad_path", e.message())),
+    };
+    let db = Db(env.d1(DB_BINDING)?);
+    let row: LookupRow = match db.first(store::lookup(host, &path)).await {
+        Ok(Some(r)) => r,
+        // No schema_meta row, or no table at all: the schema was never applied.
+        Ok(None) => return error_response(&schema_error(&SchemaState::Outdated { database: None })),
+        Err(e) => {
+            let recorded: Option<String> = db
+                .first::<serde_json::Value>(store::schema_version())
+                .await
+                .ok()
+                .flatten()
+                .and_then(|v| v.get("value").and_then(|s| s.as_str()).map(str::to_string));
+            let state = schema::check(recorded.as_deref());
+            if state != SchemaState::Current {
+                return error_response(&schema_error(&state));
+            }
+            return error_response(&e);
+        }
+    };
+    let state = schema::check(row.schema_version.as_deref());
+    if state != SchemaState::Current {
+        return error_response(&schema_error(&state));
+    }
+    let (Some(sha256), Some(size), Some(content_type), Some(activated_at)) = (row.sha256, row.size, row.content_type, row.activated_at) else {
+        return not_found();
+    };
+    let entry = Entry { sha256, size: size as u64, content_type, activated_at_ms: activated_at as u64 };
+    let h = req.headers();
+    let (inm, ims, im, ius, range, if_range) = (
+        h.get("if-none-match")?,
+        h.get("if-modified-since")?,
+        h.get("if-match")?,
+        h.get("if-unmodified-since")?,
+        h.get("range")?,
+        h.get("if-range")?,
+    );
+    let cond = Conditions {
+        if_none_match: inm.as_deref(),
+        if_modified_since: ims.as_deref(),
+        if_match: im.as_deref(),
+        if_unmodified_since: ius.as_deref(),
+        range: range.as_deref(),
+        if_range: if_range.as_deref(),
+    };
+    let outcome = http::evaluate(&entry, &cond);
+
+    let headers = Headers::new();
+    headers.set("etag", &http::etag(&entry.sha256))?;
+    headers.set("last-modified", &http::http_date(entry.activated_at_ms))?;
+    headers.set("cache-control", http::cache_control(&path))?;
+    headers.set("accept-ranges", "bytes")?;
+    headers.set("x-content-type-options", "nosniff")?;
+    let builder = |status: u16| {
+        ResponseBuilder::new()
+            .with_status(status)
+            .with_headers(headers.clone())
+            // Blobs go out byte for byte as stored: never re-encoded on the fly.
+            .with_encode_body(EncodeBody::Manual)
+    };
+    let head = method == Method::Head;
+    let (status, r2_range) = match outcome {
+        Outcome::NotModified => return Ok(builder(304).empty()),
+        Outcome::PreconditionFailed => return Ok(builder(412).empty()),
+        Outcome::RangeNotSatisfiable => {
+            headers.set("content-range", &format!("bytes */{}", entry.size))?;
+            return Ok(builder(416).empty());
+        }
+        Outcome::Full => (200, None),
+        Outcome::Partial { offset, length } => {
+            headers.set("content-range", &format!("bytes {}-{}/{}", offset, offset + length - 1, entry.size))?;
+            (206, Some((offset, length)))
+        }
+    };
+    let length = r2_range.map_or(entry.size, |(_, l)| l);
+    headers.set("content-type", &entry.content_type)?;
+    headers.set("content-length", &length.to_string())?;
+    if head {
+        return Ok(builder(status).empty());
+    }
+    let bucket = env.bucket(BUCKET_BINDING)?;
+    let mut get = bucket.get(store::blob_key(&entry.sha256));
+    if let Some((offset, length)) = r2_range {
+        get = get.range(Range::OffsetWithLength { offset, length });
+    }
+    let Some(object) = get.execute().await? else {
+        console_error!("blob {} is referenced by {host}/{path} but missing from R2", entry.sha256);
+        return error_response(&ApiError::internal("stored content is missing"));
+    };
+    let Some(body) = object.body() else {
+        return error_response(&ApiError::internal("stored content has no body"));
+    };
+    Ok(builder(status).body(body.response_body()?))
+}

@@ -169,9 +169,9 @@ pub fn is_immutable_path(path: &str) -> bool {
 /// `Cache-Control` for a served path.
 pub fn cache_control(path: &str) -> &'static str {
     if is_immutable_path(path) {
-        "public, max-age=31536000, immutable"
+        "public, max-age=31536000, immutable, no-transform"
     } else {
-        "public, max-age=60, must-revalidate"
+        "public, max-age=60, must-revalidate, no-transform"
     }
 }
 

@@ -191,8 +191,7 @@ async fn dispatch(mut req: Request, env: &Env) -> ApiResult {
             if !ctx.who.can_on_some_site(Scope::Read) {
                 return Err(ApiError::forbidden());
             }
-            let row: Option<Value> = ctx.db.first(store::blob(&sha)).await?;
-            row.map(|r| (200, r)).ok_or_else(|| ApiError::not_found("no such blob"))
+            show_blob(&ctx, &sha).await
         }
         ListReleases(s) => {
             let site = ctx.site(&s, Scope::Read).await?;
@@ -507,6 +506,26 @@ async fn put_blob(ctx: &Ctx<'_>, req: &mut Request, sha: &str) -> ApiResult {
     }
     ctx.db.run(store::insert_blob(sha, length as i64, ctx.now)).await?;
     Ok((201, json!({"sha256": sha, "size": length, "created": true})))
+}
+
+/// A blob as the index (D1) and the store (R2) each see it.
+async fn show_blob(ctx: &Ctx<'_>, sha: &str) -> ApiResult {
+    #[derive(Deserialize)]
+    struct B {
+        size: i64,
+        created_at: i64,
+    }
+    let row: Option<B> = ctx.db.first(store::blob(sha)).await?;
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
+    let object = bucket.head(store::blob_key(sha)).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    if row.is_none() && object.is_none() {
+        return Err(ApiError::not_found("no such blob"));
+    }
+    Ok((
+        200,
+        json!({"sha256": sha, "size": row.as_ref().map(|r| r.size), "created_at": row.as_ref().map(|r| r.created_at),
+               "indexed": row.is_some(), "stored": object.is_some(), "stored_size": object.map(|o| o.size())}),
+    ))
 }
 
 async fn create_release(ctx: &Ctx<'_>, s: &str, b: api::CreateReleaseBody) -> ApiResult {

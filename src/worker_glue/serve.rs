@@ -102,11 +102,14 @@ pub async fn handle(req: Request, env: &Env, host: &str) -> Result<Response> {
     headers.set("cache-control", http::cache_control(&path))?;
     headers.set("accept-ranges", "bytes")?;
     headers.set("x-content-type-options", "nosniff")?;
+    // Blobs go out byte for byte as stored. `identity` stops the local runtime
+    // (and `no-transform` in Cache-Control stops Cloudflare's edge) from
+    // compressing on the fly, which would break Content-Length, ranges and speed.
+    headers.set("content-encoding", "identity")?;
     let builder = |status: u16| {
         ResponseBuilder::new()
             .with_status(status)
             .with_headers(headers.clone())
-            // Blobs go out byte for byte as stored: never re-encoded on the fly.
             .with_encode_body(EncodeBody::Manual)
     };
     let head = method == Method::Head;

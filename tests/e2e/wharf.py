@@ -1,0 +1,181 @@
+"""Starts the real Wharf worker on workerd (wrangler dev) with fresh local D1 and R2."""
+
+import hashlib
+import http.client
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+WRANGLER = ROOT / "node_modules" / ".bin" / "wrangler"
+ADMIN_HOST = "admin.wharf.test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wrangler_env() -> dict:
+    env = dict(os.environ)
+    env.update({"WRANGLER_SEND_METRICS": "false", "CI": "true", "NO_COLOR": "1"})
+    return env
+
+
+def apply_schema(state: Path, schema: Path = ROOT / "schema.sql") -> None:
+    subprocess.run(
+        [str(WRANGLER), "d1", "execute", "wharf", "--local", "--persist-to", str(state), "--file", str(schema)],
+        cwd=ROOT, env=wrangler_env(), check=True, capture_output=True,
+    )
+
+
+class Wharf:
+    """One running worker. `state` is its private D1/R2 folder."""
+
+    def __init__(self, state: Path, schema: Path | None = ROOT / "schema.sql", extra_vars: dict | None = None):
+        self.state = state
+        self.port = free_port()
+        self.root_token = "root-" + secrets.token_hex(16)
+        if schema is not None:
+            apply_schema(state, schema)
+        vars_ = {"ADMIN_HOSTNAMES": ADMIN_HOST, "ADMIN_TOKEN": self.root_token}
+        vars_.update(extra_vars or {})
+        cmd = [str(WRANGLER), "dev", "--persist-to", str(state), "--ip", "127.0.0.1", "--port", str(self.port),
+               "--inspector-port", str(free_port()), "--log-level", "warn"]
+        for k, v in vars_.items():
+            cmd += ["--var", f"{k}:{v}"]
+        self.log = open(state / "wrangler.log", "wb")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=wrangler_env(), stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 60
+        while True:
+            try:
+                r = requests.get(self.url("/api/v1/health"), headers={"Host": ADMIN_HOST}, timeout=2)
+                if r.status_code in (200, 503):
+                    break
+            except requests.RequestException:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise RuntimeError("wrangler dev did not start:\n" + (state / "wrangler.log").read_text(errors="replace")[-4000:])
+            time.sleep(0.3)
+        self.admin = Admin(self, self.root_token)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, host: str, path: str, **kw) -> requests.Response:
+        headers = {"Host": host, **kw.pop("headers", {})}
+        return requests.request(kw.pop("method", "GET"), self.url(path), headers=headers, timeout=60, **kw)
+
+    def raw(self, method: str, host: str, path: str, headers: dict | None = None):
+        """Sends the path exactly as given (no client-side normalisation)."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        c.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        c.putheader("Host", host)
+        for k, v in (headers or {}).items():
+            c.putheader(k, v)
+        c.endheaders()
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r.status, dict(r.getheaders()), body
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+class ApiError(Exception):
+    def __init__(self, r: requests.Response):
+        self.status = r.status_code
+        try:
+            self.body = r.json()
+        except ValueError:
+            self.body = r.text
+        super().__init__(f"{r.request.method} {r.request.url} -> {r.status_code} {self.body}")
+
+
+class Admin:
+    """A client of the admin API with one bearer token."""
+
+    def __init__(self, wharf: Wharf, token: str):
+        self.wharf, self.token = wharf, token
+
+    def with_token(self, token: str) -> "Admin":
+        return Admin(self.wharf, token)
+
+    def call(self, method: str, path: str, body=None, data=None, expect=None, headers=None):
+        h = {"Host": ADMIN_HOST, "Authorization": f"Bearer {self.token}", **(headers or {})}
+        kw = {}
+        if body is not None:
+            kw["data"] = json.dumps(body)
+            h["Content-Type"] = "application/json"
+        if data is not None:
+            kw["data"] = data
+        r = requests.request(method, self.wharf.url("/api/v1" + path), headers=h, timeout=300, **kw)
+        if expect is not None:
+            assert r.status_code == expect, f"{method} {path}: expected {expect}, got {r.status_code} {r.text}"
+            if r.status_code >= 400:
+                body = r.json()
+                assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]), body
+        elif r.status_code >= 400:
+            raise ApiError(r)
+        return r.json() if r.content else None
+
+    # Conveniences for the common flow.
+    def site(self, name: str, *hostnames: str):
+        self.call("POST", "/sites", {"name": name})
+        for h in hostnames:
+            self.call("PUT", f"/sites/{name}/hostnames/{h}")
+
+    def blob(self, content: bytes) -> str:
+        sha = hashlib.sha256(content).hexdigest()
+        self.call("PUT", f"/blobs/sha256/{sha}", data=content)
+        return sha
+
+    def draft(self, site: str, **body) -> int:
+        return self.call("POST", f"/sites/{site}/releases", body)["id"]
+
+    def put(self, site: str, rel: int, path: str, content: bytes, content_type: str | None = None):
+        sha = self.blob(content)
+        body = {"sha256": sha}
+        if content_type:
+            body["content_type"] = content_type
+        return self.call("PUT", f"/sites/{site}/releases/{rel}/paths/{path}", body)
+
+    def activate(self, site: str, rel: int, **body):
+        return self.call("POST", f"/sites/{site}/releases/{rel}/activate", body)
+
+    def publish(self, site: str, files: dict[str, bytes]) -> int:
+        rel = self.draft(site)
+        for p, c in files.items():
+            self.put(site, rel, p, c)
+        self.activate(site, rel)
+        return rel
+
+    def make_token(self, scope: str, site: str | None = None, **extra) -> "Admin":
+        body = {"name": f"{scope}-{site}", "scope": scope, **extra}
+        if site:
+            body["site"] = site
+        return self.with_token(self.call("POST", "/tokens", body)["token"])
+
+
+def started(tmp: Path, **kw) -> Wharf:
+    tmp.mkdir(parents=True, exist_ok=True)
+    return Wharf(tmp, **kw)

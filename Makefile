@@ -1,0 +1,20 @@
+# Two commands: `make dev` runs Wharf locally, `make test` runs every test.
+.PHONY: dev test setup build deploy bench
+
+dev:
+	scripts/dev
+
+test:
+	scripts/test
+
+setup:
+	scripts/setup
+
+build:
+	scripts/build
+
+deploy:
+	scripts/deploy
+
+bench:
+	bench/run

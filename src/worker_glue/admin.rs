@@ -20,10 +20,7 @@ const DEFAULT_MAX_BLOB_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 pub async fn handle(req: Request, env: &Env) -> Result<Response> {
     match dispatch(req, env).await {
-        Ok((status, body)) if status == 204 => {
-            let _ = body;
-            Ok(Response::builder().with_status(204).empty())
-        }
+        Ok((204, _)) => Ok(Response::builder().with_status(204).empty()),
         Ok((status, body)) => json_response(status, &body),
         Err(e) => error_response(&e),
     }
@@ -118,13 +115,7 @@ async fn principal(req: &Request, env: &Env, db: &Db, now: i64) -> std::result::
 }
 
 async fn check_schema(db: &Db) -> std::result::Result<(), ApiError> {
-    let recorded: Option<String> = db
-        .first::<Value>(store::schema_version())
-        .await
-        .ok()
-        .flatten()
-        .and_then(|v| v.get("value").and_then(|s| s.as_str()).map(str::to_string));
-    match schema::check(recorded.as_deref()) {
+    match schema::check(db.recorded_schema().await.as_deref()) {
         SchemaState::Current => Ok(()),
         s => Err(schema_error(&s)),
     }
@@ -139,8 +130,8 @@ async fn dispatch(mut req: Request, env: &Env) -> ApiResult {
     if route == Route::Health {
         return health(&db).await;
     }
-    let who = principal(&req, env, &db, now).await?;
     check_schema(&db).await?;
+    let who = principal(&req, env, &db, now).await?;
     let query = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
     let ctx = Ctx { env, db, who, now };
     use Route::*;
@@ -305,10 +296,7 @@ async fn json_body(req: &mut Request) -> std::result::Result<Vec<u8>, ApiError> 
 }
 
 async fn health(db: &Db) -> ApiResult {
-    let recorded: Option<String> = match db.first::<Value>(store::schema_version()).await {
-        Ok(v) => v.and_then(|v| v.get("value").and_then(|s| s.as_str()).map(str::to_string)),
-        Err(_) => None,
-    };
+    let recorded = db.recorded_schema().await;
     let state = schema::check(recorded.as_deref());
     let body = json!({
         "status": if state == SchemaState::Current { "ok" } else { "schema_outdated" },

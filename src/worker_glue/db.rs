@@ -41,6 +41,15 @@ impl Db {
         Ok(self.all::<T>(s).await?.into_iter().next())
     }
 
+    /// The schema version recorded in the database (None: never initialised or unreadable).
+    pub async fn recorded_schema(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct V {
+            value: String,
+        }
+        self.first::<V>(crate::store::schema_version()).await.ok().flatten().map(|v| v.value)
+    }
+
     /// Runs one write; returns how many rows it changed.
     pub async fn run(&self, s: Stmt) -> Result<usize, ApiError> {
         let r = self.prepare(&s)?.run().await.map_err(db_error)?;

@@ -56,13 +56,7 @@ pub async fn handle(req: Request, env: &Env, host: &str) -> Result<Response> {
         // No schema_meta row, or no table at all: the schema was never applied.
         Ok(None) => return error_response(&schema_error(&SchemaState::Outdated { database: None })),
         Err(e) => {
-            let recorded: Option<String> = db
-                .first::<serde_json::Value>(store::schema_version())
-                .await
-                .ok()
-                .flatten()
-                .and_then(|v| v.get("value").and_then(|s| s.as_str()).map(str::to_string));
-            let state = schema::check(recorded.as_deref());
+            let state = schema::check(db.recorded_schema().await.as_deref());
             if state != SchemaState::Current {
                 return error_response(&schema_error(&state));
             }

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod deb;
 pub mod hostname;
 pub mod http;
 pub mod path;

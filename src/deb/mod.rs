@@ -1,0 +1,4 @@
+//! Debian repositories: package inspection, index generation, signing.
+
+pub mod control;
+pub mod package;

@@ -1,0 +1,206 @@
+//! Reading a `.deb`: the `ar` archive, its `control.tar[.gz|.xz|.zst]` member
+//! and the `control` file inside it.
+//!
+//! Only the control member is ever read: [`locate_control`] needs the first few
+//! hundred bytes of the package to say where it is, so the worker fetches just
+//! that range from R2 and never holds the package's data in memory.
+
+use super::control::{self, Paragraph};
+use std::io::Read;
+
+const AR_MAGIC: &[u8] = b"!<arch>\n";
+const AR_HEADER: usize = 60;
+/// Bytes of a package that always suffice to locate its control member.
+pub const HEAD_BYTES: usize = 8 + AR_HEADER + 16 + AR_HEADER;
+/// Largest control member (compressed) and control.tar (decompressed) accepted.
+pub const MAX_CONTROL_MEMBER: u64 = 16 << 20;
+const MAX_CONTROL_TAR: u64 = 64 << 20;
+const MAX_CONTROL_FILE: u64 = 1 << 20;
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct DebError(pub String);
+
+impl std::fmt::Display for DebError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err<T>(m: impl Into<String>) -> Result<T, DebError> {
+    Err(DebError(m.into()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Xz,
+    Zstd,
+}
+
+/// Where the control member lies in the package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlMember {
+    pub offset: u64,
+    pub size: u64,
+    pub compression: Compression,
+}
+
+struct ArHeader {
+    name: String,
+    size: u64,
+}
+
+fn ar_header(h: &[u8]) -> Result<ArHeader, DebError> {
+    if h.len() < AR_HEADER {
+        return err("the package is truncated inside an ar member header");
+    }
+    if &h[58..60] != b"`\n" {
+        return err("not a Debian package: bad ar member header");
+    }
+    let field = |r: std::ops::Range<usize>| std::str::from_utf8(&h[r]).map(|s| s.trim_end().to_string());
+    let name = field(0..16).map_err(|_| DebError("ar member name is not text".into()))?;
+    let name = name.strip_suffix('/').unwrap_or(&name).to_string();
+    let size = field(48..58)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| DebError("ar member size is not a number".into()))?;
+    Ok(ArHeader { name, size })
+}
+
+/// Finds the control member from the start of a package (at least
+/// [`HEAD_BYTES`] of it, or all of it if shorter) and its total size.
+pub fn locate_control(head: &[u8], total_size: u64) -> Result<ControlMember, DebError> {
+    if head.len() < AR_MAGIC.len() || &head[..AR_MAGIC.len()] != AR_MAGIC {
+        return err("not a Debian package: no ar archive signature");
+    }
+    let first = ar_header(&head[8..])?;
+    if first.name != "debian-binary" {
+        return err(format!("not a Debian package: first member is {:?}, not debian-binary", first.name));
+    }
+    if first.size > 16 {
+        return err("debian-binary member is too large");
+    }
+    let version_start = 8 + AR_HEADER;
+    let version = head
+        .get(version_start..version_start + first.size as usize)
+        .ok_or_else(|| DebError("the package is truncated in debian-binary".into()))?;
+    if !version.starts_with(b"2.") {
+        return err(format!("unsupported package format version {:?}", String::from_utf8_lossy(version).trim()));
+    }
+    let second_at = version_start + first.size as usize + (first.size as usize & 1);
+    let second = ar_header(head.get(second_at..).unwrap_or(&[]))?;
+    let compression = match second.name.as_str() {
+        "control.tar" => Compression::None,
+        "control.tar.gz" => Compression::Gzip,
+        "control.tar.xz" => Compression::Xz,
+        "control.tar.zst" => Compression::Zstd,
+        other => return err(format!("second member is {other:?}; expected control.tar[.gz|.xz|.zst]")),
+    };
+    let offset = (second_at + AR_HEADER) as u64;
+    if second.size > MAX_CONTROL_MEMBER {
+        return err("the control member is larger than 16 MiB");
+    }
+    if offset + second.size > total_size {
+        return err("the package is truncated inside its control member");
+    }
+    Ok(ControlMember { offset, size: second.size, compression })
+}
+
+/// Reads the `control` file out of the (compressed) control member.
+pub fn read_control(member: &[u8], compression: Compression) -> Result<Paragraph, DebError> {
+    let reader: Box<dyn Read + '_> = match compression {
+        Compression::None => Box::new(member),
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(member)),
+        Compression::Xz => Box::new(lzma_rust2::XzReader::new(member, true)),
+        Compression::Zstd => Box::new(
+            ruzstd::decoding::StreamingDecoder::new(member).map_err(|e| DebError(format!("control.tar.zst is not valid zstd: {e}")))?,
+        ),
+    };
+    let mut archive = tar::Archive::new(reader.take(MAX_CONTROL_TAR));
+    let entries = archive.entries().map_err(|e| DebError(format!("control.tar is unreadable: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| DebError(format!("control.tar is corrupt: {e}")))?;
+        let path = entry.path().map_err(|e| DebError(format!("control.tar has a bad path: {e}")))?.into_owned();
+        let name = path.to_string_lossy();
+        if name == "./control" || name == "control" {
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                return err("control in control.tar is not a regular file");
+            }
+            let mut text = String::new();
+            entry
+                .by_ref()
+                .take(MAX_CONTROL_FILE)
+                .read_to_string(&mut text)
+                .map_err(|e| DebError(format!("the control file is not UTF-8 text: {e}")))?;
+            return Paragraph::parse(&text).map_err(|e| DebError(format!("control file: {e}")));
+        }
+    }
+    err("control.tar has no control file")
+}
+
+/// What a package says about itself, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebInfo {
+    pub control: Paragraph,
+    pub package: String,
+    pub version: String,
+    pub architecture: String,
+    /// Source package name (the package's own name when no Source field).
+    pub source: String,
+}
+
+pub fn check(control: Paragraph) -> Result<DebInfo, DebError> {
+    let field = |n: &str| control.get(n).map(str::to_string).ok_or_else(|| DebError(format!("control file has no {n} field")));
+    let package = field("Package")?;
+    let version = field("Version")?;
+    let architecture = field("Architecture")?;
+    if !control::valid_package_name(&package) {
+        return err(format!("invalid package name {package:?}"));
+    }
+    if !control::valid_version(&version) {
+        return err(format!("invalid version {version:?}"));
+    }
+    if !control::valid_architecture(&architecture) {
+        return err(format!("invalid architecture {architecture:?}"));
+    }
+    for f in ["Filename", "Size", "MD5sum", "SHA1", "SHA256", "SHA512"] {
+        if control.get(f).is_some() {
+            return err(format!("control file must not carry the archive field {f}"));
+        }
+    }
+    let source = match control.get("Source") {
+        Some(s) => {
+            let name = s.split_whitespace().next().unwrap_or("").to_string();
+            if !control::valid_package_name(&name) {
+                return err(format!("invalid Source field {s:?}"));
+            }
+            name
+        }
+        None => package.clone(),
+    };
+    Ok(DebInfo { control, package, version, architecture, source })
+}
+
+/// Reads and checks a whole package held in memory (tests, tools).
+pub fn inspect(deb: &[u8]) -> Result<DebInfo, DebError> {
+    let m = locate_control(&deb[..deb.len().min(HEAD_BYTES)], deb.len() as u64)?;
+    let member = &deb[m.offset as usize..(m.offset + m.size) as usize];
+    check(read_control(member, m.compression)?)
+}
+
+/// `<package>_<version without epoch>_<arch>.deb`
+pub fn filename(info: &DebInfo) -> String {
+    let version = info.version.split_once(':').map_or(info.version.as_str(), |(_, v)| v);
+    format!("{}_{}_{}.deb", info.package, version, info.architecture)
+}
+
+/// `pool/<component>/<prefix>/<source>/<file>`, prefix `libx` for lib* sources.
+pub fn pool_path(component: &str, info: &DebInfo) -> String {
+    let s = &info.source;
+    let prefix = if s.starts_with("lib") && s.len() > 3 { &s[..4] } else { &s[..1] };
+    format!("pool/{component}/{prefix}/{s}/{}", filename(info))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! Debian repositories: package inspection, index generation, signing.
 
 pub mod control;
+pub mod index;
 pub mod package;
 pub mod sign;

@@ -1,0 +1,208 @@
+//! Debian index files: `Packages` (+ .gz, .xz) and `Release`, deterministic:
+//! the same packages and metadata always give the same bytes.
+
+use sha2::{Digest, Sha256, Sha512};
+use std::io::Write;
+
+/// One package as it appears in a `Packages` file.
+#[derive(Debug, Clone)]
+pub struct Stanza<'a> {
+    pub package: &'a str,
+    pub version: &'a str,
+    pub architecture: &'a str,
+    /// The package's control file, rendered (ends with a newline).
+    pub control: &'a str,
+    /// Pool path, relative to the repository root.
+    pub filename: &'a str,
+    pub size: u64,
+    pub sha256: &'a str,
+}
+
+/// A `Packages` file: the control paragraph of each package plus where to get
+/// it (Filename, Size, SHA256), sorted by name, version, architecture and file.
+pub fn packages(stanzas: &mut [Stanza]) -> String {
+    stanzas.sort_by(|a, b| {
+        (a.package, a.version, a.architecture, a.filename).cmp(&(b.package, b.version, b.architecture, b.filename))
+    });
+    let mut out = String::new();
+    for (i, s) in stanzas.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(s.control.trim_end_matches('\n'));
+        out.push_str(&format!("\nFilename: {}\nSize: {}\nSHA256: {}\n", s.filename, s.size, s.sha256));
+    }
+    out
+}
+
+/// gzip with no timestamp or name in the header: same input, same bytes.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
+    enc.write_all(data).expect("writing to memory");
+    enc.finish().expect("writing to memory")
+}
+
+/// xz (preset 6, CRC64 like xz(1)).
+pub fn xz(data: &[u8]) -> Vec<u8> {
+    let mut w = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(6)).expect("xz options");
+    w.write_all(data).expect("writing to memory");
+    w.finish().expect("writing to memory")
+}
+
+/// An index file listed in `Release`, path relative to `dists/<dist>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexFile {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub sha512: String,
+}
+
+impl IndexFile {
+    pub fn of(path: String, data: &[u8]) -> IndexFile {
+        IndexFile {
+            path,
+            size: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+            sha512: hex::encode(Sha512::digest(data)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseMeta {
+    pub origin: String,
+    pub label: String,
+    pub suite: String,
+    pub codename: String,
+    pub description: Option<String>,
+    pub date_secs: u64,
+    pub valid_until_secs: Option<u64>,
+    pub architectures: Vec<String>,
+    pub components: Vec<String>,
+}
+
+/// RFC 2822 date in UTC as apt-ftparchive writes it.
+pub fn release_date(secs: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).replace("GMT", "UTC")
+}
+
+/// The `Release` file of a dist.
+pub fn release(meta: &ReleaseMeta, files: &[IndexFile]) -> String {
+    let mut files: Vec<&IndexFile> = files.iter().collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut out = String::new();
+    out.push_str(&format!("Origin: {}\nLabel: {}\nSuite: {}\nCodename: {}\n", meta.origin, meta.label, meta.suite, meta.codename));
+    if let Some(d) = &meta.description {
+        out.push_str(&format!("Description: {d}\n"));
+    }
+    out.push_str(&format!("Date: {}\n", release_date(meta.date_secs)));
+    if let Some(v) = meta.valid_until_secs {
+        out.push_str(&format!("Valid-Until: {}\n", release_date(v)));
+    }
+    out.push_str(&format!("Architectures: {}\nComponents: {}\nAcquire-By-Hash: yes\n", meta.architectures.join(" "), meta.components.join(" ")));
+    let width = files.iter().map(|f| f.size.to_string().len()).max().unwrap_or(1);
+    out.push_str("SHA256:\n");
+    for f in &files {
+        out.push_str(&format!(" {} {:>width$} {}\n", f.sha256, f.size, f.path));
+    }
+    out.push_str("SHA512:\n");
+    for f in &files {
+        out.push_str(&format!(" {} {:>width$} {}\n", f.sha512, f.size, f.path));
+    }
+    out
+}
+
+/// The three Packages files of one component and architecture, relative to `dists/<dist>/`.
+pub fn packages_paths(component: &str, arch: &str) -> [String; 3] {
+    let base = format!("{component}/binary-{arch}/Packages");
+    [base.clone(), format!("{base}.gz"), format!("{base}.xz")]
+}
+
+/// Where apt fetches an index by its hash (`Acquire-By-Hash: yes`).
+pub fn by_hash_path(index_path: &str, sha256: &str) -> String {
+    let dir = index_path.rsplit_once('/').map_or("", |(d, _)| d);
+    format!("{dir}/by-hash/SHA256/{sha256}")
+}
+
+/// Keeps the by-hash files of the newest `keep + 1` generations (the current
+/// one and `keep` before it): returns the new ledger, newest first.
+pub fn roll_by_hash(previous: &[Vec<String>], current: Vec<String>, keep: usize) -> Vec<Vec<String>> {
+    let mut out = vec![current];
+    out.extend(previous.iter().take(keep).cloned());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stanza<'a>(p: &'a str, v: &'a str, a: &'a str, control: &'a str) -> Stanza<'a> {
+        Stanza { package: p, version: v, architecture: a, control, filename: "pool/main/x/x.deb", size: 10, sha256: "ab" }
+    }
+
+    #[test]
+    fn packages_is_sorted_and_deterministic() {
+        let cb = "Package: b\nVersion: 1\nArchitecture: all\nDescription: x\n multi\n";
+        let ca = "Package: a\nVersion: 2\nArchitecture: amd64\n";
+        let mut one = vec![stanza("b", "1", "all", cb), stanza("a", "2", "amd64", ca)];
+        let mut two = vec![stanza("a", "2", "amd64", ca), stanza("b", "1", "all", cb)];
+        let text = packages(&mut one);
+        assert_eq!(text, packages(&mut two));
+        assert_eq!(
+            text,
+            "Package: a\nVersion: 2\nArchitecture: amd64\nFilename: pool/main/x/x.deb\nSize: 10\nSHA256: ab\n\n\
+             Package: b\nVersion: 1\nArchitecture: all\nDescription: x\n multi\nFilename: pool/main/x/x.deb\nSize: 10\nSHA256: ab\n"
+        );
+        assert_eq!(packages(&mut []), "");
+    }
+
+    #[test]
+    fn compression_is_deterministic_and_round_trips() {
+        use std::io::Read;
+        let data = b"Package: a\n".repeat(1000);
+        assert_eq!(gzip(&data), gzip(&data));
+        assert_eq!(xz(&data), xz(&data));
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gzip(&data)[..]).read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        let mut back = Vec::new();
+        lzma_rust2::XzReader::new(&xz(&data)[..], false).read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        // and the real tools read them
+        for (bytes, tool) in [(gzip(&data), "gzip"), (xz(&data), "xz")] {
+            use std::process::{Command, Stdio};
+            let mut child = Command::new(tool).arg("-dc").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+            child.stdin.take().unwrap().write_all(&bytes).unwrap();
+            assert_eq!(child.wait_with_output().unwrap().stdout, data, "{tool}");
+        }
+    }
+
+    #[test]
+    fn release_file() {
+        let meta = ReleaseMeta {
+            origin: "Wharf".into(),
+            label: "Wharf".into(),
+            suite: "stable".into(),
+            codename: "bookworm".into(),
+            description: None,
+            date_secs: 1_700_000_000,
+            valid_until_secs: Some(1_700_604_800),
+            architectures: vec!["amd64".into(), "arm64".into()],
+            components: vec!["main".into()],
+        };
+        let files = vec![IndexFile::of("main/binary-amd64/Packages".into(), b"x"), IndexFile::of("main/binary-amd64/Packages.gz".into(), b"yy")];
+        let r = release(&meta, &files);
+        assert!(r.starts_with("Origin: Wharf\nLabel: Wharf\nSuite: stable\nCodename: bookworm\nDate: Tue, 14 Nov 2023 22:13:20 UTC\nValid-Until: Tue, 21 Nov 2023 22:13:20 UTC\n"));
+        assert!(r.contains("Architectures: amd64 arm64\nComponents: main\nAcquire-By-Hash: yes\nSHA256:\n"));
+        assert!(r.contains(" 2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881 1 main/binary-amd64/Packages\n"));
+        assert!(r.contains("SHA512:\n"));
+    }
+
+    #[test]
+    fn by_hash() {
+        assert_eq!(by_hash_path("main/binary-amd64/Packages.xz", "ab"), "main/binary-amd64/by-hash/SHA256/ab");
+        let ledger = roll_by_hash(&[vec!["b".into()], vec!["c".into()], vec!["d".into()], vec!["e".into()]], vec!["a".into()], 3);
+        assert_eq!(ledger, vec![vec!["a".to_string()], vec!["b".into()], vec!["c".into()], vec!["d".into()]]);
+    }
+}

@@ -1,6 +1,6 @@
 -- Wharf D1 schema. Apply with: wrangler d1 execute <db> --file schema.sql
 -- Every statement is idempotent, so applying it again is safe.
--- wharf-schema-version: 1
+-- wharf-schema-version: 2
 -- Bump the version above whenever a table, column or index changes; the worker
 -- refuses to serve (503 schema_outdated) from a database whose recorded version is older.
 
@@ -108,5 +108,66 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE INDEX IF NOT EXISTS tokens_by_site ON tokens(site_id);
 
-INSERT INTO schema_meta(key, value) VALUES ('version', '1')
+-- ---------------------------------------------------------------- Debian
+-- A package's control file, kept once per .deb (content-addressed by the .deb's sha256).
+CREATE TABLE IF NOT EXISTS deb_packages (
+  sha256       TEXT PRIMARY KEY,
+  package      TEXT NOT NULL,
+  version      TEXT NOT NULL,
+  architecture TEXT NOT NULL,
+  source       TEXT NOT NULL,
+  control      TEXT NOT NULL,
+  created_at   INTEGER NOT NULL
+);
+
+-- Per-site dist settings (JSON: origin, label, suite, codename, components,
+-- architectures, description, valid_until_days, by_hash_keep, signing).
+CREATE TABLE IF NOT EXISTS deb_dists (
+  site_id INTEGER NOT NULL,
+  dist    TEXT NOT NULL,
+  config  TEXT NOT NULL,
+  PRIMARY KEY (site_id, dist)
+) WITHOUT ROWID;
+
+-- Indexes a draft must regenerate before it can be activated
+-- (architecture 'all' = every architecture of the component).
+CREATE TABLE IF NOT EXISTS deb_dirty (
+  release_id   INTEGER NOT NULL,
+  dist         TEXT NOT NULL,
+  component    TEXT NOT NULL,
+  architecture TEXT NOT NULL,
+  PRIMARY KEY (release_id, dist, component, architecture)
+) WITHOUT ROWID;
+
+-- The by-hash files of the newest generations of a dist's indexes, per release (JSON).
+CREATE TABLE IF NOT EXISTS deb_ledgers (
+  release_id INTEGER NOT NULL,
+  dist       TEXT NOT NULL,
+  ledger     TEXT NOT NULL,
+  PRIMARY KEY (release_id, dist)
+) WITHOUT ROWID;
+
+-- SHA512 of generated index files (Release lists it; blobs are keyed by SHA256).
+CREATE TABLE IF NOT EXISTS deb_index_digests (
+  sha256 TEXT PRIMARY KEY,
+  sha512 TEXT NOT NULL
+);
+
+-- A site's public key for client-side signing (binary OpenPGP, hex).
+CREATE TABLE IF NOT EXISTS deb_keys (
+  site_id     INTEGER PRIMARY KEY,
+  public_key  TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  created_at  INTEGER NOT NULL
+);
+
+-- A client-signed dist whose Release waits for InRelease and Release.gpg.
+CREATE TABLE IF NOT EXISTS deb_pending_signatures (
+  release_id     INTEGER NOT NULL,
+  dist           TEXT NOT NULL,
+  release_sha256 TEXT NOT NULL,
+  PRIMARY KEY (release_id, dist)
+) WITHOUT ROWID;
+
+INSERT INTO schema_meta(key, value) VALUES ('version', '2')
   ON CONFLICT(key) DO UPDATE SET value = excluded.value;

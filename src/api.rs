@@ -76,6 +76,16 @@ pub enum Route {
     Diff(String, i64, i64),
     Activate(String, i64),
     Rollback(String),
+    DebPutDist(String, String),
+    DebShowDist(String, String),
+    DebPutKey(String),
+    DebShowKey(String),
+    DebAddPackage(String, i64, String, String),
+    DebRemovePackage(String, i64, String, String, String, String, String),
+    DebListPackages(String, i64, String),
+    DebPublish(String, i64, String),
+    DebRelease(String, i64, String),
+    DebSignatures(String, i64, String),
 }
 
 pub const API_PREFIX: &str = "/api/v1";
@@ -93,6 +103,9 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
     };
     let site = |s: &str| -> Result<String, ApiError> {
         valid_site_name(s).then(|| s.to_string()).ok_or_else(|| ApiError::not_found("no such site"))
+    };
+    let name = |s: &str| -> Result<String, ApiError> {
+        valid_dist_name(s).then(|| s.to_string()).ok_or_else(|| ApiError::bad_request(format!("invalid dist or component name {s:?}")))
     };
     use Route::*;
     let r = match (m, segs.as_slice()) {
@@ -139,6 +152,22 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         (_, ["sites", _, "releases", _, "diff", _]) => return Err(not_allowed()),
         ("POST", ["sites", s, "releases", r, "activate"]) => Activate(site(s)?, id(r)?),
         (_, ["sites", _, "releases", _, "activate"]) => return Err(not_allowed()),
+        ("PUT", ["sites", s, "deb", "dists", d]) => DebPutDist(site(s)?, name(d)?),
+        ("GET", ["sites", s, "deb", "dists", d]) => DebShowDist(site(s)?, name(d)?),
+        (_, ["sites", _, "deb", "dists", _]) => return Err(not_allowed()),
+        ("PUT", ["sites", s, "deb", "key"]) => DebPutKey(site(s)?),
+        ("GET", ["sites", s, "deb", "key"]) => DebShowKey(site(s)?),
+        (_, ["sites", _, "deb", "key"]) => return Err(not_allowed()),
+        ("POST", ["sites", s, "releases", r, "deb", d, c, "packages"]) => DebAddPackage(site(s)?, id(r)?, name(d)?, name(c)?),
+        (_, ["sites", _, "releases", _, "deb", _, _, "packages"]) => return Err(not_allowed()),
+        ("DELETE", ["sites", s, "releases", r, "deb", d, c, "packages", p, v, a]) => {
+            let v = path::percent_decode(v).map_err(|_| ApiError::bad_request("invalid version"))?;
+            DebRemovePackage(site(s)?, id(r)?, name(d)?, name(c)?, p.to_string(), v, a.to_string())
+        }
+        ("GET", ["sites", s, "releases", r, "deb", d, "packages"]) => DebListPackages(site(s)?, id(r)?, name(d)?),
+        ("POST", ["sites", s, "releases", r, "deb", d, "publish"]) => DebPublish(site(s)?, id(r)?, name(d)?),
+        ("GET", ["sites", s, "releases", r, "deb", d, "Release"]) => DebRelease(site(s)?, id(r)?, name(d)?),
+        ("PUT", ["sites", s, "releases", r, "deb", d, "signatures"]) => DebSignatures(site(s)?, id(r)?, name(d)?),
         ("POST", ["sites", s, "rollback"]) => Rollback(site(s)?),
         (_, ["sites", _, "rollback"]) => return Err(not_allowed()),
         _ => return Err(ApiError::not_found("no such endpoint")),
@@ -171,6 +200,14 @@ pub fn valid_site_name(s: &str) -> bool {
         && !s.starts_with('-')
 }
 
+/// Dist and component names: 1–64 of `a-z 0-9 . + _ -`, starting with a letter or digit.
+pub fn valid_dist_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".+_-".contains(&b))
+}
+
 /// A release path from a raw URL tail or a JSON body: decoded and validated.
 pub fn release_path(raw: &str) -> Result<String, ApiError> {
     let p = path::percent_decode(raw).map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.message())))?;
@@ -179,7 +216,11 @@ pub fn release_path(raw: &str) -> Result<String, ApiError> {
 }
 
 pub fn check_release_path(p: &str) -> Result<(), ApiError> {
-    path::validate(p).map_err(|e| ApiError::bad_request(format!("invalid path {p:?}: {}", e.message())))
+    path::validate(p).map_err(|e| ApiError::bad_request(format!("invalid path {p:?}: {}", e.message())))?;
+    if p.starts_with(crate::store::INTERNAL_PREFIX) {
+        return Err(ApiError::bad_request(format!("paths under {} are reserved for Wharf", crate::store::INTERNAL_PREFIX)));
+    }
+    Ok(())
 }
 
 /// Parses `?after=&limit=` style pagination.
@@ -369,6 +410,16 @@ mod tests {
         assert_eq!(route("PUT", "/api/v1/sites/a/releases/3/paths/a%2b%2b"), Ok(Route::PutPath("a".into(), 3, "a++".into())));
         assert_eq!(route("GET", "/api/v1/sites/a/releases/3/diff/4"), Ok(Route::Diff("a".into(), 3, 4)));
         assert_eq!(route("POST", "/api/v1/sites/a/rollback"), Ok(Route::Rollback("a".into())));
+        assert_eq!(
+            route("POST", "/api/v1/sites/a/releases/2/deb/bookworm/main/packages"),
+            Ok(Route::DebAddPackage("a".into(), 2, "bookworm".into(), "main".into()))
+        );
+        assert_eq!(
+            route("DELETE", "/api/v1/sites/a/releases/2/deb/stable/main/packages/hello/1%3a2.0-1/amd64"),
+            Ok(Route::DebRemovePackage("a".into(), 2, "stable".into(), "main".into(), "hello".into(), "1:2.0-1".into(), "amd64".into()))
+        );
+        assert_eq!(route("POST", "/api/v1/sites/a/releases/2/deb/Bad/publish").unwrap_err().status, 400);
+        assert_eq!(route("PUT", "/api/v1/sites/a/releases/2/paths/_wharf/deb/x").unwrap_err().status, 400);
         assert_eq!(route("DELETE", "/api/v1/sites").unwrap_err().status, 405);
         assert_eq!(route("GET", "/api/v1/nope").unwrap_err().status, 404);
         assert_eq!(route("GET", "/api/v2/sites").unwrap_err().status, 404);

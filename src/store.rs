@@ -14,6 +14,11 @@ pub const OPEN: i64 = 9_007_199_254_740_991;
 /// The error text D1/SQLite returns when a batch guard fails.
 pub const GUARD_FAILED: &str = "wharf_guard_failed";
 
+/// Release paths under this prefix hold indexers' own bookkeeping (for
+/// example which dist a Debian package belongs to). They ride along in the
+/// copy-on-write release map but are never served and never set by hand.
+pub const INTERNAL_PREFIX: &str = "_wharf/";
+
 /// R2 key of a blob.
 pub fn blob_key(sha256: &str) -> String {
     format!("blobs/sha256/{sha256}")
@@ -127,6 +132,11 @@ pub fn delete_site(site_id: i64) -> Vec<Stmt> {
         guard("EXISTS (SELECT 1 FROM sites WHERE id = ?1)", p()),
         stmt("DELETE FROM release_changes WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
         stmt("DELETE FROM path_versions WHERE site_id = ?1", p()),
+        stmt("DELETE FROM deb_dirty WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
+        stmt("DELETE FROM deb_ledgers WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
+        stmt("DELETE FROM deb_pending_signatures WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
+        stmt("DELETE FROM deb_dists WHERE site_id = ?1", p()),
+        stmt("DELETE FROM deb_keys WHERE site_id = ?1", p()),
         stmt("DELETE FROM releases WHERE site_id = ?1", p()),
         stmt("DELETE FROM hostnames WHERE site_id = ?1", p()),
         stmt("DELETE FROM tokens WHERE site_id = ?1", p()),
@@ -260,6 +270,9 @@ pub fn delete_draft(site_id: i64, release_id: i64) -> Vec<Stmt> {
     vec![
         guard("EXISTS (SELECT 1 FROM releases WHERE site_id = ?1 AND id = ?2 AND state = 'draft')", p()),
         stmt("DELETE FROM release_changes WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
+        stmt("DELETE FROM deb_dirty WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
+        stmt("DELETE FROM deb_ledgers WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
+        stmt("DELETE FROM deb_pending_signatures WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
         stmt("DELETE FROM releases WHERE site_id = ?1 AND id = ?2 AND state = 'draft'", p()),
         guard_clear(),
     ]
@@ -276,6 +289,11 @@ fn draft_guard(site_id: i64, release_id: i64) -> Stmt {
 /// size comes from the blobs table. (Callers check the blobs exist first; blobs
 /// are never deleted while referenced, so the join below cannot drop a put.)
 pub fn apply_changes(site_id: i64, release_id: i64, changes: &[crate::api::Change]) -> Vec<Stmt> {
+    apply_changes_with(site_id, release_id, changes, vec![])
+}
+
+/// [`apply_changes`] plus more statements in the same transaction.
+pub fn apply_changes_with(site_id: i64, release_id: i64, changes: &[crate::api::Change], extra: Vec<Stmt>) -> Vec<Stmt> {
     let mut out = vec![draft_guard(site_id, release_id)];
     for c in changes {
         out.push(match &c.sha256 {
@@ -293,6 +311,7 @@ pub fn apply_changes(site_id: i64, release_id: i64, changes: &[crate::api::Chang
             ),
         });
     }
+    out.extend(extra);
     out.push(guard_clear());
     out
 }
@@ -324,6 +343,38 @@ pub fn list_paths(site_id: i64, read_seq: i64, release_id: i64, after: &str, lim
             contents_subquery("?1", "?2", "?3")
         ),
         vec![site_id.into(), read_seq.into(), release_id.into(), after.into(), (limit as i64).into()],
+    )
+}
+
+/// The smallest string greater than every string starting with `prefix`.
+fn prefix_end(prefix: &str) -> String {
+    let mut b = prefix.as_bytes().to_vec();
+    while let Some(last) = b.pop() {
+        if last < 0x7f {
+            b.push(last + 1);
+            return String::from_utf8(b).expect("ASCII");
+        }
+    }
+    "\u{10FFFF}".to_string()
+}
+
+/// One page of a release's paths under `prefix`. Columns: path, sha256, size, content_type.
+pub fn list_prefix(site_id: i64, read_seq: i64, release_id: i64, prefix: &str, after: &str, limit: u32) -> Stmt {
+    let after = if after < prefix { prefix } else { after };
+    stmt(
+        format!(
+            "SELECT path, sha256, size, content_type FROM ({}) WHERE path >= ?4 AND path > ?5 AND path < ?6 ORDER BY path LIMIT ?7",
+            contents_subquery("?1", "?2", "?3")
+        ),
+        vec![
+            site_id.into(),
+            read_seq.into(),
+            release_id.into(),
+            prefix.into(),
+            after.into(),
+            prefix_end(prefix).into(),
+            (limit as i64).into(),
+        ],
     )
 }
 
@@ -376,7 +427,9 @@ pub fn activate(site_id: i64, release_id: i64, expected_active: Option<i64>, now
         // 0: precondition: a draft of this site, and the active release is the expected one
         guard(
             "EXISTS (SELECT 1 FROM releases r JOIN sites s ON s.id = r.site_id \
-             WHERE r.id = ?2 AND s.id = ?1 AND r.state = 'draft' AND s.active_release_id IS ?3)",
+             WHERE r.id = ?2 AND s.id = ?1 AND r.state = 'draft' AND s.active_release_id IS ?3) \
+             AND NOT EXISTS (SELECT 1 FROM deb_dirty WHERE release_id = ?2) \
+             AND NOT EXISTS (SELECT 1 FROM deb_pending_signatures WHERE release_id = ?2)",
             vec![site_id.into(), release_id.into(), expected_active.into()],
         ),
         // 1: allocate snapshot n
@@ -478,6 +531,8 @@ pub fn previous_release(site_id: i64) -> Stmt {
         vec![site_id.into()],
     )
 }
+
+pub mod deb;
 
 #[cfg(test)]
 mod tests;

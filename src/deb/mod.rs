@@ -3,4 +3,5 @@
 pub mod control;
 pub mod index;
 pub mod package;
+pub mod repo;
 pub mod sign;

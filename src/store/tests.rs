@@ -29,7 +29,7 @@ impl Db {
             let mut st = tx.prepare(&s.sql).map_err(|e| e.to_string())?;
             let params = params_from_iter(s.params.iter().map(to_sql));
             if st.readonly() {
-                st.query(params).map_err(|e| e.to_string())?;
+                drop(st.query(params).map_err(|e| e.to_string())?);
                 out.push(0);
             } else {
                 let mut rows = st.query(params).map_err(|e| e.to_string())?;

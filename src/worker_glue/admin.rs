@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::*;
 
-type ApiResult = std::result::Result<(u16, Value), ApiError>;
+pub(super) type ApiResult = std::result::Result<(u16, Value), ApiError>;
 
 /// Largest JSON body accepted.
 const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
@@ -26,17 +26,17 @@ pub async fn handle(req: Request, env: &Env) -> Result<Response> {
     }
 }
 
-struct Ctx<'a> {
-    env: &'a Env,
-    db: Db,
-    who: Principal,
-    now: i64,
+pub(super) struct Ctx<'a> {
+    pub env: &'a Env,
+    pub db: Db,
+    pub who: Principal,
+    pub now: i64,
 }
 
 #[derive(Deserialize)]
-struct SiteRow {
-    id: i64,
-    name: String,
+pub(super) struct SiteRow {
+    pub id: i64,
+    pub name: String,
     active_release_id: Option<i64>,
     head_seq: i64,
     created_at: i64,
@@ -49,14 +49,14 @@ impl SiteRow {
 }
 
 #[derive(Deserialize, Clone)]
-struct ReleaseRow {
-    id: i64,
+pub(super) struct ReleaseRow {
+    pub id: i64,
     #[allow(dead_code)]
     site_id: i64,
-    parent_id: Option<i64>,
-    parent_seq: i64,
-    seq: Option<i64>,
-    state: String,
+    pub parent_id: Option<i64>,
+    pub parent_seq: i64,
+    pub seq: Option<i64>,
+    pub state: String,
     note: Option<String>,
     created_at: i64,
     activated_at: Option<i64>,
@@ -67,20 +67,20 @@ impl ReleaseRow {
         json!({"id": self.id, "parent": self.parent_id, "seq": self.seq, "state": self.state, "note": self.note,
                "created_at": self.created_at, "activated_at": self.activated_at})
     }
-    fn read_seq(&self) -> i64 {
+    pub fn read_seq(&self) -> i64 {
         store::read_seq(self.seq, self.parent_seq)
     }
 }
 
 #[derive(Deserialize)]
-struct PathRow {
-    path: String,
-    sha256: String,
-    size: i64,
-    content_type: String,
+pub(super) struct PathRow {
+    pub path: String,
+    pub sha256: String,
+    pub size: i64,
+    pub content_type: String,
 }
 
-fn batch_err(e: BatchError, precondition: &str) -> ApiError {
+pub(super) fn batch_err(e: BatchError, precondition: &str) -> ApiError {
     match e {
         BatchError::Precondition => ApiError::conflict(precondition),
         BatchError::Failed(e) => e,
@@ -279,10 +279,11 @@ async fn dispatch(mut req: Request, env: &Env) -> ApiResult {
             let b: api::RollbackBody = api::parse_json_or_default(&json_body(&mut req).await?)?;
             rollback(&ctx, &s, b).await
         }
+        deb_route => super::deb::dispatch(&ctx, deb_route, &mut req, &query).await,
     }
 }
 
-async fn json_body(req: &mut Request) -> std::result::Result<Vec<u8>, ApiError> {
+pub(super) async fn json_body(req: &mut Request) -> std::result::Result<Vec<u8>, ApiError> {
     if let Some(len) = req.headers().get("content-length").ok().flatten().and_then(|l| l.parse::<usize>().ok()) {
         if len > MAX_JSON_BODY {
             return Err(ApiError::new(413, "too_large", "JSON bodies are limited to 4 MiB"));
@@ -313,7 +314,7 @@ async fn health(db: &Db) -> ApiResult {
 impl Ctx<'_> {
     /// The named site, if this principal may act on it with `scope`. A site the
     /// principal is confined away from is reported as missing.
-    async fn site(&self, name: &str, scope: Scope) -> std::result::Result<SiteRow, ApiError> {
+    pub async fn site(&self, name: &str, scope: Scope) -> std::result::Result<SiteRow, ApiError> {
         let site: Option<SiteRow> = self.db.first(store::site_by_name(name)).await?;
         let missing = || ApiError::not_found(format!("no site named {name}"));
         let site = site.ok_or_else(missing)?;
@@ -326,11 +327,11 @@ impl Ctx<'_> {
         Ok(site)
     }
 
-    async fn release(&self, site_id: i64, id: i64) -> std::result::Result<ReleaseRow, ApiError> {
+    pub async fn release(&self, site_id: i64, id: i64) -> std::result::Result<ReleaseRow, ApiError> {
         self.db.first(store::release(site_id, id)).await?.ok_or_else(|| ApiError::not_found(format!("no release {id} on this site")))
     }
 
-    async fn draft(&self, site_id: i64, id: i64) -> std::result::Result<ReleaseRow, ApiError> {
+    pub async fn draft(&self, site_id: i64, id: i64) -> std::result::Result<ReleaseRow, ApiError> {
         let r = self.release(site_id, id).await?;
         if r.state != "draft" {
             return Err(ApiError::conflict(format!("release {id} is {}; an activated release never changes", r.state)));
@@ -459,13 +460,21 @@ async fn put_blob(ctx: &Ctx<'_>, req: &mut Request, sha: &str) -> ApiResult {
     if length > max {
         return Err(ApiError::new(413, "too_large", format!("blobs are limited to {max} bytes")));
     }
+    let (size, created) = store_upload(ctx, req, sha, length).await?;
+    Ok((if created { 201 } else { 200 }, json!({"sha256": sha, "size": size, "created": created})))
+}
+
+/// Streams a request body into R2 under its digest (R2 checks the sha256) and
+/// indexes it. Returns the blob's size and whether it was new; an existing
+/// blob is left as it is.
+pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str, length: u64) -> std::result::Result<(u64, bool), ApiError> {
     #[derive(Deserialize)]
     struct B {
         size: i64,
     }
     if let Some(existing) = ctx.db.first::<B>(store::blob(sha)).await? {
         // Content-addressed: the stored bytes are already right; never rewritten.
-        return Ok((200, json!({"sha256": sha, "size": existing.size, "created": false})));
+        return Ok((existing.size as u64, false));
     }
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
     let digest = hex::decode(sha).map_err(|_| ApiError::bad_request("invalid digest"))?;
@@ -493,7 +502,39 @@ async fn put_blob(ctx: &Ctx<'_>, req: &mut Request, sha: &str) -> ApiResult {
         return Err(ApiError::bad_request(format!("received {} bytes, Content-Length said {length}", object.size())));
     }
     ctx.db.run(store::insert_blob(sha, length as i64, ctx.now)).await?;
-    Ok((201, json!({"sha256": sha, "size": length, "created": true})))
+    Ok((length, true))
+}
+
+/// Stores bytes made by the worker (indexes, signatures) as a blob; returns its sha256.
+pub(super) async fn store_bytes(ctx: &Ctx<'_>, data: Vec<u8>) -> std::result::Result<String, ApiError> {
+    let sha = crate::auth::sha256_hex(&data);
+    let len = data.len() as i64;
+    if ctx.db.first::<Value>(store::blob(&sha)).await?.is_none() {
+        let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
+        let digest = hex::decode(&sha).expect("hex");
+        bucket
+            .put(store::blob_key(&sha), Data::Bytes(data))
+            .sha256(digest)
+            .execute()
+            .await
+            .map_err(|e| ApiError::internal(format!("storing a generated file failed: {e}")))?;
+        ctx.db.run(store::insert_blob(&sha, len, ctx.now)).await?;
+    }
+    Ok(sha)
+}
+
+/// Reads `length` bytes at `offset` of a stored blob.
+pub(super) async fn read_blob_range(ctx: &Ctx<'_>, sha: &str, offset: u64, length: u64) -> std::result::Result<Vec<u8>, ApiError> {
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
+    let object = bucket
+        .get(store::blob_key(sha))
+        .range(Range::OffsetWithLength { offset, length })
+        .execute()
+        .await
+        .map_err(|e| ApiError::internal(format!("reading blob {sha}: {e}")))?
+        .ok_or_else(|| ApiError::internal(format!("blob {sha} is indexed but missing from R2")))?;
+    let body = object.body().ok_or_else(|| ApiError::internal("blob has no body"))?;
+    body.bytes().await.map_err(|e| ApiError::internal(format!("reading blob {sha}: {e}")))
 }
 
 /// A blob as the index (D1) and the store (R2) each see it.
@@ -575,6 +616,7 @@ async fn activate(ctx: &Ctx<'_>, s: &str, r: i64, b: api::ActivateBody) -> ApiRe
         return Err(ApiError::conflict(format!("release {r} is {}; use rollback to re-activate an earlier release", rel.state)));
     }
     let expected = b.expected_active.unwrap_or(rel.parent_id);
+    super::deb::prepare_activation(ctx, &site, &rel).await?;
     match ctx.db.batch(store::activate(site.id, r, expected, ctx.now)).await {
         Ok(changes) => {
             let rel = ctx.release(site.id, r).await?;

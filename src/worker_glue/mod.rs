@@ -2,6 +2,7 @@
 
 mod admin;
 mod db;
+mod deb;
 mod serve;
 
 use crate::{api::ApiError, hostname};

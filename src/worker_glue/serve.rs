@@ -50,6 +50,9 @@ pub async fn handle(req: Request, env: &Env, host: &str) -> Result<Response> {
         Ok(p) => p,
         Err(e) => return error_response(&ApiError::new(400, "bad_path", e.message())),
     };
+    if path.starts_with(store::INTERNAL_PREFIX) {
+        return not_found();
+    }
     let db = Db(env.d1(DB_BINDING)?);
     let row: LookupRow = match db.first(store::lookup(host, &path)).await {
         Ok(Some(r)) => r,

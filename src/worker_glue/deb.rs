@@ -1,0 +1,589 @@
+//! Debian repositories in the admin API: ingest, removal, publishing
+//! (Packages, Release, InRelease, Release.gpg, by-hash) and client-side signing.
+
+use super::admin::{batch_err, json_body, read_blob_range, store_bytes, store_upload, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use crate::api::{self, ApiError, Change, Route};
+use crate::auth::Scope;
+use crate::deb::{index, package, repo, sign};
+use crate::store::{self, deb as sql};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use worker::*;
+
+const DEB_TYPE: &str = "application/vnd.debian.binary-package";
+/// Where the archive key is served, binary (for `signed-by`) and armored.
+pub const KEYRING_GPG: &str = "keys/wharf-archive-keyring.gpg";
+pub const KEYRING_ASC: &str = "keys/wharf-archive-keyring.asc";
+
+pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
+    use Route::*;
+    match route {
+        DebPutDist(s, d) => {
+            let site = ctx.site(&s, Scope::Admin).await?;
+            let cfg: repo::DistConfig = api::parse_json_or_default(&json_body(req).await?)?;
+            cfg.validate().map_err(ApiError::bad_request)?;
+            let text = serde_json::to_string(&cfg).expect("serialisable");
+            ctx.db.run(sql::put_dist_config(site.id, &d, &text)).await?;
+            Ok((200, json!({"dist": d, "config": cfg})))
+        }
+        DebShowDist(s, d) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            Ok((200, json!({"dist": d, "config": dist_config(ctx, site.id, &d).await?})))
+        }
+        DebPutKey(s) => {
+            let site = ctx.site(&s, Scope::Admin).await?;
+            let body = json_body(req).await?;
+            let key = sign::read_public(&body).map_err(|e| ApiError::bad_request(e.0))?;
+            let (binary, armored) = sign::export_public(&key).map_err(|e| ApiError::bad_request(e.0))?;
+            let fpr = fingerprint(&key);
+            ctx.db.run(sql::put_public_key(site.id, &hex::encode(&binary), &fpr, ctx.now)).await?;
+            Ok((200, json!({"fingerprint": fpr, "armored": armored})))
+        }
+        DebShowKey(s) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            let key = site_key(ctx, site.id).await?.ok_or_else(|| ApiError::not_found("no public key registered for this site"))?;
+            let (_, armored) = sign::export_public(&key).map_err(|e| ApiError::internal(e.0))?;
+            Ok((200, json!({"fingerprint": fingerprint(&key), "armored": armored})))
+        }
+        DebAddPackage(s, r, d, c) => add_package(ctx, req, &s, r, &d, &c, query).await,
+        DebRemovePackage(s, r, d, c, name, version, arch) => remove_package(ctx, &s, r, &d, &c, &name, &version, &arch).await,
+        DebListPackages(s, r, d) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            let rel = ctx.release(site.id, r).await?;
+            let members = all_members(ctx, &site, &rel, &d).await?;
+            let list: Vec<Value> = members
+                .iter()
+                .map(|m| json!({"component": m.component, "package": m.package, "version": m.version, "architecture": m.architecture, "sha256": m.sha256, "size": m.size}))
+                .collect();
+            Ok((200, json!({"dist": d, "packages": list})))
+        }
+        DebPublish(s, r, d) => {
+            let site = ctx.site(&s, Scope::Publish).await?;
+            let rel = ctx.draft(site.id, r).await?;
+            let full = query("full").map_or(false, |v| v == "1" || v == "true");
+            Ok((200, publish_dist(ctx, &site, &rel, &d, full).await?))
+        }
+        DebRelease(s, r, d) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            let rel = ctx.release(site.id, r).await?;
+            let path = format!("dists/{d}/Release");
+            let row = path_row(ctx, &site, &rel, &path).await?.ok_or_else(|| ApiError::not_found(format!("release {r} has no {path}: publish the dist first")))?;
+            let text = read_text(ctx, &row).await?;
+            Ok((200, json!({"dist": d, "sha256": row.sha256, "release": text})))
+        }
+        DebSignatures(s, r, d) => upload_signatures(ctx, req, &s, r, &d).await,
+        _ => Err(ApiError::not_found("no such endpoint")),
+    }
+}
+
+fn fingerprint(key: &pgp::composed::SignedPublicKey) -> String {
+    use pgp::types::KeyDetails;
+    hex::encode_upper(key.fingerprint().as_bytes())
+}
+
+async fn dist_config(ctx: &Ctx<'_>, site_id: i64, dist: &str) -> std::result::Result<repo::DistConfig, ApiError> {
+    #[derive(Deserialize)]
+    struct C {
+        config: String,
+    }
+    match ctx.db.first::<C>(sql::dist_config(site_id, dist)).await? {
+        Some(c) => serde_json::from_str(&c.config).map_err(|e| ApiError::internal(format!("stored dist settings are unreadable: {e}"))),
+        None => Ok(repo::DistConfig::default()),
+    }
+}
+
+async fn site_key(ctx: &Ctx<'_>, site_id: i64) -> std::result::Result<Option<pgp::composed::SignedPublicKey>, ApiError> {
+    #[derive(Deserialize)]
+    struct K {
+        public_key: String,
+    }
+    let Some(k) = ctx.db.first::<K>(sql::public_key(site_id)).await? else { return Ok(None) };
+    let bytes = hex::decode(&k.public_key).map_err(|_| ApiError::internal("stored key is not hex"))?;
+    sign::read_public(&bytes).map(Some).map_err(|e| ApiError::internal(e.0))
+}
+
+async fn path_row(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, path: &str) -> std::result::Result<Option<PathRow>, ApiError> {
+    ctx.db.first(store::release_path(site.id, rel.read_seq(), rel.id, path)).await
+}
+
+async fn read_text(ctx: &Ctx<'_>, row: &PathRow) -> std::result::Result<String, ApiError> {
+    let bytes = read_blob_range(ctx, &row.sha256, 0, row.size as u64).await?;
+    String::from_utf8(bytes).map_err(|_| ApiError::internal("stored Release is not UTF-8"))
+}
+
+fn bad_package(e: package::DebError) -> ApiError {
+    ApiError::new(422, "invalid_package", format!("not a valid Debian package: {e}"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d: &str, c: &str, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
+    let site = ctx.site(s, Scope::Publish).await?;
+    let rel = ctx.draft(site.id, r).await?;
+    let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
+    let is_json = req.headers().get("content-type").ok().flatten().map_or(false, |t| t.starts_with("application/json"));
+    let sha = if is_json {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ByDigest {
+            sha256: String,
+        }
+        let b: ByDigest = api::parse_json(&json_body(req).await?)?;
+        let sha = b.sha256.strip_prefix("sha256:").unwrap_or(&b.sha256).to_string();
+        if !api::valid_sha256(&sha) {
+            return Err(ApiError::bad_request("sha256 is 64 lower-case hex characters"));
+        }
+        sha
+    } else {
+        // A raw package body streams to R2 like any blob; its digest must be named
+        // up front so R2 can check it while the bytes pass through.
+        let sha = query("sha256").ok_or_else(|| {
+            ApiError::bad_request("a raw package upload names its digest: ?sha256=<hex> (or send JSON {\"sha256\"} for an uploaded blob)")
+        })?;
+        if !api::valid_sha256(&sha) {
+            return Err(ApiError::bad_request("sha256 is 64 lower-case hex characters"));
+        }
+        let length: u64 = req
+            .headers()
+            .get("content-length")
+            .ok()
+            .flatten()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| ApiError::new(411, "length_required", "a package upload needs a Content-Length"))?;
+        store_upload(ctx, req, &sha, length).await?;
+        sha
+    };
+    #[derive(Deserialize)]
+    struct B {
+        size: i64,
+    }
+    let size = ctx.db.first::<B>(store::blob(&sha)).await?.ok_or_else(|| ApiError::unprocessable(format!("no blob stored for sha256 {sha}")))?.size as u64;
+    let head = read_blob_range(ctx, &sha, 0, size.min(package::HEAD_BYTES as u64)).await?;
+    let member = package::locate_control(&head, size).map_err(bad_package)?;
+    let control = read_blob_range(ctx, &sha, member.offset, member.size).await?;
+    let info = package::check(package::read_control(&control, member.compression).map_err(bad_package)?).map_err(bad_package)?;
+    let pool = package::pool_path(c, &info);
+    let filename = package::filename(&info);
+    if let Some(existing) = path_row(ctx, &site, &rel, &pool).await? {
+        if existing.sha256 != sha && !replace {
+            return Err(ApiError::conflict(format!(
+                "{} {} ({}) is already in the pool with different content; add ?replace=true to replace it",
+                info.package, info.version, info.architecture
+            )));
+        }
+    }
+    let changes = vec![
+        Change { path: pool.clone(), sha256: Some(sha.clone()), content_type: Some(DEB_TYPE.into()) },
+        Change { path: sql::member_path(d, c, &filename), sha256: Some(sha.clone()), content_type: Some(DEB_TYPE.into()) },
+    ];
+    let extra = vec![
+        sql::insert_package(&sha, &info.package, &info.version, &info.architecture, &info.source, &info.control.render(), ctx.now),
+        sql::mark_dirty(rel.id, d, c, &info.architecture),
+    ];
+    ctx.db
+        .batch(store::apply_changes_with(site.id, rel.id, &changes, extra))
+        .await
+        .map_err(|e| batch_err(e, &format!("release {r} stopped being a draft")))?;
+    Ok((
+        201,
+        json!({"package": info.package, "version": info.version, "architecture": info.architecture, "dist": d, "component": c,
+               "filename": pool, "sha256": sha, "size": size}),
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn remove_package(ctx: &Ctx<'_>, s: &str, r: i64, d: &str, c: &str, name: &str, version: &str, arch: &str) -> ApiResult {
+    let site = ctx.site(s, Scope::Publish).await?;
+    let rel = ctx.draft(site.id, r).await?;
+    let bare_version = version.split_once(':').map_or(version, |(_, v)| v);
+    let filename = format!("{name}_{bare_version}_{arch}.deb");
+    let member = sql::member_path(d, c, &filename);
+    let Some(row) = path_row(ctx, &site, &rel, &member).await? else {
+        return Err(ApiError::not_found(format!("{name} {version} ({arch}) is not in {d}/{c}")));
+    };
+    let mut changes = vec![Change { path: member.clone(), sha256: None, content_type: None }];
+    // The pool file goes too unless another dist of this release still lists it.
+    let others = all_members_under(ctx, &site, &rel, &format!("{}deb/", store::INTERNAL_PREFIX)).await?;
+    let still_used = others.iter().any(|m| m.sha256 == row.sha256 && m.path != member);
+    if !still_used {
+        #[derive(Deserialize)]
+        struct Src {
+            source: String,
+            package: String,
+            version: String,
+            architecture: String,
+            control: String,
+        }
+        let q = store::Stmt { sql: "SELECT source, package, version, architecture, control FROM deb_packages WHERE sha256 = ?1".into(), params: vec![row.sha256.clone().into()] };
+        if let Some(p) = ctx.db.first::<Src>(q).await? {
+            let info = package::DebInfo {
+                control: crate::deb::control::Paragraph::parse(&p.control).map_err(|e| ApiError::internal(e.0))?,
+                package: p.package,
+                version: p.version,
+                architecture: p.architecture,
+                source: p.source,
+            };
+            changes.push(Change { path: package::pool_path(c, &info), sha256: None, content_type: None });
+        }
+    }
+    ctx.db
+        .batch(store::apply_changes_with(site.id, rel.id, &changes, vec![sql::mark_dirty(rel.id, d, c, arch)]))
+        .await
+        .map_err(|e| batch_err(e, &format!("release {r} stopped being a draft")))?;
+    Ok((204, Value::Null))
+}
+
+#[derive(Deserialize)]
+struct MemberRow {
+    path: String,
+    sha256: String,
+    size: i64,
+    package: String,
+    version: String,
+    architecture: String,
+    #[allow(dead_code)]
+    source: String,
+    control: String,
+}
+
+struct Member {
+    component: String,
+    sha256: String,
+    size: i64,
+    package: String,
+    version: String,
+    architecture: String,
+    control: String,
+    pool: String,
+}
+
+async fn all_members_under(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, prefix: &str) -> std::result::Result<Vec<MemberRow>, ApiError> {
+    let mut out: Vec<MemberRow> = Vec::new();
+    loop {
+        let after = out.last().map(|m| m.path.clone()).unwrap_or_default();
+        let page: Vec<MemberRow> = ctx.db.all(sql::members(site.id, rel.read_seq(), rel.id, prefix, &after, 1000)).await?;
+        let n = page.len();
+        out.extend(page);
+        if n < 1000 {
+            return Ok(out);
+        }
+    }
+}
+
+async fn all_members(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, dist: &str) -> std::result::Result<Vec<Member>, ApiError> {
+    let prefix = sql::member_prefix(dist, None);
+    let rows = all_members_under(ctx, site, rel, &prefix).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for m in rows {
+        let rest = &m.path[prefix.len()..];
+        let Some((component, _)) = rest.split_once('/') else { continue };
+        let control = crate::deb::control::Paragraph::parse(&m.control).map_err(|e| ApiError::internal(e.0))?;
+        let source = control.get("Source").and_then(|s| s.split_whitespace().next()).unwrap_or(&m.package).to_string();
+        let info = package::DebInfo { control, package: m.package.clone(), version: m.version.clone(), architecture: m.architecture.clone(), source };
+        out.push(Member {
+            pool: package::pool_path(component, &info),
+            component: component.to_string(),
+            sha256: m.sha256,
+            size: m.size,
+            package: m.package,
+            version: m.version,
+            architecture: m.architecture,
+            control: m.control,
+        });
+    }
+    Ok(out)
+}
+
+/// The by-hash ledger the draft starts from: its own (re-publishing), else the
+/// nearest ancestor's.
+async fn previous_ledger(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, dist: &str) -> std::result::Result<Vec<Vec<String>>, ApiError> {
+    #[derive(Deserialize)]
+    struct L {
+        ledger: String,
+    }
+    let parse = |l: L| serde_json::from_str::<Vec<Vec<String>>>(&l.ledger).map_err(|e| ApiError::internal(e.to_string()));
+    if let Some(l) = ctx.db.first::<L>(sql::ledger(rel.id, dist)).await? {
+        let mut own = parse(l)?;
+        if !own.is_empty() {
+            own.remove(0); // this draft's own earlier generation is replaced
+        }
+        return Ok(own);
+    }
+    let mut parent = rel.parent_id;
+    for _ in 0..64 {
+        let Some(p) = parent else { break };
+        if let Some(l) = ctx.db.first::<L>(sql::ledger(p, dist)).await? {
+            return parse(l);
+        }
+        parent = ctx.release(site.id, p).await.ok().and_then(|r| r.parent_id);
+    }
+    Ok(vec![])
+}
+
+async fn server_signer(ctx: &Ctx<'_>, site: &SiteRow) -> std::result::Result<sign::Signer, ApiError> {
+    let site_secret = format!("DEB_SIGNING_KEY_{}", site.name.to_ascii_uppercase().replace('-', "_"));
+    let key = ctx
+        .env
+        .secret(&site_secret)
+        .or_else(|_| ctx.env.secret("DEB_SIGNING_KEY"))
+        .map(|s| s.to_string())
+        .map_err(|_| {
+            ApiError::conflict(format!(
+                "no signing key: set the Worker secret DEB_SIGNING_KEY (or {site_secret}), or use client-side signing for this dist"
+            ))
+        })?;
+    let pass = ctx.env.secret("DEB_SIGNING_KEY_PASSPHRASE").ok().map(|s| s.to_string());
+    sign::Signer::from_armored(&key, pass.as_deref()).map_err(|e| ApiError::internal(format!("the signing key is unusable: {e}")))
+}
+
+/// Regenerates a dist's indexes in a draft: only the (component,
+/// architecture) indexes whose packages changed (all of them with `full`),
+/// then Release, and InRelease/Release.gpg when the server signs.
+pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, d: &str, full: bool) -> std::result::Result<Value, ApiError> {
+    let cfg = dist_config(ctx, site.id, d).await?;
+    let client_key = if cfg.client_signed() {
+        Some(site_key(ctx, site.id).await?.ok_or_else(|| ApiError::conflict("client-side signing needs a public key: PUT /sites/{site}/deb/key"))?)
+    } else {
+        None
+    };
+    let signer = if client_key.is_none() { Some(server_signer(ctx, site).await?) } else { None };
+
+    let members = all_members(ctx, site, rel, d).await?;
+    let mut present: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for m in &members {
+        present.entry(m.component.clone()).or_default().insert(m.architecture.clone());
+    }
+    let (components, archs) = repo::layout(&cfg, &present);
+    #[derive(Deserialize)]
+    struct Dirty {
+        dist: String,
+        component: String,
+        architecture: String,
+    }
+    let dirty: Vec<(String, String)> = ctx
+        .db
+        .all::<Dirty>(sql::dirty(rel.id))
+        .await?
+        .into_iter()
+        .filter(|x| x.dist == d)
+        .map(|x| (x.component, x.architecture))
+        .collect();
+    let mut existing: BTreeMap<String, PathRow> = BTreeMap::new();
+    let dists_prefix = format!("dists/{d}/");
+    let mut after = String::new();
+    loop {
+        let page: Vec<PathRow> = ctx.db.all(store::list_prefix(site.id, rel.read_seq(), rel.id, &dists_prefix, &after, 1000)).await?;
+        let n = page.len();
+        for p in page {
+            after = p.path.clone();
+            existing.insert(p.path.clone(), p);
+        }
+        if n < 1000 {
+            break;
+        }
+    }
+    let regen = if full {
+        components.iter().flat_map(|c| archs.iter().map(move |a| (c.clone(), a.clone()))).collect()
+    } else {
+        repo::to_regenerate(&components, &archs, &dirty, |c, a| {
+            index::packages_paths(c, a).iter().all(|p| existing.contains_key(&format!("{dists_prefix}{p}")))
+        })
+    };
+
+    let mut changes: Vec<Change> = Vec::new();
+    let mut files: Vec<index::IndexFile> = Vec::new();
+    let mut digests = Vec::new();
+    for c in &components {
+        for a in &archs {
+            let paths = index::packages_paths(c, a);
+            if regen.contains(&(c.clone(), a.clone())) {
+                let mut stanzas: Vec<index::Stanza> = members
+                    .iter()
+                    .filter(|m| &m.component == c && (&m.architecture == a || m.architecture == "all"))
+                    .map(|m| index::Stanza {
+                        package: &m.package,
+                        version: &m.version,
+                        architecture: &m.architecture,
+                        control: &m.control,
+                        filename: &m.pool,
+                        size: m.size as u64,
+                        sha256: &m.sha256,
+                    })
+                    .collect();
+                let plain = index::packages(&mut stanzas).into_bytes();
+                let variants = [(index::gzip(&plain), "application/gzip"), (index::xz(&plain), "application/x-xz")];
+                let mut all = vec![(plain, "text/plain; charset=utf-8")];
+                all.extend(variants);
+                for ((data, ct), path) in all.into_iter().zip(paths.iter()) {
+                    let file = index::IndexFile::of(path.clone(), &data);
+                    let sha = store_bytes(ctx, data).await?;
+                    digests.push(sql::put_index_digest(&sha, &file.sha512));
+                    changes.push(Change { path: format!("{dists_prefix}{path}"), sha256: Some(sha.clone()), content_type: Some(ct.into()) });
+                    changes.push(Change {
+                        path: format!("{dists_prefix}{}", index::by_hash_path(path, &sha)),
+                        sha256: Some(sha),
+                        content_type: Some(ct.into()),
+                    });
+                    files.push(file);
+                }
+            } else {
+                for path in &paths {
+                    let row = &existing[&format!("{dists_prefix}{path}")];
+                    #[derive(Deserialize)]
+                    struct S {
+                        sha512: String,
+                    }
+                    let sha512 = ctx
+                        .db
+                        .first::<S>(sql::index_digest(&row.sha256))
+                        .await?
+                        .ok_or_else(|| ApiError::internal(format!("no SHA512 recorded for {}; publish with ?full=true", row.path)))?
+                        .sha512;
+                    files.push(index::IndexFile { path: path.clone(), size: row.size as u64, sha256: row.sha256.clone(), sha512 });
+                }
+            }
+        }
+    }
+
+    // by-hash: keep the files of this generation and `keep` earlier ones.
+    let current: Vec<String> = files.iter().map(|f| format!("{dists_prefix}{}", index::by_hash_path(&f.path, &f.sha256))).collect();
+    let ledger = index::roll_by_hash(&previous_ledger(ctx, site, rel, d).await?, current, cfg.by_hash_keep());
+    let kept: BTreeSet<&String> = ledger.iter().flatten().collect();
+    let mut pruned = 0;
+    for path in existing.keys() {
+        if path.contains("/by-hash/") && !kept.contains(path) && !changes.iter().any(|c| &c.path == path) {
+            changes.push(Change { path: path.clone(), sha256: None, content_type: None });
+            pruned += 1;
+        }
+    }
+
+    let now_secs = (ctx.now / 1000) as u64;
+    let meta = index::ReleaseMeta {
+        origin: cfg.origin.clone().unwrap_or_else(|| site.name.clone()),
+        label: cfg.label.clone().or_else(|| cfg.origin.clone()).unwrap_or_else(|| site.name.clone()),
+        suite: cfg.suite.clone().unwrap_or_else(|| d.to_string()),
+        codename: cfg.codename.clone().unwrap_or_else(|| d.to_string()),
+        description: cfg.description.clone(),
+        date_secs: now_secs,
+        valid_until_secs: cfg.valid_until_days.map(|days| now_secs + days as u64 * 86400),
+        architectures: archs.clone(),
+        components: components.clone(),
+    };
+    let release_text = index::release(&meta, &files);
+    let release_sha = store_bytes(ctx, release_text.clone().into_bytes()).await?;
+    changes.push(Change { path: format!("{dists_prefix}Release"), sha256: Some(release_sha.clone()), content_type: Some("text/plain; charset=utf-8".into()) });
+
+    let public = match (&signer, &client_key) {
+        (Some(signer), _) => {
+            let inrelease = signer.clearsign(&release_text).map_err(|e| ApiError::internal(e.0))?;
+            let detached = signer.detach_sign(release_text.as_bytes()).map_err(|e| ApiError::internal(e.0))?;
+            let in_sha = store_bytes(ctx, inrelease.into_bytes()).await?;
+            let gpg_sha = store_bytes(ctx, detached.into_bytes()).await?;
+            changes.push(Change { path: format!("{dists_prefix}InRelease"), sha256: Some(in_sha), content_type: Some("text/plain; charset=utf-8".into()) });
+            changes.push(Change { path: format!("{dists_prefix}Release.gpg"), sha256: Some(gpg_sha), content_type: Some("application/pgp-signature".into()) });
+            signer.public_key()
+        }
+        (None, Some(key)) => {
+            // Signatures of an earlier Release no longer fit: they come back with the user's upload.
+            for stale in ["InRelease", "Release.gpg"] {
+                let p = format!("{dists_prefix}{stale}");
+                if existing.contains_key(&p) {
+                    changes.push(Change { path: p, sha256: None, content_type: None });
+                }
+            }
+            key.clone()
+        }
+        (None, None) => unreachable!("a signer or a client key was required above"),
+    };
+    let (binary, armored) = sign::export_public(&public).map_err(|e| ApiError::internal(e.0))?;
+    let bin_sha = store_bytes(ctx, binary).await?;
+    let asc_sha = store_bytes(ctx, armored.into_bytes()).await?;
+    changes.push(Change { path: KEYRING_GPG.into(), sha256: Some(bin_sha), content_type: Some("application/pgp-keys".into()) });
+    changes.push(Change { path: KEYRING_ASC.into(), sha256: Some(asc_sha), content_type: Some("application/pgp-keys".into()) });
+
+    let mut extra = digests;
+    extra.push(sql::clear_dirty(rel.id, d));
+    extra.push(sql::put_ledger(rel.id, d, &serde_json::to_string(&ledger).expect("serialisable")));
+    extra.push(sql::set_pending(rel.id, d, client_key.as_ref().map(|_| release_sha.as_str())));
+    ctx.db
+        .batch(store::apply_changes_with(site.id, rel.id, &changes, extra))
+        .await
+        .map_err(|e| batch_err(e, &format!("release {} stopped being a draft", rel.id)))?;
+    let regenerated: Vec<String> = regen.iter().map(|(c, a)| format!("{c}/binary-{a}")).collect();
+    Ok(json!({
+        "dist": d,
+        "packages": members.len(),
+        "regenerated": regenerated,
+        "by_hash_pruned": pruned,
+        "release_sha256": release_sha,
+        "signing": if client_key.is_some() { "waiting for InRelease and Release.gpg" } else { "signed by the server" },
+    }))
+}
+
+async fn upload_signatures(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d: &str) -> ApiResult {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        inrelease: String,
+        release_gpg: String,
+    }
+    let site = ctx.site(s, Scope::Publish).await?;
+    let rel = ctx.draft(site.id, r).await?;
+    let body: Body = api::parse_json(&json_body(req).await?)?;
+    #[derive(Deserialize)]
+    struct P {
+        release_sha256: String,
+    }
+    let pending = ctx
+        .db
+        .first::<P>(sql::pending(rel.id, d))
+        .await?
+        .ok_or_else(|| ApiError::conflict(format!("dist {d} of release {r} is not waiting for signatures: publish it first")))?;
+    let key = site_key(ctx, site.id).await?.ok_or_else(|| ApiError::conflict("no public key registered for this site"))?;
+    let release_path = format!("dists/{d}/Release");
+    let row = path_row(ctx, &site, &rel, &release_path).await?.ok_or_else(|| ApiError::internal("the published Release is missing"))?;
+    if row.sha256 != pending.release_sha256 {
+        return Err(ApiError::conflict("the Release changed since it was published; publish again"));
+    }
+    let release = read_text(ctx, &row).await?;
+    sign::verify_inrelease(&key, &body.inrelease, &release).map_err(|e| ApiError::new(422, "bad_signature", e.0))?;
+    sign::verify_detached(&key, body.release_gpg.as_bytes(), release.as_bytes()).map_err(|e| ApiError::new(422, "bad_signature", e.0))?;
+    let in_sha = store_bytes(ctx, body.inrelease.into_bytes()).await?;
+    let gpg_sha = store_bytes(ctx, body.release_gpg.into_bytes()).await?;
+    let changes = vec![
+        Change { path: format!("dists/{d}/InRelease"), sha256: Some(in_sha), content_type: Some("text/plain; charset=utf-8".into()) },
+        Change { path: format!("dists/{d}/Release.gpg"), sha256: Some(gpg_sha), content_type: Some("application/pgp-signature".into()) },
+    ];
+    let mut stmts = vec![sql::pending_is(rel.id, d, &row.sha256)];
+    stmts.extend(store::apply_changes_with(site.id, rel.id, &changes, vec![sql::set_pending(rel.id, d, None)]));
+    ctx.db.batch(stmts).await.map_err(|e| batch_err(e, "the Release was published again meanwhile; fetch it and sign again"))?;
+    Ok((200, json!({"dist": d, "signed": true})))
+}
+
+/// Before activation: regenerate what changed (server-signed dists), or
+/// explain what a client-signed dist still needs.
+pub(super) async fn prepare_activation(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow) -> std::result::Result<(), ApiError> {
+    #[derive(Deserialize)]
+    struct Dirty {
+        dist: String,
+    }
+    let dists: BTreeSet<String> = ctx.db.all::<Dirty>(sql::dirty(rel.id)).await?.into_iter().map(|d| d.dist).collect();
+    for d in dists {
+        if dist_config(ctx, site.id, &d).await?.client_signed() {
+            return Err(ApiError::conflict(format!(
+                "dist {d} changed and is signed by you: POST …/releases/{}/deb/{d}/publish, sign its Release and upload the signatures",
+                rel.id
+            )));
+        }
+        publish_dist(ctx, site, rel, &d, false).await?;
+    }
+    #[derive(Deserialize)]
+    struct Pending {
+        dist: String,
+    }
+    let q = store::Stmt { sql: "SELECT dist FROM deb_pending_signatures WHERE release_id = ?1".into(), params: vec![rel.id.into()] };
+    if let Some(p) = ctx.db.first::<Pending>(q).await? {
+        return Err(ApiError::conflict(format!("dist {} waits for InRelease and Release.gpg: PUT …/releases/{}/deb/{}/signatures", p.dist, rel.id, p.dist)));
+    }
+    Ok(())
+}

@@ -409,6 +409,13 @@ pub fn diff(site_id: i64, a: (i64, i64), b: (i64, i64), after: &str, limit: u32)
     )
 }
 
+/// The activation time recorded for a release (?1 site, ?3 now in ms): now,
+/// but always in a later second than any earlier activation of the site.
+/// Last-Modified has one-second resolution, so two switches within one second
+/// would otherwise look unmodified to a client's If-Modified-Since.
+const ACTIVATION_TIME: &str =
+    "MAX(?3, (COALESCE((SELECT MAX(activated_at) FROM releases WHERE site_id = ?1), -1000) / 1000 + 1) * 1000)";
+
 /// Activates a draft: compare-and-swap on the site's active release.
 ///
 /// Materialises snapshot n = head + 1 as (parent snapshot p) + (draft changes).
@@ -491,7 +498,7 @@ pub fn activate(site_id: i64, release_id: i64, expected_active: Option<i64>, now
         stmt("DELETE FROM release_changes WHERE release_id = ?2 AND ?1 IS NOT NULL", sr()),
         stmt("UPDATE releases SET state = 'retired' WHERE id = (SELECT active_release_id FROM sites WHERE id = ?1)", vec![site_id.into()]),
         stmt(
-            format!("UPDATE releases SET state = 'active', seq = {n}, activated_at = ?3 WHERE id = ?2 AND site_id = ?1"),
+            format!("UPDATE releases SET state = 'active', seq = {n}, activated_at = {ACTIVATION_TIME} WHERE id = ?2 AND site_id = ?1"),
             vec![site_id.into(), release_id.into(), now.into()],
         ),
         stmt("UPDATE sites SET active_release_id = ?2 WHERE id = ?1", sr()),
@@ -513,7 +520,7 @@ pub fn rollback(site_id: i64, to: i64, expected_active: Option<i64>, now: i64) -
         ),
         stmt("UPDATE releases SET state = 'retired' WHERE id = (SELECT active_release_id FROM sites WHERE id = ?1)", vec![site_id.into()]),
         stmt(
-            "UPDATE releases SET state = 'active', activated_at = ?3 WHERE id = ?2 AND site_id = ?1",
+            format!("UPDATE releases SET state = 'active', activated_at = {ACTIVATION_TIME} WHERE id = ?2 AND site_id = ?1"),
             vec![site_id.into(), to.into(), now.into()],
         ),
         stmt("UPDATE sites SET active_release_id = ?2 WHERE id = ?1", vec![site_id.into(), to.into()]),

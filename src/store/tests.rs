@@ -183,6 +183,17 @@ fn rollback_then_branch_from_the_old_release() {
     assert_eq!(db.served_content("a.test", "c"), None);
     assert_eq!(db.served_content("a.test", "new").as_deref(), Some("new"));
 
+    // Every activation lands in a later second than the one before, even when
+    // they happen within one second, so If-Modified-Since never hides a switch.
+    let times: Vec<i64> = [r1, r2, r3]
+        .iter()
+        .map(|r| match &db.rows(release(s, *r))[0][8] {
+            Value::Integer(t) => *t,
+            v => panic!("{v:?}"),
+        })
+        .collect();
+    assert!(times[2] / 1000 > times[0] / 1000, "{times:?}");
+
     // Every earlier snapshot is still intact: roll forward to r2.
     db.batch(rollback(s, r2, Some(r3), 5)).unwrap();
     assert_eq!(db.served_content("a.test", "a").as_deref(), Some("a2"));

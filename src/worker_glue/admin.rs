@@ -617,6 +617,11 @@ async fn activate(ctx: &Ctx<'_>, s: &str, r: i64, b: api::ActivateBody) -> ApiRe
     }
     let expected = b.expected_active.unwrap_or(rel.parent_id);
     super::deb::prepare_activation(ctx, &site, &rel).await?;
+    activate_prepared(ctx, s, &site, r, expected).await
+}
+
+/// The compare-and-swap itself, once every indexer has prepared the draft.
+pub(super) async fn activate_prepared(ctx: &Ctx<'_>, s: &str, site: &SiteRow, r: i64, expected: Option<i64>) -> ApiResult {
     match ctx.db.batch(store::activate(site.id, r, expected, ctx.now)).await {
         Ok(changes) => {
             let rel = ctx.release(site.id, r).await?;
@@ -669,6 +674,9 @@ async fn rollback(ctx: &Ctx<'_>, s: &str, b: api::RollbackBody) -> ApiResult {
         return Err(ApiError::conflict(format!("release {to} is {}; only a retired release can be re-activated", target.state)));
     }
     let expected = b.expected_active.unwrap_or(site.active_release_id);
+    if let Some(republished) = super::deb::rollback_by_republishing(ctx, &site, &target, expected).await? {
+        return Ok((200, republished));
+    }
     match ctx.db.batch(store::rollback(site.id, to, expected, ctx.now)).await {
         Ok(_) => Ok((200, ctx.release(site.id, to).await?.json())),
         Err(BatchError::Precondition) => Err(stale(ctx, s, expected, "roll back").await),

@@ -587,3 +587,53 @@ pub(super) async fn prepare_activation(ctx: &Ctx<'_>, site: &SiteRow, rel: &Rele
     }
     Ok(())
 }
+
+/// apt ignores a Release older (by Date) than the one it has: a replay guard.
+/// So a site whose target release publishes Debian dists rolls back by making
+/// a new release with the target's contents and freshly dated, freshly signed
+/// Release files, activated by compare-and-swap. Returns None when the target
+/// has no Debian dists (a plain pointer switch is then right).
+pub(super) async fn rollback_by_republishing(
+    ctx: &Ctx<'_>,
+    site: &SiteRow,
+    target: &ReleaseRow,
+    expected: Option<i64>,
+) -> std::result::Result<Option<Value>, ApiError> {
+    #[derive(Deserialize)]
+    struct D {
+        dist: String,
+    }
+    let q = store::Stmt { sql: "SELECT dist FROM deb_ledgers WHERE release_id = ?1 ORDER BY dist".into(), params: vec![target.id.into()] };
+    let dists: Vec<String> = ctx.db.all::<D>(q).await?.into_iter().map(|d| d.dist).collect();
+    if dists.is_empty() {
+        return Ok(None);
+    }
+    for d in &dists {
+        if dist_config(ctx, site.id, d).await?.client_signed() {
+            return Err(ApiError::conflict(format!(
+                "dist {d} is signed by you, and apt ignores an older Release: create a release from {} (\"from\": {}), publish, sign and activate it",
+                target.id, target.id
+            )));
+        }
+    }
+    let seq = target.seq.ok_or_else(|| ApiError::conflict("only an activated release can be rolled back to"))?;
+    let note = format!("rollback to release {}", target.id);
+    let draft: ReleaseRow = ctx
+        .db
+        .first(store::create_release_from(site.id, Some((target.id, seq)), Some(&note), ctx.now))
+        .await?
+        .ok_or_else(|| ApiError::internal("the rollback release was not created"))?;
+    for d in &dists {
+        publish_dist(ctx, site, &draft, d, false).await?;
+    }
+    match super::admin::activate_prepared(ctx, &site.name, site, draft.id, expected).await {
+        Ok((_, mut body)) => {
+            body["rolled_back_to"] = json!(target.id);
+            Ok(Some(body))
+        }
+        Err(e) => {
+            let _ = ctx.db.batch(store::delete_draft(site.id, draft.id)).await;
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,121 @@
+"""Helpers for Debian tests: gpg keys, dpkg-deb packages, a private apt, /etc/hosts."""
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+HOSTS = Path("/etc/hosts")
+MARK = "# wharf-test"
+
+
+class Hosts:
+    """Maps test hostnames to 127.0.0.1 in /etc/hosts; removes its lines afterwards."""
+
+    def __init__(self):
+        self.mark = f"{MARK} {os.getpid()}"
+        self.names = []
+
+    def add(self, name: str) -> str:
+        with open(HOSTS, "a") as f:
+            f.write(f"127.0.0.1 {name} {self.mark}\n")
+        self.names.append(name)
+        return name
+
+    def cleanup(self):
+        lines = HOSTS.read_text().splitlines(keepends=True)
+        HOSTS.write_text("".join(l for l in lines if not l.rstrip().endswith(self.mark)))
+
+
+class Gpg:
+    def __init__(self, home: Path):
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        home.chmod(0o700)
+
+    def run(self, *args, input: bytes | None = None) -> bytes:
+        r = subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "", *args],
+                           env={**os.environ, "GNUPGHOME": str(self.home)}, input=input, capture_output=True)
+        assert r.returncode == 0, r.stderr.decode()
+        return r.stdout
+
+    def generate(self, uid: str, algo: str = "ed25519") -> "Gpg":
+        self.run("--quick-gen-key", uid, algo, "sign", "never")
+        return self
+
+    def secret_armored(self) -> str:
+        return self.run("--armor", "--export-secret-keys").decode()
+
+    def public(self, armor: bool = False) -> bytes:
+        return self.run(*(["--armor"] if armor else []), "--export")
+
+
+def build_deb(workdir: Path, package: str, version: str, arch: str, compression: str, extra: str = "") -> bytes:
+    root = workdir / f"{package}-{version}-{arch}-{compression}"
+    (root / "DEBIAN").mkdir(parents=True, exist_ok=True)
+    (root / "usr/share/doc" / package).mkdir(parents=True, exist_ok=True)
+    (root / "usr/share/doc" / package / "README").write_text(f"{package} {version} {os.urandom(8).hex()}\n")
+    (root / "DEBIAN/control").write_text(
+        f"Package: {package}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: Wharf Tests <tests@example.com>\n"
+        f"Section: misc\nPriority: optional\n{extra}Description: test package {package}\n a package made by the Wharf tests.\n"
+    )
+    out = workdir / f"{package}_{version}_{arch}.{compression}.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", str(root), str(out)],
+                   check=True, capture_output=True)
+    return out.read_bytes()
+
+
+class Apt:
+    """apt-get with its own configuration, lists, cache and keyring: nothing on the host changes."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        for d in ["etc/sources.list.d", "etc/apt.conf.d", "etc/preferences.d", "etc/trusted.gpg.d",
+                  "state/lists/partial", "cache/archives/partial", "downloads"]:
+            (root / d).mkdir(parents=True, exist_ok=True)
+        (root / "status").write_text("")
+        (root / "apt.conf").write_text(f"""
+Dir::Etc "{root}/etc";
+Dir::Etc::main "apt.conf";
+Dir::Etc::Parts "apt.conf.d";
+Dir::Etc::SourceList "sources.list";
+Dir::Etc::SourceParts "sources.list.d";
+Dir::Etc::Preferences "preferences";
+Dir::Etc::PreferencesParts "preferences.d";
+Dir::Etc::Trusted "{root}/etc/trusted.gpg";
+Dir::Etc::TrustedParts "{root}/etc/trusted.gpg.d";
+Dir::State "{root}/state";
+Dir::State::status "{root}/status";
+Dir::Cache "{root}/cache";
+Debug::NoLocking "true";
+APT::Sandbox::User "root";
+APT::Architecture "amd64";
+APT::Architectures {{ "amd64"; }};
+Acquire::Languages "none";
+Acquire::http::Proxy "DIRECT";
+""")
+
+    def sources(self, line: str):
+        (self.root / "etc/sources.list").write_text(line + "\n")
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        r = subprocess.run(["apt-get", "-q", *args], env={**os.environ, "APT_CONFIG": str(self.root / "apt.conf")},
+                           cwd=self.root / "downloads", capture_output=True, text=True)
+        if check:
+            assert r.returncode == 0, f"apt-get {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
+        return r
+
+    def cache(self, *args: str) -> str:
+        r = subprocess.run(["apt-cache", *args], env={**os.environ, "APT_CONFIG": str(self.root / "apt.conf")},
+                           capture_output=True, text=True, check=True)
+        return r.stdout
+
+    def candidate(self, package: str) -> str:
+        for line in self.cache("policy", package).splitlines():
+            if "Candidate:" in line:
+                return line.split(":", 1)[1].strip()
+        return ""
+
+
+def sha256(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()

@@ -1,5 +1,5 @@
 # Two commands: `make dev` runs Wharf locally, `make test` runs every test.
-.PHONY: dev test setup build deploy bench
+.PHONY: dev test setup build deploy bench bench-debian
 
 dev:
 	scripts/dev
@@ -18,3 +18,6 @@ deploy:
 
 bench:
 	bench/run
+
+bench-debian:
+	bench/run-debian

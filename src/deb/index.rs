@@ -42,9 +42,10 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().expect("writing to memory")
 }
 
-/// xz (preset 6, CRC64 like xz(1)).
+/// xz, preset 3: within 6% of preset 6 on Packages files at a tenth of the time
+/// (measured: 10,000 packages, 3.7 MB: 40 KB in 86 ms vs 38 KB in 965 ms).
 pub fn xz(data: &[u8]) -> Vec<u8> {
-    let mut w = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(6)).expect("xz options");
+    let mut w = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(3)).expect("xz options");
     w.write_all(data).expect("writing to memory");
     w.finish().expect("writing to memory")
 }

@@ -82,7 +82,7 @@ def main():
             (repo / "dists/stable/main/binary-amd64").mkdir(parents=True)
             ftp = statistics.median(timed(
                 "apt-ftparchive packages pool > dists/stable/main/binary-amd64/Packages && "
-                "gzip -9nk -f dists/stable/main/binary-amd64/Packages && xz -3k -f dists/stable/main/binary-amd64/Packages && "
+                "gzip -6nk -f dists/stable/main/binary-amd64/Packages && xz -3k -f dists/stable/main/binary-amd64/Packages && "
                 "apt-ftparchive -o APT::FTPArchive::Release::Origin=bench release dists/stable > dists/stable/Release && "
                 f"GNUPGHOME={OUT}/gnupg gpg --batch --yes --clearsign -o dists/stable/InRelease dists/stable/Release && "
                 f"GNUPGHOME={OUT}/gnupg gpg --batch --yes -abs -o dists/stable/Release.gpg dists/stable/Release", repo)
@@ -107,8 +107,9 @@ def main():
             full = []
             for _ in range(RUNS):
                 t = time.perf_counter()
-                w.admin.call("POST", f"/sites/{site}/releases/{rel}/deb/stable/publish?full=true")
+                res = w.admin.call("POST", f"/sites/{site}/releases/{rel}/deb/stable/publish?full=true")
                 full.append(time.perf_counter() - t)
+                print(n, "full publish phases (ms):", res["timings_ms"], flush=True)
             wharf_full = statistics.median(full)
             w.admin.activate(site, rel)
             rows.append((n, wharf_full, ftp, scan, ingest_rate))
@@ -126,6 +127,7 @@ def main():
                     w.admin.activate(site, d)
                     one.append(time.perf_counter() - t)
                     assert res["regenerated"] == ["main/binary-amd64"], res
+                    print("one-package publish phases (ms):", res["timings_ms"], flush=True)
                 one_publish = statistics.median(one)
                 # sanity: apt-visible result
                 assert w.get(f"{site}.bench.test", "/dists/stable/InRelease").status_code == 200

@@ -35,9 +35,10 @@ pub fn packages(stanzas: &mut [Stanza]) -> String {
     out
 }
 
-/// gzip with no timestamp or name in the header: same input, same bytes.
+/// gzip (level 6, as gzip(1) defaults to) with no timestamp or name in the
+/// header: same input, same bytes.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
+    let mut enc = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::new(6));
     enc.write_all(data).expect("writing to memory");
     enc.finish().expect("writing to memory")
 }

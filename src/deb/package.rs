@@ -191,15 +191,22 @@ pub fn inspect(deb: &[u8]) -> Result<DebInfo, DebError> {
 
 /// `<package>_<version without epoch>_<arch>.deb`
 pub fn filename(info: &DebInfo) -> String {
-    let version = info.version.split_once(':').map_or(info.version.as_str(), |(_, v)| v);
-    format!("{}_{}_{}.deb", info.package, version, info.architecture)
+    filename_of(&info.package, &info.version, &info.architecture)
+}
+
+pub fn filename_of(package: &str, version: &str, arch: &str) -> String {
+    let version = version.split_once(':').map_or(version, |(_, v)| v);
+    format!("{package}_{version}_{arch}.deb")
 }
 
 /// `pool/<component>/<prefix>/<source>/<file>`, prefix `libx` for lib* sources.
 pub fn pool_path(component: &str, info: &DebInfo) -> String {
-    let s = &info.source;
-    let prefix = if s.starts_with("lib") && s.len() > 3 { &s[..4] } else { &s[..1] };
-    format!("pool/{component}/{prefix}/{s}/{}", filename(info))
+    pool_path_of(component, &info.source, &info.package, &info.version, &info.architecture)
+}
+
+pub fn pool_path_of(component: &str, source: &str, package: &str, version: &str, arch: &str) -> String {
+    let prefix = if source.starts_with("lib") && source.len() > 3 { &source[..4] } else { &source[..1] };
+    format!("pool/{component}/{prefix}/{source}/{}", filename_of(package, version, arch))
 }
 
 #[cfg(test)]

@@ -444,13 +444,21 @@ async fn put_blob(ctx: &Ctx<'_>, req: &mut Request, sha: &str) -> ApiResult {
     if !ctx.who.can_on_some_site(Scope::Publish) {
         return Err(ApiError::forbidden());
     }
+    let (size, created) = store_upload(ctx, req, sha).await?;
+    Ok((if created { 201 } else { 200 }, json!({"sha256": sha, "size": size, "created": created})))
+}
+
+/// Streams a request body into R2 under its digest (R2 checks the sha256) and
+/// indexes it. Returns the blob's size and whether it was new; an existing
+/// blob is left as it is.
+pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str) -> std::result::Result<(u64, bool), ApiError> {
     let length: u64 = req
         .headers()
         .get("content-length")
         .ok()
         .flatten()
         .and_then(|l| l.trim().parse().ok())
-        .ok_or_else(|| ApiError::new(411, "length_required", "a blob upload needs a Content-Length"))?;
+        .ok_or_else(|| ApiError::new(411, "length_required", "an upload needs a Content-Length"))?;
     let max = ctx
         .env
         .var("MAX_BLOB_BYTES")
@@ -460,14 +468,6 @@ async fn put_blob(ctx: &Ctx<'_>, req: &mut Request, sha: &str) -> ApiResult {
     if length > max {
         return Err(ApiError::new(413, "too_large", format!("blobs are limited to {max} bytes")));
     }
-    let (size, created) = store_upload(ctx, req, sha, length).await?;
-    Ok((if created { 201 } else { 200 }, json!({"sha256": sha, "size": size, "created": created})))
-}
-
-/// Streams a request body into R2 under its digest (R2 checks the sha256) and
-/// indexes it. Returns the blob's size and whether it was new; an existing
-/// blob is left as it is.
-pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str, length: u64) -> std::result::Result<(u64, bool), ApiError> {
     #[derive(Deserialize)]
     struct B {
         size: i64,
@@ -508,6 +508,11 @@ pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str, le
 /// Stores bytes made by the worker (indexes, signatures) as a blob; returns its sha256.
 pub(super) async fn store_bytes(ctx: &Ctx<'_>, data: Vec<u8>) -> std::result::Result<String, ApiError> {
     let sha = crate::auth::sha256_hex(&data);
+    store_hashed_bytes(ctx, data, sha).await
+}
+
+/// [`store_bytes`] for bytes whose sha256 (hex) the caller already computed.
+pub(super) async fn store_hashed_bytes(ctx: &Ctx<'_>, data: Vec<u8>, sha: String) -> std::result::Result<String, ApiError> {
     let len = data.len() as i64;
     if ctx.db.first::<Value>(store::blob(&sha)).await?.is_none() {
         let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;

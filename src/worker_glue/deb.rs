@@ -1,7 +1,7 @@
 //! Debian repositories in the admin API: ingest, removal, publishing
 //! (Packages, Release, InRelease, Release.gpg, by-hash) and client-side signing.
 
-use super::admin::{batch_err, json_body, read_blob_range, store_bytes, store_upload, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, json_body, read_blob_range, store_bytes, store_hashed_bytes, store_upload, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
 use crate::deb::{index, package, repo, sign};
@@ -143,14 +143,7 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d: &str,
         if !api::valid_sha256(&sha) {
             return Err(ApiError::bad_request("sha256 is 64 lower-case hex characters"));
         }
-        let length: u64 = req
-            .headers()
-            .get("content-length")
-            .ok()
-            .flatten()
-            .and_then(|l| l.trim().parse().ok())
-            .ok_or_else(|| ApiError::new(411, "length_required", "a package upload needs a Content-Length"))?;
-        store_upload(ctx, req, &sha, length).await?;
+        store_upload(ctx, req, &sha).await?;
         sha
     };
     #[derive(Deserialize)]
@@ -195,8 +188,7 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d: &str,
 async fn remove_package(ctx: &Ctx<'_>, s: &str, r: i64, d: &str, c: &str, name: &str, version: &str, arch: &str) -> ApiResult {
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.draft(site.id, r).await?;
-    let bare_version = version.split_once(':').map_or(version, |(_, v)| v);
-    let filename = format!("{name}_{bare_version}_{arch}.deb");
+    let filename = package::filename_of(name, version, arch);
     let member = sql::member_path(d, c, &filename);
     let Some(row) = path_row(ctx, &site, &rel, &member).await? else {
         return Err(ApiError::not_found(format!("{name} {version} ({arch}) is not in {d}/{c}")));
@@ -206,25 +198,8 @@ async fn remove_package(ctx: &Ctx<'_>, s: &str, r: i64, d: &str, c: &str, name: 
     let others = all_members_under(ctx, &site, &rel, &format!("{}deb/", store::INTERNAL_PREFIX)).await?;
     let still_used = others.iter().any(|m| m.sha256 == row.sha256 && m.path != member);
     if !still_used {
-        #[derive(Deserialize)]
-        struct Src {
-            source: String,
-            package: String,
-            version: String,
-            architecture: String,
-            control: String,
-        }
-        let q = store::Stmt { sql: "SELECT source, package, version, architecture, control FROM deb_packages WHERE sha256 = ?1".into(), params: vec![row.sha256.clone().into()] };
-        if let Some(p) = ctx.db.first::<Src>(q).await? {
-            let info = package::DebInfo {
-                control: crate::deb::control::Paragraph::parse(&p.control).map_err(|e| ApiError::internal(e.0))?,
-                package: p.package,
-                version: p.version,
-                architecture: p.architecture,
-                source: p.source,
-            };
-            changes.push(Change { path: package::pool_path(c, &info), sha256: None, content_type: None });
-        }
+        let source = others.iter().find(|m| m.sha256 == row.sha256).map(|m| m.source.clone()).unwrap_or_else(|| name.to_string());
+        changes.push(Change { path: package::pool_path_of(c, &source, name, version, arch), sha256: None, content_type: None });
     }
     ctx.db
         .batch(store::apply_changes_with(site.id, rel.id, &changes, vec![sql::mark_dirty(rel.id, d, c, arch)]))
@@ -241,7 +216,6 @@ struct MemberRow {
     package: String,
     version: String,
     architecture: String,
-    #[allow(dead_code)]
     source: String,
     control: String,
 }
@@ -277,11 +251,8 @@ async fn all_members(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, dist: &str
     for m in rows {
         let rest = &m.path[prefix.len()..];
         let Some((component, _)) = rest.split_once('/') else { continue };
-        let control = crate::deb::control::Paragraph::parse(&m.control).map_err(|e| ApiError::internal(e.0))?;
-        let source = control.get("Source").and_then(|s| s.split_whitespace().next()).unwrap_or(&m.package).to_string();
-        let info = package::DebInfo { control, package: m.package.clone(), version: m.version.clone(), architecture: m.architecture.clone(), source };
         out.push(Member {
-            pool: package::pool_path(component, &info),
+            pool: package::pool_path_of(component, &m.source, &m.package, &m.version, &m.architecture),
             component: component.to_string(),
             sha256: m.sha256,
             size: m.size,
@@ -348,7 +319,9 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     };
     let signer = if client_key.is_none() { Some(server_signer(ctx, site).await?) } else { None };
 
+    let started = super::now_ms();
     let members = all_members(ctx, site, rel, d).await?;
+    let listed = super::now_ms();
     let mut present: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for m in &members {
         present.entry(m.component.clone()).or_default().insert(m.architecture.clone());
@@ -416,7 +389,7 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
                 all.extend(variants);
                 for ((data, ct), path) in all.into_iter().zip(paths.iter()) {
                     let file = index::IndexFile::of(path.clone(), &data);
-                    let sha = store_bytes(ctx, data).await?;
+                    let sha = store_hashed_bytes(ctx, data, file.sha256.clone()).await?;
                     digests.push(sql::put_index_digest(&sha, &file.sha512));
                     changes.push(Change { path: format!("{dists_prefix}{path}"), sha256: Some(sha.clone()), content_type: Some(ct.into()) });
                     changes.push(Change {
@@ -445,6 +418,7 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         }
     }
 
+    let generated = super::now_ms();
     // by-hash: keep the files of this generation and `keep` earlier ones.
     let current: Vec<String> = files.iter().map(|f| format!("{dists_prefix}{}", index::by_hash_path(&f.path, &f.sha256))).collect();
     let ledger = index::roll_by_hash(&previous_ledger(ctx, site, rel, d).await?, current, cfg.by_hash_keep());
@@ -505,10 +479,12 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     extra.push(sql::clear_dirty(rel.id, d));
     extra.push(sql::put_ledger(rel.id, d, &serde_json::to_string(&ledger).expect("serialisable")));
     extra.push(sql::set_pending(rel.id, d, client_key.as_ref().map(|_| release_sha.as_str())));
+    let signed = super::now_ms();
     ctx.db
         .batch(store::apply_changes_with(site.id, rel.id, &changes, extra))
         .await
         .map_err(|e| batch_err(e, &format!("release {} stopped being a draft", rel.id)))?;
+    let done = super::now_ms();
     let regenerated: Vec<String> = regen.iter().map(|(c, a)| format!("{c}/binary-{a}")).collect();
     Ok(json!({
         "dist": d,
@@ -517,6 +493,8 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         "by_hash_pruned": pruned,
         "release_sha256": release_sha,
         "signing": if client_key.is_some() { "waiting for InRelease and Release.gpg" } else { "signed by the server" },
+        "timings_ms": {"read_packages": listed - started, "generate_and_store_indexes": generated - listed,
+                       "release_and_signatures": signed - generated, "commit": done - signed},
     }))
 }
 

@@ -39,6 +39,9 @@ class Gpg:
         assert r.returncode == 0, r.stderr.decode()
         return r.stdout
 
+    def __del__(self):
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ, "GNUPGHOME": str(self.home)}, capture_output=True)
+
     def generate(self, uid: str, algo: str = "ed25519") -> "Gpg":
         self.run("--quick-gen-key", uid, algo, "sign", "never")
         return self

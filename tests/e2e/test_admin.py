@@ -160,6 +160,11 @@ def test_blob_uploads(wharf, admin):
     admin.call("PUT", f"/blobs/sha256/{sha(big)}", data=big, expect=413)
     admin.call("GET", f"/blobs/sha256/{sha(big)}", expect=404)
     admin.call("PUT", "/blobs/sha256/NOTHEX", data=b"x", expect=400)
+    # The limit holds for every way bytes come in, e.g. a raw package upload.
+    admin.site("limits")
+    rel = admin.draft("limits")
+    admin.call("POST", f"/sites/limits/releases/{rel}/deb/stable/main/packages?sha256={sha(big)}", data=big, expect=413,
+               headers={"Content-Type": "application/vnd.debian.binary-package"})
     admin.call("PUT", f"/blobs/sha256/{sha(b'chunked')}", data=(c for c in [b"chunk", b"ed"]), expect=411)
     empty = admin.call("PUT", f"/blobs/sha256/{sha(b'')}", data=b"", expect=201)
     assert empty["size"] == 0

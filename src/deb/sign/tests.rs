@@ -10,7 +10,10 @@ struct Gpg {
 
 impl Gpg {
     fn new(name: &str) -> Gpg {
-        let home = std::env::temp_dir().join(format!("wharf-gpg-{name}-{}", std::process::id()));
+        // Tests run in parallel: every keyring gets its own folder.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let home = std::env::temp_dir().join(format!("wharf-gpg-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(&home).unwrap();
         #[cfg(unix)]
@@ -45,6 +48,13 @@ impl Gpg {
     }
     fn public_binary(&self) -> Vec<u8> {
         self.run(&["--export"], None)
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf").env("GNUPGHOME", &self.home).args(["--kill", "gpg-agent"]).output();
+        let _ = std::fs::remove_dir_all(&self.home);
     }
 }
 

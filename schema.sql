@@ -1,6 +1,6 @@
 -- Wharf D1 schema. Apply with: wrangler d1 execute <db> --file schema.sql
 -- Every statement is idempotent, so applying it again is safe.
--- wharf-schema-version: 2
+-- wharf-schema-version: 3
 -- Bump the version above whenever a table, column or index changes; the worker
 -- refuses to serve (503 schema_outdated) from a database whose recorded version is older.
 
@@ -169,5 +169,50 @@ CREATE TABLE IF NOT EXISTS deb_pending_signatures (
   PRIMARY KEY (release_id, dist)
 ) WITHOUT ROWID;
 
-INSERT INTO schema_meta(key, value) VALUES ('version', '2')
+-- ---------------------------------------------------------------- APK
+-- A package's APKINDEX record, kept once per .apk (content-addressed by its sha256).
+CREATE TABLE IF NOT EXISTS apk_packages (
+  sha256     TEXT PRIMARY KEY,
+  name       TEXT NOT NULL,
+  version    TEXT NOT NULL,
+  arch       TEXT NOT NULL,
+  identity   TEXT NOT NULL,
+  record     TEXT NOT NULL,
+  pkginfo    TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Per-site APK settings (JSON: architectures, signing, key_name, description).
+CREATE TABLE IF NOT EXISTS apk_settings (
+  site_id INTEGER PRIMARY KEY,
+  config  TEXT NOT NULL
+);
+
+-- A site's RSA public key (PEM) for client-side signing.
+CREATE TABLE IF NOT EXISTS apk_keys (
+  site_id    INTEGER PRIMARY KEY,
+  public_key TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+
+-- Indexes a draft must regenerate before activation ('noarch' = every architecture).
+CREATE TABLE IF NOT EXISTS apk_dirty (
+  release_id INTEGER NOT NULL,
+  branch     TEXT NOT NULL,
+  repository TEXT NOT NULL,
+  arch       TEXT NOT NULL,
+  PRIMARY KEY (release_id, branch, repository, arch)
+) WITHOUT ROWID;
+
+-- A client-signed index whose unsigned stream (a blob) waits for its signature.
+CREATE TABLE IF NOT EXISTS apk_pending_signatures (
+  release_id    INTEGER NOT NULL,
+  branch        TEXT NOT NULL,
+  repository    TEXT NOT NULL,
+  arch          TEXT NOT NULL,
+  stream_sha256 TEXT NOT NULL,
+  PRIMARY KEY (release_id, branch, repository, arch)
+) WITHOUT ROWID;
+
+INSERT INTO schema_meta(key, value) VALUES ('version', '3')
   ON CONFLICT(key) DO UPDATE SET value = excluded.value;

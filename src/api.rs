@@ -76,6 +76,19 @@ pub enum Route {
     Diff(String, i64, i64),
     Activate(String, i64),
     Rollback(String),
+    ApkPutSettings(String),
+    ApkShowSettings(String),
+    ApkPutKey(String),
+    ApkShowKey(String),
+    /// site, release, branch, repository
+    ApkAddPackage(String, i64, String, String),
+    ApkListPackages(String, i64, String, String),
+    /// site, release, branch, repository, name, version, arch
+    ApkRemovePackage(String, i64, String, String, String, String, String),
+    ApkPublish(String, i64, String, String),
+    /// site, release, branch, repository, arch
+    ApkUnsigned(String, i64, String, String, String),
+    ApkSignature(String, i64, String, String, String),
     DebPutDist(String, String),
     DebShowDist(String, String),
     DebPutKey(String),
@@ -168,6 +181,25 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         ("POST", ["sites", s, "releases", r, "deb", d, "publish"]) => DebPublish(site(s)?, id(r)?, name(d)?),
         ("GET", ["sites", s, "releases", r, "deb", d, "Release"]) => DebRelease(site(s)?, id(r)?, name(d)?),
         ("PUT", ["sites", s, "releases", r, "deb", d, "signatures"]) => DebSignatures(site(s)?, id(r)?, name(d)?),
+        ("PUT", ["sites", s, "apk", "settings"]) => ApkPutSettings(site(s)?),
+        ("GET", ["sites", s, "apk", "settings"]) => ApkShowSettings(site(s)?),
+        (_, ["sites", _, "apk", "settings"]) => return Err(not_allowed()),
+        ("PUT", ["sites", s, "apk", "key"]) => ApkPutKey(site(s)?),
+        ("GET", ["sites", s, "apk", "key"]) => ApkShowKey(site(s)?),
+        (_, ["sites", _, "apk", "key"]) => return Err(not_allowed()),
+        ("POST", ["sites", s, "releases", r, "apk", b, repo, "packages"]) => ApkAddPackage(site(s)?, id(r)?, name(b)?, name(repo)?),
+        ("GET", ["sites", s, "releases", r, "apk", b, repo, "packages"]) => ApkListPackages(site(s)?, id(r)?, name(b)?, name(repo)?),
+        (_, ["sites", _, "releases", _, "apk", _, _, "packages"]) => return Err(not_allowed()),
+        ("DELETE", ["sites", s, "releases", r, "apk", b, repo, "packages", p, v, a]) => {
+            ApkRemovePackage(site(s)?, id(r)?, name(b)?, name(repo)?, p.to_string(), v.to_string(), a.to_string())
+        }
+        ("POST", ["sites", s, "releases", r, "apk", b, repo, "publish"]) => ApkPublish(site(s)?, id(r)?, name(b)?, name(repo)?),
+        ("GET", ["sites", s, "releases", r, "apk", b, repo, a, "unsigned"]) => {
+            ApkUnsigned(site(s)?, id(r)?, name(b)?, name(repo)?, a.to_string())
+        }
+        ("PUT", ["sites", s, "releases", r, "apk", b, repo, a, "signature"]) => {
+            ApkSignature(site(s)?, id(r)?, name(b)?, name(repo)?, a.to_string())
+        }
         ("POST", ["sites", s, "rollback"]) => Rollback(site(s)?),
         (_, ["sites", _, "rollback"]) => return Err(not_allowed()),
         _ => return Err(ApiError::not_found("no such endpoint")),
@@ -413,6 +445,14 @@ mod tests {
         assert_eq!(
             route("POST", "/api/v1/sites/a/releases/2/deb/bookworm/main/packages"),
             Ok(Route::DebAddPackage("a".into(), 2, "bookworm".into(), "main".into()))
+        );
+        assert_eq!(
+            route("POST", "/api/v1/sites/a/releases/2/apk/v3.20/main/packages"),
+            Ok(Route::ApkAddPackage("a".into(), 2, "v3.20".into(), "main".into()))
+        );
+        assert_eq!(
+            route("PUT", "/api/v1/sites/a/releases/2/apk/edge/community/x86_64/signature"),
+            Ok(Route::ApkSignature("a".into(), 2, "edge".into(), "community".into(), "x86_64".into()))
         );
         assert_eq!(
             route("DELETE", "/api/v1/sites/a/releases/2/deb/stable/main/packages/hello/1%3a2.0-1/amd64"),

@@ -5,6 +5,7 @@
 //! the glue binds it to D1, R2 and the fetch handler on wasm32.
 
 pub mod api;
+pub mod apk;
 pub mod auth;
 pub mod deb;
 pub mod hostname;

@@ -137,6 +137,10 @@ pub fn delete_site(site_id: i64) -> Vec<Stmt> {
         stmt("DELETE FROM deb_pending_signatures WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
         stmt("DELETE FROM deb_dists WHERE site_id = ?1", p()),
         stmt("DELETE FROM deb_keys WHERE site_id = ?1", p()),
+        stmt("DELETE FROM apk_dirty WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
+        stmt("DELETE FROM apk_pending_signatures WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
+        stmt("DELETE FROM apk_settings WHERE site_id = ?1", p()),
+        stmt("DELETE FROM apk_keys WHERE site_id = ?1", p()),
         stmt("DELETE FROM releases WHERE site_id = ?1", p()),
         stmt("DELETE FROM hostnames WHERE site_id = ?1", p()),
         stmt("DELETE FROM tokens WHERE site_id = ?1", p()),
@@ -273,6 +277,8 @@ pub fn delete_draft(site_id: i64, release_id: i64) -> Vec<Stmt> {
         stmt("DELETE FROM deb_dirty WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
         stmt("DELETE FROM deb_ledgers WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
         stmt("DELETE FROM deb_pending_signatures WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
+        stmt("DELETE FROM apk_dirty WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
+        stmt("DELETE FROM apk_pending_signatures WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
         stmt("DELETE FROM releases WHERE site_id = ?1 AND id = ?2 AND state = 'draft'", p()),
         guard_clear(),
     ]
@@ -319,7 +325,7 @@ pub fn apply_changes_with(site_id: i64, release_id: i64, changes: &[crate::api::
 /// The contents of a release as a subquery over parameters `?site`, `?seq`
 /// (its snapshot, or its parent's while a draft) and `?rel` (its draft
 /// changes; none once activated). Columns: path, sha256, size, content_type.
-fn contents_subquery(site: &str, seq: &str, rel: &str) -> String {
+pub(crate) fn contents_subquery(site: &str, seq: &str, rel: &str) -> String {
     format!(
         "SELECT v.path AS path, v.sha256 AS sha256, v.size AS size, v.content_type AS content_type \
            FROM path_versions v WHERE v.site_id = {site} AND v.from_seq <= {seq} AND v.to_seq > {seq} \
@@ -347,7 +353,7 @@ pub fn list_paths(site_id: i64, read_seq: i64, release_id: i64, after: &str, lim
 }
 
 /// The smallest string greater than every string starting with `prefix`.
-fn prefix_end(prefix: &str) -> String {
+pub(crate) fn prefix_end(prefix: &str) -> String {
     let mut b = prefix.as_bytes().to_vec();
     while let Some(last) = b.pop() {
         if last < 0x7f {
@@ -436,7 +442,9 @@ pub fn activate(site_id: i64, release_id: i64, expected_active: Option<i64>, now
             "EXISTS (SELECT 1 FROM releases r JOIN sites s ON s.id = r.site_id \
              WHERE r.id = ?2 AND s.id = ?1 AND r.state = 'draft' AND s.active_release_id IS ?3) \
              AND NOT EXISTS (SELECT 1 FROM deb_dirty WHERE release_id = ?2) \
-             AND NOT EXISTS (SELECT 1 FROM deb_pending_signatures WHERE release_id = ?2)",
+             AND NOT EXISTS (SELECT 1 FROM deb_pending_signatures WHERE release_id = ?2) \
+             AND NOT EXISTS (SELECT 1 FROM apk_dirty WHERE release_id = ?2) \
+             AND NOT EXISTS (SELECT 1 FROM apk_pending_signatures WHERE release_id = ?2)",
             vec![site_id.into(), release_id.into(), expected_active.into()],
         ),
         // 1: allocate snapshot n
@@ -539,6 +547,7 @@ pub fn previous_release(site_id: i64) -> Stmt {
     )
 }
 
+pub mod apk;
 pub mod deb;
 
 #[cfg(test)]

@@ -277,3 +277,52 @@ fn delete_site_removes_everything() {
     assert_eq!(db.count("SELECT COUNT(*) FROM releases"), 1);
     assert!(db.batch(delete_site(s)).is_err(), "deleting a missing site is refused");
 }
+
+#[test]
+fn a_pool_file_is_shared_by_members_of_the_same_component_and_content() {
+    let mut db = Db::new();
+    let s = db.site("a");
+    let r = db.draft(s);
+    let f = "hello_1.0_all.deb";
+    let m1 = deb::member_path("stable", "main", f);
+    for (d, c, content) in [("stable", "main", "x"), ("testing", "main", "x"), ("testing", "contrib", "x"), ("old", "main", "new")] {
+        db.put(s, r, &deb::member_path(d, c, f), content);
+    }
+    let x = crate::auth::sha256_hex(b"x");
+    let (seq, _) = db.seq_of(s, r);
+    assert_eq!(db.int(deb::pool_sharers(s, seq, r, &m1, "main", f, &x)), 1, "testing/main shares it; contrib and other content do not");
+    db.delete(s, r, &deb::member_path("testing", "main", f));
+    assert_eq!(db.int(deb::pool_sharers(s, seq, r, &m1, "main", f, &x)), 0);
+}
+
+#[test]
+fn members_page_through_a_dist_with_their_control_data() {
+    let mut db = Db::new();
+    let s = db.site("a");
+    let r = db.draft(s);
+    for i in 0..5 {
+        let f = format!("p{i}_1_all.deb");
+        db.put(s, r, &deb::member_path("stable", "main", &f), &format!("deb {i}"));
+        let sha = crate::auth::sha256_hex(format!("deb {i}").as_bytes());
+        db.batch(vec![deb::insert_package(&sha, &format!("p{i}"), "1", "all", &format!("p{i}"), &format!("Package: p{i}\n"), 1)]).unwrap();
+    }
+    db.put(s, r, &deb::member_path("testing", "main", "p9_1_all.deb"), "deb 9");
+    let (seq, _) = db.seq_of(s, r);
+    let prefix = deb::member_prefix("stable", None);
+    let (mut after, mut seen) = (String::new(), vec![]);
+    loop {
+        let page = db.rows(deb::members(s, seq, r, &prefix, &after, 2));
+        let mut paths: Vec<String> = page.iter().map(|row| if let Value::Text(t) = &row[0] { t.clone() } else { panic!() }).collect();
+        assert!(page.iter().all(|row| matches!(&row[7], Value::Text(c) if c.starts_with("Package: p"))));
+        paths.sort();
+        if let Some(last) = paths.last() {
+            after = last.clone();
+        }
+        let n = paths.len();
+        seen.extend(paths);
+        if n < 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, (0..5).map(|i| deb::member_path("stable", "main", &format!("p{i}_1_all.deb"))).collect::<Vec<_>>());
+}

@@ -279,6 +279,16 @@ async fn dispatch(mut req: Request, env: &Env) -> ApiResult {
             let b: api::RollbackBody = api::parse_json_or_default(&json_body(&mut req).await?)?;
             rollback(&ctx, &s, b).await
         }
+        apk_route @ (ApkPutSettings(..)
+        | ApkShowSettings(..)
+        | ApkPutKey(..)
+        | ApkShowKey(..)
+        | ApkAddPackage(..)
+        | ApkListPackages(..)
+        | ApkRemovePackage(..)
+        | ApkPublish(..)
+        | ApkUnsigned(..)
+        | ApkSignature(..)) => super::apk::dispatch(&ctx, apk_route, &mut req, &query).await,
         deb_route => super::deb::dispatch(&ctx, deb_route, &mut req, &query).await,
     }
 }
@@ -622,11 +632,12 @@ async fn activate(ctx: &Ctx<'_>, s: &str, r: i64, b: api::ActivateBody) -> ApiRe
     }
     let expected = b.expected_active.unwrap_or(rel.parent_id);
     super::deb::prepare_activation(ctx, &site, &rel).await?;
-    activate_prepared(ctx, s, &site, r, expected).await
+    super::apk::prepare_activation(ctx, &site, &rel).await?;
+    activate_prepared(ctx, &site, r, expected).await
 }
 
 /// The compare-and-swap itself, once every indexer has prepared the draft.
-pub(super) async fn activate_prepared(ctx: &Ctx<'_>, s: &str, site: &SiteRow, r: i64, expected: Option<i64>) -> ApiResult {
+pub(super) async fn activate_prepared(ctx: &Ctx<'_>, site: &SiteRow, r: i64, expected: Option<i64>) -> ApiResult {
     match ctx.db.batch(store::activate(site.id, r, expected, ctx.now)).await {
         Ok(changes) => {
             let rel = ctx.release(site.id, r).await?;
@@ -635,7 +646,7 @@ pub(super) async fn activate_prepared(ctx: &Ctx<'_>, s: &str, site: &SiteRow, r:
             j["rows_opened"] = json!(changes.get(store::ACTIVATE_OPENED));
             Ok((200, j))
         }
-        Err(BatchError::Precondition) => Err(stale(ctx, s, expected, "activate").await),
+        Err(BatchError::Precondition) => Err(stale(ctx, &site.name, expected, "activate").await),
         Err(BatchError::Failed(e)) => Err(e),
     }
 }

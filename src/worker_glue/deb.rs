@@ -6,7 +6,7 @@ use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
 use crate::deb::{index, package, repo, sign};
 use crate::store::{self, deb as sql};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use worker::*;
@@ -195,10 +195,17 @@ async fn remove_package(ctx: &Ctx<'_>, s: &str, r: i64, d: &str, c: &str, name: 
     };
     let mut changes = vec![Change { path: member.clone(), sha256: None, content_type: None }];
     // The pool file goes too unless another dist of this release still lists it.
-    let others = all_members_under(ctx, &site, &rel, &format!("{}deb/", store::INTERNAL_PREFIX)).await?;
-    let still_used = others.iter().any(|m| m.sha256 == row.sha256 && m.path != member);
-    if !still_used {
-        let source = others.iter().find(|m| m.sha256 == row.sha256).map(|m| m.source.clone()).unwrap_or_else(|| name.to_string());
+    #[derive(Deserialize)]
+    struct N {
+        n: i64,
+    }
+    let sharers = ctx.db.first::<N>(sql::pool_sharers(site.id, rel.read_seq(), rel.id, &member, c, &filename, &row.sha256)).await?.map_or(0, |x| x.n);
+    if sharers == 0 {
+        #[derive(Deserialize)]
+        struct Source {
+            source: String,
+        }
+        let source = ctx.db.first::<Source>(sql::package_source(&row.sha256)).await?.map_or_else(|| name.to_string(), |x| x.source);
         changes.push(Change { path: package::pool_path_of(c, &source, name, version, arch), sha256: None, content_type: None });
     }
     ctx.db
@@ -233,12 +240,16 @@ struct Member {
 
 async fn all_members_under(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, prefix: &str) -> std::result::Result<Vec<MemberRow>, ApiError> {
     let mut out: Vec<MemberRow> = Vec::new();
+    let mut after = String::new();
     loop {
-        let after = out.last().map(|m| m.path.clone()).unwrap_or_default();
         let page: Vec<MemberRow> = ctx.db.all(sql::members(site.id, rel.read_seq(), rel.id, prefix, &after, 1000)).await?;
         let n = page.len();
+        if let Some(last) = page.iter().map(|m| &m.path).max() {
+            after = last.clone();
+        }
         out.extend(page);
         if n < 1000 {
+            out.sort_by(|a, b| a.path.cmp(&b.path));
             return Ok(out);
         }
     }
@@ -363,6 +374,15 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         })
     };
 
+    #[derive(Default, Serialize)]
+    struct Phases {
+        render: i64,
+        gzip: i64,
+        xz: i64,
+        hash: i64,
+        store: i64,
+    }
+    let mut phases = Phases::default();
     let mut changes: Vec<Change> = Vec::new();
     let mut files: Vec<index::IndexFile> = Vec::new();
     let mut digests = Vec::new();
@@ -383,13 +403,24 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
                         sha256: &m.sha256,
                     })
                     .collect();
+                let t0 = super::now_ms();
                 let plain = index::packages(&mut stanzas).into_bytes();
-                let variants = [(index::gzip(&plain), "application/gzip"), (index::xz(&plain), "application/x-xz")];
-                let mut all = vec![(plain, "text/plain; charset=utf-8")];
-                all.extend(variants);
+                let t1 = super::now_ms();
+                let gz = index::gzip(&plain);
+                let t2 = super::now_ms();
+                let xz = index::xz(&plain);
+                let t3 = super::now_ms();
+                phases.render += t1 - t0;
+                phases.gzip += t2 - t1;
+                phases.xz += t3 - t2;
+                let all = [(plain, "text/plain; charset=utf-8"), (gz, "application/gzip"), (xz, "application/x-xz")];
                 for ((data, ct), path) in all.into_iter().zip(paths.iter()) {
+                    let t = super::now_ms();
                     let file = index::IndexFile::of(path.clone(), &data);
+                    let hashed = super::now_ms();
                     let sha = store_hashed_bytes(ctx, data, file.sha256.clone()).await?;
+                    phases.hash += hashed - t;
+                    phases.store += super::now_ms() - hashed;
                     digests.push(sql::put_index_digest(&sha, &file.sha512));
                     changes.push(Change { path: format!("{dists_prefix}{path}"), sha256: Some(sha.clone()), content_type: Some(ct.into()) });
                     changes.push(Change {
@@ -415,6 +446,16 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
                     files.push(index::IndexFile { path: path.clone(), size: row.size as u64, sha256: row.sha256.clone(), sha512 });
                 }
             }
+        }
+    }
+
+    // Indexes of a component or architecture the dist no longer has go away
+    // (their by-hash files age out of the ledger like any other).
+    let listed_paths: BTreeSet<String> =
+        components.iter().flat_map(|c| archs.iter().flat_map(move |a| index::packages_paths(c, a))).map(|p| format!("{dists_prefix}{p}")).collect();
+    for path in existing.keys() {
+        if index::is_packages_path(&path[dists_prefix.len()..]) && !listed_paths.contains(path) {
+            changes.push(Change { path: path.clone(), sha256: None, content_type: None });
         }
     }
 
@@ -493,7 +534,7 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         "by_hash_pruned": pruned,
         "release_sha256": release_sha,
         "signing": if client_key.is_some() { "waiting for InRelease and Release.gpg" } else { "signed by the server" },
-        "timings_ms": {"read_packages": listed - started, "generate_and_store_indexes": generated - listed,
+        "timings_ms": {"read_packages": listed - started, "generate_and_store_indexes": generated - listed, "indexes": phases,
                        "release_and_signatures": signed - generated, "commit": done - signed},
     }))
 }
@@ -559,8 +600,7 @@ pub(super) async fn prepare_activation(ctx: &Ctx<'_>, site: &SiteRow, rel: &Rele
     struct Pending {
         dist: String,
     }
-    let q = store::Stmt { sql: "SELECT dist FROM deb_pending_signatures WHERE release_id = ?1".into(), params: vec![rel.id.into()] };
-    if let Some(p) = ctx.db.first::<Pending>(q).await? {
+    if let Some(p) = ctx.db.first::<Pending>(sql::pending_dists(rel.id)).await? {
         return Err(ApiError::conflict(format!("dist {} waits for InRelease and Release.gpg: PUT …/releases/{}/deb/{}/signatures", p.dist, rel.id, p.dist)));
     }
     Ok(())
@@ -581,8 +621,7 @@ pub(super) async fn rollback_by_republishing(
     struct D {
         dist: String,
     }
-    let q = store::Stmt { sql: "SELECT dist FROM deb_ledgers WHERE release_id = ?1 ORDER BY dist".into(), params: vec![target.id.into()] };
-    let dists: Vec<String> = ctx.db.all::<D>(q).await?.into_iter().map(|d| d.dist).collect();
+    let dists: Vec<String> = ctx.db.all::<D>(sql::published_dists(target.id)).await?.into_iter().map(|d| d.dist).collect();
     if dists.is_empty() {
         return Ok(None);
     }
@@ -604,7 +643,7 @@ pub(super) async fn rollback_by_republishing(
     for d in &dists {
         publish_dist(ctx, site, &draft, d, false).await?;
     }
-    match super::admin::activate_prepared(ctx, &site.name, site, draft.id, expected).await {
+    match super::admin::activate_prepared(ctx, site, draft.id, expected).await {
         Ok((_, mut body)) => {
             body["rolled_back_to"] = json!(target.id);
             Ok(Some(body))

@@ -2,6 +2,7 @@
 
 mod admin;
 mod db;
+mod apk;
 mod deb;
 mod serve;
 

@@ -225,6 +225,20 @@ def test_ingest_errors_and_removal(debwharf, debs, unique, tmp_path):
     paths = [p["path"] for p in admin.call("GET", f"/sites/{unique}/releases/{rel}/paths")["paths"]]
     assert "pool/main/w/wharf-hello/wharf-hello_1.0_all.deb" not in paths
     assert "pool/main/w/wharf-hello/wharf-hello_2.0_all.deb" in paths
+    # A pool file two dists list stays until the last of them drops it.
+    upload_raw(admin, unique, rel, debs["hello2"], dist="testing")
+    pool2 = "pool/main/w/wharf-hello/wharf-hello_2.0_all.deb"
+    admin.call("DELETE", f"/sites/{unique}/releases/{rel}/deb/testing/main/packages/wharf-hello/2.0/all", expect=204)
+    assert pool2 in [p["path"] for p in admin.call("GET", f"/sites/{unique}/releases/{rel}/paths")["paths"]]
+    # A component left without packages loses its indexes at the next publish.
+    upload_raw(admin, unique, rel, debs["tool"], comp="contrib")
+    admin.call("POST", f"/sites/{unique}/releases/{rel}/deb/stable/publish")
+    contrib = "dists/stable/contrib/binary-amd64/Packages"
+    assert contrib in [p["path"] for p in admin.call("GET", f"/sites/{unique}/releases/{rel}/paths")["paths"]]
+    admin.call("DELETE", f"/sites/{unique}/releases/{rel}/deb/stable/contrib/packages/wharf-tool/1.0-1/amd64", expect=204)
+    admin.call("POST", f"/sites/{unique}/releases/{rel}/deb/stable/publish")
+    paths = [p["path"] for p in admin.call("GET", f"/sites/{unique}/releases/{rel}/paths")["paths"]]
+    assert not any(p.startswith("dists/stable/contrib/binary-amd64/Packages") or p.startswith("pool/contrib/") for p in paths), paths
     # Internal bookkeeping paths are never served.
     admin.activate(unique, rel)
     assert debwharf.get(f"{unique}.wharf.test", "/_wharf/deb/stable/main/wharf-hello_2.0_all.deb").status_code == 404

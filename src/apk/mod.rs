@@ -1,0 +1,5 @@
+//! APK repositories (Alpine, Wolfi): package inspection, APKINDEX generation, signing.
+
+pub mod index;
+pub mod package;
+pub mod repo;

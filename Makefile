@@ -1,5 +1,5 @@
 # Two commands: `make dev` runs Wharf locally, `make test` runs every test.
-.PHONY: dev test setup build deploy bench bench-debian
+.PHONY: dev test setup build deploy bench bench-debian bench-apk
 
 dev:
 	scripts/dev
@@ -21,3 +21,6 @@ bench:
 
 bench-debian:
 	bench/run-debian
+
+bench-apk:
+	bench/run-apk

@@ -159,16 +159,25 @@ def test_rollback_is_seen_by_clients(wharf, admin, site):
     assert wharf.get(host, "/new.txt").content == b"new"
 
 
+def schema_version() -> int:
+    """The version schema.sql declares (`-- wharf-schema-version: N`)."""
+    first = (ROOT / "schema.sql").read_text().split("wharf-schema-version:", 1)[1]
+    return int(first.split()[0])
+
+
 def test_outdated_or_missing_schema_is_a_clear_error(tmp_path):
     old_schema = tmp_path / "old.sql"
     text = (ROOT / "schema.sql").read_text()
-    old_schema.write_text(text.replace("VALUES ('version', '2')", "VALUES ('version', '1')"))
+    version = schema_version()
+    old = text.replace(f"VALUES ('version', '{version}')", f"VALUES ('version', '{version - 1}')")
+    assert old != text
+    old_schema.write_text(old)
     for schema in (old_schema, None):
         w = started(tmp_path / ("old" if schema else "none"), schema=schema)
         try:
             h = w.get(ADMIN_HOST, "/api/v1/health")
             assert h.status_code == 503 and h.json()["status"] == "schema_outdated"
-            assert h.json()["schema"]["version"] == 2
+            assert h.json()["schema"]["version"] == version
             r = w.get("any.pkgs.test", "/x")
             assert r.status_code == 503 and r.json()["error"]["code"] == "schema_outdated"
             r = w.get(ADMIN_HOST, "/api/v1/sites", headers={"Authorization": f"Bearer {w.root_token}"})
@@ -180,5 +189,5 @@ def test_outdated_or_missing_schema_is_a_clear_error(tmp_path):
 def test_health_reports_schema(wharf):
     h = wharf.get(ADMIN_HOST, "/api/v1/health").json()
     assert h["status"] == "ok"
-    assert h["schema"]["version"] == h["schema"]["database_version"] == 2
+    assert h["schema"]["version"] == h["schema"]["database_version"] == schema_version()
     assert len(h["schema"]["sha256"]) == 64

@@ -136,6 +136,20 @@ pub fn read_head(head: &[u8], total: u64) -> Result<Layout, ApkError> {
     Ok(Layout { signature, control, pkginfo })
 }
 
+/// Checks the data stream against `.PKGINFO`'s datahash when the whole
+/// package is at hand (`head` is all `total` bytes); larger packages are
+/// checked by apk when it installs them.
+pub fn check_data(head: &[u8], total: u64, layout: &Layout, info: &PkgInfo) -> Result<(), ApkError> {
+    if (head.len() as u64) < total {
+        return Ok(());
+    }
+    let data = &head[layout.control.0 + layout.control.1..];
+    if hex::encode(sha2::Sha256::digest(data)) != info.datahash {
+        return err("the data stream does not match the datahash in .PKGINFO (corrupt or tampered package)");
+    }
+    Ok(())
+}
+
 /// apk's package identity (`C:`): `Q1` and the base64 of the SHA-1 of the
 /// control stream's compressed bytes.
 pub fn identity(control_stream: &[u8]) -> String {
@@ -161,6 +175,8 @@ pub struct PkgInfo {
     pub provides: Vec<String>,
     pub install_if: Vec<String>,
     pub replaces: Vec<String>,
+    /// SHA-256 (hex) of the data stream's compressed bytes.
+    pub datahash: String,
 }
 
 fn number(key: &str, v: &str) -> Result<u64, ApkError> {
@@ -195,6 +211,7 @@ pub fn parse_pkginfo(text: &str) -> Result<PkgInfo, ApkError> {
             "provides" => p.provides.extend(list(value)),
             "install_if" => p.install_if.extend(list(value)),
             "replaces" => p.replaces.extend(list(value)),
+            "datahash" => p.datahash = value.to_string(),
             _ => {}
         }
     }
@@ -214,6 +231,14 @@ pub fn parse_pkginfo(text: &str) -> Result<PkgInfo, ApkError> {
         Some(a) if valid_arch(a) => {}
         Some(a) => return err(format!(".PKGINFO: invalid arch {a:?}")),
         None => return err(".PKGINFO has no arch"),
+    }
+    // apk-tools 2.14 identifies a package by its control stream only when
+    // .PKGINFO carries the data stream's hash (`apk index` refuses others).
+    if p.datahash.is_empty() {
+        return err(".PKGINFO has no datahash (build the package with abuild, which records the data stream's SHA-256)");
+    }
+    if p.datahash.len() != 64 || !p.datahash.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return err(".PKGINFO: datahash is not 64 lower-case hex characters");
     }
     for (what, v) in [("pkgdesc", &p.description), ("url", &p.url), ("license", &p.license)] {
         if v.contains('\n') {

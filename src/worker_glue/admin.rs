@@ -516,6 +516,33 @@ pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str) ->
 }
 
 /// Stores bytes made by the worker (indexes, signatures) as a blob; returns its sha256.
+/// The digest of a package being added: a raw body streams to R2 under the
+/// `?sha256=` it names (R2 checks it while the bytes pass through), or JSON
+/// `{"sha256"}` names a blob uploaded before.
+pub(super) async fn package_digest(ctx: &Ctx<'_>, req: &mut Request, query: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, ApiError> {
+    let is_json = req.headers().get("content-type").ok().flatten().map_or(false, |t| t.starts_with("application/json"));
+    let sha = if is_json {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ByDigest {
+            sha256: String,
+        }
+        let b: ByDigest = api::parse_json(&json_body(req).await?)?;
+        b.sha256.strip_prefix("sha256:").unwrap_or(&b.sha256).to_string()
+    } else {
+        query("sha256").ok_or_else(|| {
+            ApiError::bad_request("a raw package upload names its digest: ?sha256=<hex> (or send JSON {\"sha256\"} for an uploaded blob)")
+        })?
+    };
+    if !api::valid_sha256(&sha) {
+        return Err(ApiError::bad_request("sha256 is 64 lower-case hex characters"));
+    }
+    if !is_json {
+        store_upload(ctx, req, &sha).await?;
+    }
+    Ok(sha)
+}
+
 pub(super) async fn store_bytes(ctx: &Ctx<'_>, data: Vec<u8>) -> std::result::Result<String, ApiError> {
     let sha = crate::auth::sha256_hex(&data);
     store_hashed_bytes(ctx, data, sha).await

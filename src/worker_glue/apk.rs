@@ -1,7 +1,7 @@
 //! APK repositories in the admin API: ingest, removal, publishing of signed
 //! `APKINDEX.tar.gz` per architecture, and client-side signing.
 
-use super::admin::{batch_err, json_body, read_blob_range, store_bytes, store_upload, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, json_body, package_digest, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::apk::{index, package, repo};
 use crate::auth::Scope;
@@ -153,27 +153,7 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, b: &str,
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.draft(site.id, r).await?;
     let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
-    let is_json = req.headers().get("content-type").ok().flatten().map_or(false, |t| t.starts_with("application/json"));
-    let sha = if is_json {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct ByDigest {
-            sha256: String,
-        }
-        let body: ByDigest = api::parse_json(&json_body(req).await?)?;
-        body.sha256.strip_prefix("sha256:").unwrap_or(&body.sha256).to_string()
-    } else {
-        let sha = query("sha256").ok_or_else(|| {
-            ApiError::bad_request("a raw package upload names its digest: ?sha256=<hex> (or send JSON {\"sha256\"} for an uploaded blob)")
-        })?;
-        if api::valid_sha256(&sha) {
-            store_upload(ctx, req, &sha).await?;
-        }
-        sha
-    };
-    if !api::valid_sha256(&sha) {
-        return Err(ApiError::bad_request("sha256 is 64 lower-case hex characters"));
-    }
+    let sha = package_digest(ctx, req, query).await?;
     #[derive(Deserialize)]
     struct B {
         size: i64,
@@ -182,6 +162,7 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, b: &str,
     let head = read_blob_range(ctx, &sha, 0, size.min(package::HEAD_BYTES)).await?;
     let layout = package::read_head(&head, size).map_err(bad_package)?;
     let info = package::parse_pkginfo(&layout.pkginfo).map_err(bad_package)?;
+    package::check_data(&head, size, &layout, &info).map_err(bad_package)?;
     let (at, len) = layout.control;
     let identity = package::identity(&head[at..at + len]);
     let record = package::index_record(&info, &identity, size);

@@ -1,7 +1,7 @@
 //! Debian repositories in the admin API: ingest, removal, publishing
 //! (Packages, Release, InRelease, Release.gpg, by-hash) and client-side signing.
 
-use super::admin::{batch_err, json_body, read_blob_range, store_bytes, store_hashed_bytes, store_upload, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, json_body, package_digest, read_blob_range, store_bytes, store_hashed_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
 use crate::deb::{index, package, repo, sign};
@@ -121,31 +121,7 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d: &str,
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.draft(site.id, r).await?;
     let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
-    let is_json = req.headers().get("content-type").ok().flatten().map_or(false, |t| t.starts_with("application/json"));
-    let sha = if is_json {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct ByDigest {
-            sha256: String,
-        }
-        let b: ByDigest = api::parse_json(&json_body(req).await?)?;
-        let sha = b.sha256.strip_prefix("sha256:").unwrap_or(&b.sha256).to_string();
-        if !api::valid_sha256(&sha) {
-            return Err(ApiError::bad_request("sha256 is 64 lower-case hex characters"));
-        }
-        sha
-    } else {
-        // A raw package body streams to R2 like any blob; its digest must be named
-        // up front so R2 can check it while the bytes pass through.
-        let sha = query("sha256").ok_or_else(|| {
-            ApiError::bad_request("a raw package upload names its digest: ?sha256=<hex> (or send JSON {\"sha256\"} for an uploaded blob)")
-        })?;
-        if !api::valid_sha256(&sha) {
-            return Err(ApiError::bad_request("sha256 is 64 lower-case hex characters"));
-        }
-        store_upload(ctx, req, &sha).await?;
-        sha
-    };
+    let sha = package_digest(ctx, req, query).await?;
     #[derive(Deserialize)]
     struct B {
         size: i64,

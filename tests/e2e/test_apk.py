@@ -111,6 +111,10 @@ def test_ingest_errors_duplicates_and_removal(apkwharf, server_key, unique, tmp_
     good = build_apk("tool", "3.0-r1", "x86_64")
     err = upload(admin, unique, rel, good[:40], expect=422)
     assert "truncated" in err["error"]["message"]
+    tampered = bytearray(good)
+    tampered[-12] ^= 0x55  # inside the data stream: no longer what .PKGINFO's datahash says
+    err = upload(admin, unique, rel, bytes(tampered), expect=422)
+    assert "datahash" in err["error"]["message"] or "gzip" in err["error"]["message"]
     upload(admin, unique, rel, good)
     other = build_apk("tool", "3.0-r1", "x86_64", payload=b"other bytes\n")
     upload(admin, unique, rel, other, expect=409)
@@ -169,5 +173,45 @@ def test_client_side_signing(tmp_path, unique):
         assert w.get(host, f"/keys/apk/{key_name}").content.decode().strip() == pub.read_text().strip()
         listed = verify_repo(w, host, "v3.20/main", ["x86_64"], pub, key_name, tmp_path)
         assert listed["x86_64"] == [("signed-by-me", "1.0-r0", "x86_64")]
+    finally:
+        w.stop()
+
+
+def test_deb_and_apk_switch_and_roll_back_together(tmp_path, unique):
+    from debian import Gpg, build_deb
+
+    gpg = Gpg(tmp_path / "gpg").generate("Both <both@example.com>")
+    key, pub = rsa_key(tmp_path / "rsa")
+    w = Wharf(tmp_path / "state", extra_vars={"APK_SIGNING_KEY": key.read_text(), "DEB_SIGNING_KEY": gpg.secret_armored()})
+    try:
+        admin, host = w.admin, f"{unique}.wharf.test"
+        admin.site(unique, host)
+        admin.call("PUT", f"/sites/{unique}/apk/settings", {"key_name": "both.rsa.pub"})
+
+        def add_both(rel, version):
+            deb = build_deb(tmp_path, "both", version, "all", "gzip")
+            admin.call("POST", f"/sites/{unique}/releases/{rel}/deb/stable/main/packages?sha256={hashlib.sha256(deb).hexdigest()}",
+                       data=deb, headers={"Content-Type": "application/vnd.debian.binary-package"})
+            upload(admin, unique, rel, build_apk("both", f"{version}-r0", "x86_64"))
+
+        def served():
+            packages = w.get(host, "/dists/stable/main/binary-amd64/Packages").text
+            deb_version = next(l.split(": ")[1] for l in packages.splitlines() if l.startswith("Version: "))
+            _, records = check_index(w.get(host, "/v3.20/main/x86_64/APKINDEX.tar.gz").content, pub, "both.rsa.pub", tmp_path)
+            return deb_version, [r["V"] for r in records]
+
+        r1 = admin.draft(unique)
+        add_both(r1, "1.0")
+        admin.call("PUT", f"/sites/{unique}/deb/dists/stable", {"architectures": ["amd64"]})
+        admin.activate(unique, r1)  # one activation publishes both formats
+        assert served() == ("1.0", ["1.0-r0"])
+        r2 = admin.draft(unique)
+        admin.call("DELETE", f"/sites/{unique}/releases/{r2}/deb/stable/main/packages/both/1.0/all", expect=204)
+        admin.call("DELETE", f"/sites/{unique}/releases/{r2}/apk/v3.20/main/packages/both/1.0-r0/x86_64", expect=204)
+        add_both(r2, "2.0")
+        admin.activate(unique, r2)
+        assert served() == ("2.0", ["2.0-r0"])
+        admin.call("POST", f"/sites/{unique}/rollback", {"to": r1})
+        assert served() == ("1.0", ["1.0-r0"])
     finally:
         w.stop()

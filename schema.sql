@@ -214,5 +214,15 @@ CREATE TABLE IF NOT EXISTS apk_pending_signatures (
   PRIMARY KEY (release_id, branch, repository, arch)
 ) WITHOUT ROWID;
 
+-- ---------------------------------------------------------------- OCI registry
+-- A blob upload in progress: its bytes so far sit in R2 under uploads/<id>.
+CREATE TABLE IF NOT EXISTS oci_uploads (
+  id         TEXT PRIMARY KEY,
+  site_id    INTEGER NOT NULL,
+  name       TEXT NOT NULL,
+  size       INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
 INSERT INTO schema_meta(key, value) VALUES ('version', '3')
   ON CONFLICT(key) DO UPDATE SET value = excluded.value;

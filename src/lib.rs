@@ -10,6 +10,7 @@ pub mod auth;
 pub mod deb;
 pub mod hostname;
 pub mod http;
+pub mod oci;
 pub mod path;
 pub mod schema;
 pub mod store;

@@ -141,6 +141,7 @@ pub fn delete_site(site_id: i64) -> Vec<Stmt> {
         stmt("DELETE FROM apk_pending_signatures WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
         stmt("DELETE FROM apk_settings WHERE site_id = ?1", p()),
         stmt("DELETE FROM apk_keys WHERE site_id = ?1", p()),
+        stmt("DELETE FROM oci_uploads WHERE site_id = ?1", p()),
         stmt("DELETE FROM releases WHERE site_id = ?1", p()),
         stmt("DELETE FROM hostnames WHERE site_id = ?1", p()),
         stmt("DELETE FROM tokens WHERE site_id = ?1", p()),
@@ -549,6 +550,7 @@ pub fn previous_release(site_id: i64) -> Stmt {
 
 pub mod apk;
 pub mod deb;
+pub mod oci;
 
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,7 @@ pub(super) type ApiResult = std::result::Result<(u16, Value), ApiError>;
 /// Largest JSON body accepted.
 const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
 /// Default largest blob (R2's single-upload limit is 5 GiB; the plan's request body limit applies first).
-const DEFAULT_MAX_BLOB_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+pub(super) const DEFAULT_MAX_BLOB_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 pub async fn handle(req: Request, env: &Env) -> Result<Response> {
     match dispatch(req, env).await {
@@ -90,6 +90,11 @@ pub(super) fn batch_err(e: BatchError, precondition: &str) -> ApiError {
 async fn principal(req: &Request, env: &Env, db: &Db, now: i64) -> std::result::Result<Principal, ApiError> {
     let header = req.headers().get("authorization").ok().flatten();
     let token = auth::bearer(header.as_deref()).ok_or_else(ApiError::unauthorized)?;
+    principal_for_token(token, env, db, now).await
+}
+
+/// Who presents `token` (the root token or a stored API token).
+pub(super) async fn principal_for_token(token: &str, env: &Env, db: &Db, now: i64) -> std::result::Result<Principal, ApiError> {
     if let Ok(root) = env.secret("ADMIN_TOKEN") {
         if auth::matches_root(token, &root.to_string()) {
             return Ok(Principal::Root);

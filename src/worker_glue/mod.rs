@@ -4,6 +4,7 @@ mod admin;
 mod db;
 mod apk;
 mod deb;
+mod oci;
 mod serve;
 
 use crate::{api::ApiError, hostname};

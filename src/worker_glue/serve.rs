@@ -39,6 +39,11 @@ pub fn schema_error(state: &SchemaState) -> ApiError {
 }
 
 pub async fn handle(req: Request, env: &Env, host: &str) -> Result<Response> {
+    if let Ok(url) = req.url() {
+        if url.path() == "/v2" || url.path().starts_with("/v2/") {
+            return super::oci::handle(req, env, host).await;
+        }
+    }
     let method = req.method();
     if method != Method::Get && method != Method::Head {
         let mut r = error_response(&ApiError::new(405, "method_not_allowed", "only GET and HEAD are served here"))?;

@@ -13,6 +13,10 @@ import time
 from pathlib import Path
 
 import requests
+import urllib3
+
+# The HTTPS test instance uses wrangler's self-signed certificate.
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 ROOT = Path(__file__).resolve().parents[2]
 WRANGLER = ROOT / "node_modules" / ".bin" / "wrangler"
@@ -41,8 +45,12 @@ def apply_schema(state: Path, schema: Path = ROOT / "schema.sql") -> None:
 class Wharf:
     """One running worker. `state` is its private D1/R2 folder."""
 
-    def __init__(self, state: Path, schema: Path | None = ROOT / "schema.sql", extra_vars: dict | None = None):
+    def __init__(self, state: Path, schema: Path | None = ROOT / "schema.sql", extra_vars: dict | None = None,
+                 https: bool = False):
+        """`https`: serve over TLS with wrangler's self-signed certificate (registry
+        clients such as skopeo try TLS first even with --tls-verify=false)."""
         self.state = state
+        self.scheme = "https" if https else "http"
         self.port = free_port()
         self.root_token = "root-" + secrets.token_hex(16)
         if schema is not None:
@@ -50,7 +58,7 @@ class Wharf:
         vars_ = {"ADMIN_HOSTNAMES": ADMIN_HOST, "ADMIN_TOKEN": self.root_token}
         vars_.update(extra_vars or {})
         cmd = [str(WRANGLER), "dev", "--persist-to", str(state), "--ip", "127.0.0.1", "--port", str(self.port),
-               "--inspector-port", str(free_port()), "--log-level", "warn"]
+               "--inspector-port", str(free_port()), "--log-level", "warn", "--local-protocol", self.scheme]
         for k, v in vars_.items():
             cmd += ["--var", f"{k}:{v}"]
         self.log = open(state / "wrangler.log", "wb")
@@ -59,7 +67,7 @@ class Wharf:
         deadline = time.time() + 60
         while True:
             try:
-                r = requests.get(self.url("/api/v1/health"), headers={"Host": ADMIN_HOST}, timeout=2)
+                r = requests.get(self.url("/api/v1/health"), headers={"Host": ADMIN_HOST}, timeout=2, verify=False)
                 if r.status_code in (200, 503):
                     break
             except requests.RequestException:
@@ -71,11 +79,11 @@ class Wharf:
         self.admin = Admin(self, self.root_token)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def get(self, host: str, path: str, **kw) -> requests.Response:
         headers = {"Host": host, **kw.pop("headers", {})}
-        return requests.request(kw.pop("method", "GET"), self.url(path), headers=headers, timeout=60, **kw)
+        return requests.request(kw.pop("method", "GET"), self.url(path), headers=headers, timeout=60, verify=False, **kw)
 
     def raw(self, method: str, host: str, path: str, headers: dict | None = None):
         """Sends the path exactly as given (no client-side normalisation)."""
@@ -128,7 +136,7 @@ class Admin:
             h["Content-Type"] = "application/json"
         if data is not None:
             kw["data"] = data
-        r = requests.request(method, self.wharf.url("/api/v1" + path), headers=h, timeout=300, **kw)
+        r = requests.request(method, self.wharf.url("/api/v1" + path), headers=h, timeout=300, verify=False, **kw)
         if expect is not None:
             assert r.status_code == expect, f"{method} {path}: expected {expect}, got {r.status_code} {r.text}"
             if r.status_code >= 400:

@@ -1,0 +1,35 @@
+//! SQL of the OCI registry.
+
+use super::{stmt, Stmt};
+
+/// The site a hostname belongs to and its active release. Columns: id, name,
+/// active_release_id, seq.
+pub fn site_for_host(hostname: &str) -> Stmt {
+    stmt(
+        "SELECT s.id AS id, s.name AS name, s.active_release_id AS active_release_id, r.seq AS seq \
+         FROM hostnames h JOIN sites s ON s.id = h.site_id LEFT JOIN releases r ON r.id = s.active_release_id \
+         WHERE h.hostname = ?1",
+        vec![hostname.into()],
+    )
+}
+
+pub fn create_upload(id: &str, site_id: i64, name: &str, now: i64) -> Stmt {
+    stmt(
+        "INSERT INTO oci_uploads(id, site_id, name, size, created_at) VALUES (?1, ?2, ?3, 0, ?4)",
+        vec![id.into(), site_id.into(), name.into(), now.into()],
+    )
+}
+
+/// Columns: id, size.
+pub fn upload(id: &str, site_id: i64, name: &str) -> Stmt {
+    stmt("SELECT id, size FROM oci_uploads WHERE id = ?1 AND site_id = ?2 AND name = ?3", vec![id.into(), site_id.into(), name.into()])
+}
+
+/// Records the bytes received, only if the upload still has `from` of them.
+pub fn grow_upload(id: &str, from: i64, to: i64) -> Stmt {
+    stmt("UPDATE oci_uploads SET size = ?3 WHERE id = ?1 AND size = ?2", vec![id.into(), from.into(), to.into()])
+}
+
+pub fn delete_upload(id: &str) -> Stmt {
+    stmt("DELETE FROM oci_uploads WHERE id = ?1", vec![id.into()])
+}

@@ -1,0 +1,566 @@
+//! The OCI registry (`/v2/`) on a site's hostname: pull from the site's active
+//! release, push into new releases (compare-and-swap, retried), blobs kept in
+//! R2 under their digest like every other file.
+
+use super::admin::{principal_for_token, ReleaseRow};
+use super::db::{BatchError, Db};
+use super::{json_response, now_ms, BUCKET_BINDING, DB_BINDING};
+use crate::api::Change;
+use crate::auth::Scope;
+use crate::oci::{self, OciError, OciRoute, Reference};
+use crate::store::{self, oci as sql};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+use worker::*;
+
+type R<T> = std::result::Result<T, OciError>;
+
+fn internal(e: impl std::fmt::Display) -> OciError {
+    OciError::new(500, "UNKNOWN", e.to_string())
+}
+
+fn respond(e: &OciError) -> Result<Response> {
+    let mut r = json_response(e.status, &e.body())?;
+    if e.status == 401 {
+        r.headers_mut().set("www-authenticate", "Basic realm=\"wharf\"")?;
+    }
+    Ok(r)
+}
+
+#[derive(Deserialize)]
+struct Site {
+    id: i64,
+    #[allow(dead_code)]
+    name: String,
+    active_release_id: Option<i64>,
+    seq: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct Found {
+    sha256: Option<String>,
+    size: Option<f64>,
+    content_type: Option<String>,
+}
+
+struct Ctx<'a> {
+    env: &'a Env,
+    db: Db,
+    host: String,
+    site: Site,
+    now: i64,
+}
+
+pub async fn handle(mut req: Request, env: &Env, host: &str) -> Result<Response> {
+    let db = Db(env.d1(DB_BINDING)?);
+    let site = match db.first::<Site>(sql::site_for_host(host)).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return respond(&OciError::new(404, "NAME_UNKNOWN", "no registry on this hostname")),
+        Err(e) => return respond(&internal(e.message)),
+    };
+    let ctx = Ctx { env, db, host: host.to_string(), site, now: now_ms() };
+    let url = req.url()?;
+    let path = match crate::path::percent_decode(url.path()) {
+        Ok(p) => p,
+        Err(_) => return respond(&OciError::new(400, "NAME_INVALID", "bad percent-encoding")),
+    };
+    let query = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
+    if path == "/v2/token" {
+        return match issue_token(&ctx, &req, &url).await {
+            Ok(r) => Ok(r),
+            Err(e) => respond(&e),
+        };
+    }
+    let result = match oci::route(&path) {
+        Ok(route) => dispatch(&ctx, &mut req, route, &query).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(r) => Ok(r),
+        Err(e) => respond(&e),
+    }
+}
+
+fn headers() -> Headers {
+    let h = Headers::new();
+    let _ = h.set("docker-distribution-api-version", "registry/2.0");
+    h
+}
+
+fn empty(status: u16, h: Headers) -> Result<Response> {
+    Ok(ResponseBuilder::new().with_status(status).with_headers(h).empty())
+}
+
+/// Who is asking: a registry token's grant, a Wharf API token, or nobody.
+enum Caller {
+    Anonymous,
+    Grant(oci::Grant),
+    Token(crate::auth::Principal),
+}
+
+async fn caller(ctx: &Ctx<'_>, req: &Request) -> R<Caller> {
+    let Some(header) = req.headers().get("authorization").ok().flatten() else { return Ok(Caller::Anonymous) };
+    let token = if let Some(b) = header.strip_prefix("Basic ") {
+        basic_password(b).ok_or_else(OciError::unauthorized)?
+    } else if let Some(t) = header.strip_prefix("Bearer ") {
+        let t = t.trim();
+        if let Some(g) = oci::verify_token(&token_key(ctx.env), t, ctx.now) {
+            return Ok(Caller::Grant(g));
+        }
+        t.to_string()
+    } else {
+        return Err(OciError::unauthorized());
+    };
+    let who = principal_for_token(&token, ctx.env, &ctx.db, ctx.now).await.map_err(|_| OciError::unauthorized())?;
+    Ok(Caller::Token(who))
+}
+
+fn basic_password(b64: &str) -> Option<String> {
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    text.split_once(':').map(|(_, p)| p.to_string())
+}
+
+/// The key registry tokens are signed with: the Worker secret
+/// REGISTRY_TOKEN_KEY, else one derived from ADMIN_TOKEN.
+fn token_key(env: &Env) -> Vec<u8> {
+    if let Ok(k) = env.secret("REGISTRY_TOKEN_KEY") {
+        return k.to_string().into_bytes();
+    }
+    let root = env.secret("ADMIN_TOKEN").map(|s| s.to_string()).unwrap_or_default();
+    crate::auth::sha256_hex(format!("wharf registry tokens\0{root}").as_bytes()).into_bytes()
+}
+
+fn may(ctx: &Ctx<'_>, who: &Caller, name: &str, action: &str) -> bool {
+    match who {
+        // Anonymous pull is on for every site in this version.
+        Caller::Anonymous => action == "pull",
+        Caller::Grant(g) => g.allows(ctx.site.id, name, action) || action == "pull",
+        Caller::Token(p) => p.can(if action == "push" { Scope::Publish } else { Scope::Read }, Some(ctx.site.id)) || action == "pull",
+    }
+}
+
+fn realm(req: &Request, ctx: &Ctx<'_>) -> (String, String) {
+    let scheme = req.url().map(|u| u.scheme().to_string()).unwrap_or_else(|_| "https".into());
+    let host = req.headers().get("host").ok().flatten().unwrap_or_else(|| ctx.host.clone());
+    (format!("{scheme}://{host}/v2/token"), host)
+}
+
+fn challenge(req: &Request, ctx: &Ctx<'_>, scope: Option<String>) -> R<Response> {
+    let e = OciError::unauthorized();
+    let mut r = json_response(e.status, &e.body()).map_err(internal)?;
+    let (realm, service) = realm(req, ctx);
+    r.headers_mut().set("www-authenticate", &oci::challenge(&realm, &service, scope.as_deref())).map_err(internal)?;
+    r.headers_mut().set("docker-distribution-api-version", "registry/2.0").map_err(internal)?;
+    Ok(r)
+}
+
+/// The Docker token flow's endpoint: anonymous callers get pull, callers with
+/// a `publish` token of the site (as the Basic password) get what they ask.
+async fn issue_token(ctx: &Ctx<'_>, req: &Request, url: &Url) -> R<Response> {
+    let who = caller(ctx, req).await?;
+    let scopes: Vec<String> = url.query_pairs().filter(|(k, _)| k == "scope").map(|(_, v)| v.into_owned()).collect();
+    let access = oci::requested_scopes(scopes.iter().map(String::as_str))
+        .into_iter()
+        .map(|(name, actions)| {
+            let granted: Vec<String> = ["pull", "push"]
+                .iter()
+                .filter(|a| actions.iter().any(|x| x == *a || x == "*") && may(ctx, &who, &name, a))
+                .map(|a| a.to_string())
+                .collect();
+            (name, granted)
+        })
+        .collect();
+    let grant = oci::Grant { site: ctx.site.id, access, exp: ctx.now + oci::TOKEN_TTL_MS };
+    let token = oci::sign_token(&token_key(ctx.env), &grant);
+    json_response(200, &json!({"token": token, "access_token": token, "expires_in": oci::TOKEN_TTL_MS / 1000,
+                               "issued_at": js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ctx.now as f64)).to_iso_string().as_string()}))
+    .map_err(internal)
+}
+
+async fn dispatch(ctx: &Ctx<'_>, req: &mut Request, route: OciRoute, query: &dyn Fn(&str) -> Option<String>) -> R<Response> {
+    let m = req.method();
+    let who = match caller(ctx, req).await {
+        Ok(w) => w,
+        Err(_) => return challenge(req, ctx, None),
+    };
+    let repo = match &route {
+        OciRoute::Base => None,
+        OciRoute::Manifest { name, .. } | OciRoute::Blob { name, .. } | OciRoute::StartUpload { name } | OciRoute::Upload { name, .. } | OciRoute::Tags { name } => {
+            Some(name.clone())
+        }
+    };
+    match (&route, &repo) {
+        // Clients learn how to authenticate from the base endpoint's challenge.
+        (OciRoute::Base, _) if matches!(who, Caller::Anonymous) => return challenge(req, ctx, None),
+        (_, Some(name)) => {
+            let action = if matches!(m, Method::Get | Method::Head) { "pull" } else { "push" };
+            if !may(ctx, &who, name, action) {
+                if matches!(&who, Caller::Token(_)) {
+                    return Err(OciError::denied("this token may not push to this site"));
+                }
+                return challenge(req, ctx, Some(format!("repository:{name}:pull,push")));
+            }
+        }
+        _ => {}
+    }
+    let out = match (route, m) {
+        (OciRoute::Base, Method::Get | Method::Head) => {
+            let mut r = json_response(200, &json!({})).map_err(internal)?;
+            r.headers_mut().set("docker-distribution-api-version", "registry/2.0").map_err(internal)?;
+            Ok(r)
+        }
+        (OciRoute::Manifest { name, reference }, Method::Get | Method::Head) => get_manifest(ctx, req, &name, &reference).await,
+        (OciRoute::Manifest { name, reference }, Method::Put) => put_manifest(ctx, req, &name, &reference).await,
+        (OciRoute::Blob { name, digest }, Method::Get | Method::Head) => get_blob(ctx, req, &name, &digest).await,
+        (OciRoute::StartUpload { name }, Method::Post) => start_upload(ctx, req, &name, query).await,
+        (OciRoute::Upload { name, id }, Method::Patch) => patch_upload(ctx, req, &name, &id).await,
+        (OciRoute::Upload { name, id }, Method::Put) => finish_upload(ctx, req, &name, &id, query).await,
+        (OciRoute::Upload { name, id }, Method::Get) => upload_status(ctx, &name, &id).await,
+        (OciRoute::Tags { name }, Method::Get) => tags(ctx, &name, query).await,
+        _ => Err(OciError::unsupported("this method is not supported here")),
+    };
+    out
+}
+
+async fn find(ctx: &Ctx<'_>, path: &str) -> R<Option<(String, u64, String)>> {
+    let f: Option<Found> = ctx.db.first(store::lookup(&ctx.host, path)).await.map_err(|e| internal(e.message))?;
+    Ok(f.and_then(|f| match (f.sha256, f.size, f.content_type) {
+        (Some(s), Some(n), Some(t)) => Some((s, n as u64, t)),
+        _ => None,
+    }))
+}
+
+/// Streams a stored blob (with Range) or answers HEAD.
+async fn send(ctx: &Ctx<'_>, req: &Request, sha: &str, size: u64, content_type: &str) -> R<Response> {
+    let h = headers();
+    let set = |k: &str, v: &str| h.set(k, v).map_err(internal);
+    set("docker-content-digest", &format!("sha256:{sha}"))?;
+    set("etag", &format!("\"sha256:{sha}\""))?;
+    set("content-type", content_type)?;
+    set("accept-ranges", "bytes")?;
+    set("content-encoding", "identity")?;
+    let range = req.headers().get("range").ok().flatten();
+    let entry = crate::http::Entry { sha256: sha.to_string(), size, content_type: content_type.to_string(), activated_at_ms: 0 };
+    let cond = crate::http::Conditions { range: range.as_deref(), ..Default::default() };
+    let (status, r2_range) = match crate::http::evaluate(&entry, &cond) {
+        crate::http::Outcome::Partial { offset, length } => {
+            set("content-range", &format!("bytes {}-{}/{}", offset, offset + length - 1, size))?;
+            (206, Some((offset, length)))
+        }
+        crate::http::Outcome::RangeNotSatisfiable => {
+            set("content-range", &format!("bytes */{size}"))?;
+            return empty(416, h).map_err(internal);
+        }
+        _ => (200, None),
+    };
+    set("content-length", &r2_range.map_or(size, |(_, l)| l).to_string())?;
+    let builder = ResponseBuilder::new().with_status(status).with_headers(h.clone()).with_encode_body(EncodeBody::Manual);
+    if req.method() == Method::Head {
+        return Ok(builder.empty());
+    }
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
+    let mut get = bucket.get(store::blob_key(sha));
+    if let Some((offset, length)) = r2_range {
+        get = get.range(Range::OffsetWithLength { offset, length });
+    }
+    let object = get.execute().await.map_err(internal)?.ok_or_else(|| internal("stored content is missing"))?;
+    let body = object.body().ok_or_else(|| internal("stored content has no body"))?;
+    Ok(builder.body(body.response_body().map_err(internal)?))
+}
+
+async fn get_manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference: &Reference) -> R<Response> {
+    let path = match reference {
+        Reference::Tag(t) => oci::tag_path(name, t),
+        Reference::Digest(d) => oci::manifest_path(name, d),
+    };
+    let r = match reference {
+        Reference::Tag(t) => t.clone(),
+        Reference::Digest(d) => format!("sha256:{d}"),
+    };
+    let (sha, size, ct) = find(ctx, &path).await?.ok_or_else(|| OciError::manifest_unknown(&r))?;
+    send(ctx, req, &sha, size, &ct).await
+}
+
+async fn get_blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) -> R<Response> {
+    let (sha, size, _) = find(ctx, &oci::blob_path(name, hex)).await?.ok_or_else(|| OciError::blob_unknown(&format!("sha256:{hex}")))?;
+    send(ctx, req, &sha, size, "application/octet-stream").await
+}
+
+/// Applies changes to the site in a new release: draft from the active one,
+/// activate by compare-and-swap, again from the new active one on a race.
+async fn commit(ctx: &Ctx<'_>, changes: &[Change], note: &str) -> R<()> {
+    for _ in 0..8 {
+        let draft: ReleaseRow = ctx
+            .db
+            .first(store::create_release_from_active(ctx.site.id, Some(note), ctx.now))
+            .await
+            .map_err(|e| internal(e.message))?
+            .ok_or_else(|| internal("no draft was created"))?;
+        ctx.db.batch(store::apply_changes(ctx.site.id, draft.id, changes)).await.map_err(|e| internal(batch_message(e)))?;
+        match ctx.db.batch(store::activate(ctx.site.id, draft.id, draft.parent_id, now_ms())).await {
+            Ok(_) => return Ok(()),
+            Err(BatchError::Precondition) => {
+                let _ = ctx.db.batch(store::delete_draft(ctx.site.id, draft.id)).await;
+            }
+            Err(BatchError::Failed(e)) => return Err(internal(e.message)),
+        }
+    }
+    Err(OciError::new(503, "UNAVAILABLE", "the site kept changing; try again"))
+}
+
+fn batch_message(e: BatchError) -> String {
+    match e {
+        BatchError::Precondition => "a precondition failed".into(),
+        BatchError::Failed(e) => e.message,
+    }
+}
+
+fn blob_change(name: &str, hex: &str) -> Change {
+    Change { path: oci::blob_path(name, hex), sha256: Some(hex.to_string()), content_type: Some("application/octet-stream".into()) }
+}
+
+fn created(location: String, hex: &str) -> R<Response> {
+    let h = headers();
+    h.set("location", &location).map_err(internal)?;
+    h.set("docker-content-digest", &format!("sha256:{hex}")).map_err(internal)?;
+    empty(201, h).map_err(internal)
+}
+
+async fn blob_size(ctx: &Ctx<'_>, hex: &str) -> R<Option<u64>> {
+    #[derive(Deserialize)]
+    struct B {
+        size: f64,
+    }
+    Ok(ctx.db.first::<B>(store::blob(hex)).await.map_err(|e| internal(e.message))?.map(|b| b.size as u64))
+}
+
+fn content_length(req: &Request) -> Option<u64> {
+    req.headers().get("content-length").ok().flatten().and_then(|l| l.trim().parse().ok())
+}
+
+fn max_blob(ctx: &Ctx<'_>) -> u64 {
+    ctx.env.var("MAX_BLOB_BYTES").ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(super::admin::DEFAULT_MAX_BLOB_BYTES)
+}
+
+/// Streams the request body into R2 under `key`; with `sha`, R2 checks the digest.
+async fn put_body(ctx: &Ctx<'_>, req: &mut Request, key: &str, sha: Option<&str>) -> R<u64> {
+    let len = content_length(req).ok_or_else(|| OciError::new(411, "SIZE_INVALID", "a Content-Length is required"))?;
+    if len > max_blob(ctx) {
+        return Err(OciError::new(413, "SIZE_INVALID", format!("blobs are limited to {} bytes", max_blob(ctx))));
+    }
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
+    let data = match req.inner().body() {
+        Some(s) if len > 0 => Data::ReadableStream(s),
+        _ => Data::Empty,
+    };
+    let mut put = bucket.put(key, data);
+    if let Some(sha) = sha {
+        put = put.sha256(hex::decode(sha).map_err(internal)?);
+    }
+    match put.execute().await {
+        Ok(_) => Ok(len),
+        Err(e) if sha.is_some() => Err(OciError::new(400, "DIGEST_INVALID", format!("the content does not match the digest: {e}"))),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// A blob stored under its digest becomes the repository's.
+async fn adopt(ctx: &Ctx<'_>, name: &str, hex: &str, size: u64) -> R<Response> {
+    ctx.db.run(store::insert_blob(hex, size as i64, ctx.now)).await.map_err(|e| internal(e.message))?;
+    commit(ctx, &[blob_change(name, hex)], &format!("push blob to {name}")).await?;
+    created(format!("/v2/{name}/blobs/sha256:{hex}"), hex)
+}
+
+async fn start_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, query: &dyn Fn(&str) -> Option<String>) -> R<Response> {
+    // Cross-repository mount within the site.
+    if let (Some(mount), Some(from)) = (query("mount"), query("from")) {
+        let hex = oci::digest_hex(&mount)?.to_string();
+        if oci::valid_name(&from) && find(ctx, &oci::blob_path(&from, &hex)).await?.is_some() {
+            commit(ctx, &[blob_change(name, &hex)], &format!("mount blob from {from} to {name}")).await?;
+            return created(format!("/v2/{name}/blobs/sha256:{hex}"), &hex);
+        }
+    }
+    // Monolithic: POST with the digest and the whole body.
+    if let Some(d) = query("digest") {
+        let hex = oci::digest_hex(&d)?.to_string();
+        let size = match blob_size(ctx, &hex).await? {
+            Some(s) => s,
+            None => put_body(ctx, req, &store::blob_key(&hex), Some(&hex)).await?,
+        };
+        return adopt(ctx, name, &hex, size).await;
+    }
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    ctx.db.run(sql::create_upload(&id, ctx.site.id, name, ctx.now)).await.map_err(|e| internal(e.message))?;
+    let h = headers();
+    h.set("location", &format!("/v2/{name}/blobs/uploads/{id}")).map_err(internal)?;
+    h.set("docker-upload-uuid", &id).map_err(internal)?;
+    h.set("range", "0-0").map_err(internal)?;
+    h.set("content-length", "0").map_err(internal)?;
+    empty(202, h).map_err(internal)
+}
+
+#[derive(Deserialize)]
+struct Upload {
+    id: String,
+    size: f64,
+}
+
+async fn upload_row(ctx: &Ctx<'_>, name: &str, id: &str) -> R<Upload> {
+    ctx.db
+        .first::<Upload>(sql::upload(id, ctx.site.id, name))
+        .await
+        .map_err(|e| internal(e.message))?
+        .ok_or_else(|| OciError::new(404, "BLOB_UPLOAD_UNKNOWN", "no such upload"))
+}
+
+fn upload_key(id: &str) -> String {
+    format!("uploads/{id}")
+}
+
+fn accepted(name: &str, id: &str, size: u64) -> R<Response> {
+    let h = headers();
+    h.set("location", &format!("/v2/{name}/blobs/uploads/{id}")).map_err(internal)?;
+    h.set("docker-upload-uuid", id).map_err(internal)?;
+    h.set("range", &format!("0-{}", size.saturating_sub(1))).map_err(internal)?;
+    h.set("content-length", "0").map_err(internal)?;
+    empty(202, h).map_err(internal)
+}
+
+/// This first version takes an upload's bytes in one PATCH (what docker,
+/// podman and skopeo send); a second chunk is refused with 416.
+async fn patch_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, id: &str) -> R<Response> {
+    let up = upload_row(ctx, name, id).await?;
+    if up.size as u64 > 0 {
+        return Err(OciError::new(416, "BLOB_UPLOAD_INVALID", "this registry takes an upload's bytes in one PATCH (or in the closing PUT)"));
+    }
+    if let Some(range) = req.headers().get("content-range").ok().flatten() {
+        if !range.trim_start_matches("bytes ").starts_with("0-") {
+            return Err(OciError::new(416, "BLOB_UPLOAD_INVALID", format!("out-of-order chunk {range}")));
+        }
+    }
+    let len = put_body(ctx, req, &upload_key(&up.id), None).await?;
+    ctx.db.run(sql::grow_upload(&up.id, 0, len as i64)).await.map_err(|e| internal(e.message))?;
+    accepted(name, &up.id, len)
+}
+
+async fn upload_status(ctx: &Ctx<'_>, name: &str, id: &str) -> R<Response> {
+    let up = upload_row(ctx, name, id).await?;
+    let h = headers();
+    h.set("location", &format!("/v2/{name}/blobs/uploads/{id}")).map_err(internal)?;
+    h.set("docker-upload-uuid", id).map_err(internal)?;
+    h.set("range", &format!("0-{}", (up.size as u64).saturating_sub(1))).map_err(internal)?;
+    empty(204, h).map_err(internal)
+}
+
+async fn finish_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, id: &str, query: &dyn Fn(&str) -> Option<String>) -> R<Response> {
+    let up = upload_row(ctx, name, id).await?;
+    let d = query("digest").ok_or_else(|| OciError::new(400, "DIGEST_INVALID", "the closing PUT names the digest"))?;
+    let hex = oci::digest_hex(&d)?.to_string();
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
+    let size = if up.size as u64 == 0 {
+        match blob_size(ctx, &hex).await? {
+            Some(s) => s,
+            None => put_body(ctx, req, &store::blob_key(&hex), Some(&hex)).await?,
+        }
+    } else if let Some(s) = blob_size(ctx, &hex).await? {
+        s
+    } else {
+        // Move the received bytes under the digest; R2 checks it on the way.
+        let object = bucket.get(upload_key(&up.id)).execute().await.map_err(internal)?.ok_or_else(|| internal("the upload's bytes are missing"))?;
+        let size = object.size();
+        let stream = object.body().ok_or_else(|| internal("no body"))?.stream().map_err(internal)?;
+        let put = bucket
+            .put(store::blob_key(&hex), Data::Stream(FixedLengthStream::wrap(stream, size)))
+            .sha256(hex::decode(&hex).map_err(internal)?)
+            .execute()
+            .await;
+        if let Err(e) = put {
+            return Err(OciError::new(400, "DIGEST_INVALID", format!("the uploaded content does not match {d}: {e}")));
+        }
+        size
+    };
+    let _ = bucket.delete(upload_key(&up.id)).await;
+    ctx.db.run(sql::delete_upload(&up.id)).await.map_err(|e| internal(e.message))?;
+    adopt(ctx, name, &hex, size).await
+}
+
+async fn put_manifest(ctx: &Ctx<'_>, req: &mut Request, name: &str, reference: &Reference) -> R<Response> {
+    if content_length(req).map_or(false, |l| l as usize > oci::MAX_MANIFEST) {
+        return Err(OciError::new(413, "SIZE_INVALID", format!("manifests are limited to {} bytes", oci::MAX_MANIFEST)));
+    }
+    let body = req.bytes().await.map_err(internal)?;
+    let ct = req.headers().get("content-type").ok().flatten();
+    let info = oci::inspect_manifest(&body, ct.as_deref())?;
+    let hex = crate::auth::sha256_hex(&body);
+    if let Reference::Digest(d) = reference {
+        if *d != hex {
+            return Err(OciError::new(400, "DIGEST_INVALID", format!("the manifest's digest is sha256:{hex}, not sha256:{d}")));
+        }
+    }
+    for b in &info.blobs {
+        if find(ctx, &oci::blob_path(name, b)).await?.is_none() {
+            return Err(OciError::new(400, "MANIFEST_BLOB_UNKNOWN", format!("blob sha256:{b} is not in {name}")));
+        }
+    }
+    for m in &info.manifests {
+        if find(ctx, &oci::manifest_path(name, m)).await?.is_none() {
+            return Err(OciError::new(400, "MANIFEST_BLOB_UNKNOWN", format!("manifest sha256:{m} is not in {name}")));
+        }
+    }
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
+    if blob_size(ctx, &hex).await?.is_none() {
+        bucket.put(store::blob_key(&hex), Data::Bytes(body.clone())).sha256(hex::decode(&hex).map_err(internal)?).execute().await.map_err(internal)?;
+        ctx.db.run(store::insert_blob(&hex, body.len() as i64, ctx.now)).await.map_err(|e| internal(e.message))?;
+    }
+    let mut changes =
+        vec![Change { path: oci::manifest_path(name, &hex), sha256: Some(hex.clone()), content_type: Some(info.media_type.clone()) }];
+    if let Reference::Tag(t) = reference {
+        changes.push(Change { path: oci::tag_path(name, t), sha256: Some(hex.clone()), content_type: Some(info.media_type.clone()) });
+    }
+    commit(ctx, &changes, &format!("push manifest to {name}")).await?;
+    let mut r = created(format!("/v2/{name}/manifests/sha256:{hex}"), &hex)?;
+    if let Some(s) = info.subject {
+        r.headers_mut().set("oci-subject", &format!("sha256:{s}")).map_err(internal)?;
+    }
+    Ok(r)
+}
+
+async fn tags(ctx: &Ctx<'_>, name: &str, query: &dyn Fn(&str) -> Option<String>) -> R<Response> {
+    let (Some(rel), Some(seq)) = (ctx.site.active_release_id, ctx.site.seq) else {
+        return Err(OciError::name_unknown(name));
+    };
+    let prefix = oci::tags_prefix(name);
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        #[derive(Deserialize)]
+        struct P {
+            path: String,
+        }
+        let page: Vec<P> = ctx.db.all(store::list_prefix(ctx.site.id, seq, rel, &prefix, &after, 1000)).await.map_err(|e| internal(e.message))?;
+        let n = page.len();
+        for p in page {
+            all.push(p.path[prefix.len()..].to_string());
+            after = p.path;
+        }
+        if n < 1000 {
+            break;
+        }
+    }
+    if all.is_empty() {
+        return Err(OciError::name_unknown(name));
+    }
+    all.sort();
+    let n = query("n").map(|n| n.parse::<usize>().map_err(|_| OciError::new(400, "PAGINATION_NUMBER_INVALID", "n is a number"))).transpose()?;
+    let last = query("last");
+    let (page, more) = oci::tags_page(&all, n, last.as_deref());
+    let mut r = json_response(200, &json!({"name": name, "tags": page})).map_err(internal)?;
+    if more {
+        if let (Some(n), Some(l)) = (n, page.last()) {
+            r.headers_mut().set("link", &format!("</v2/{name}/tags/list?n={n}&last={l}>; rel=\"next\"")).map_err(internal)?;
+        }
+    }
+    Ok(r)
+}

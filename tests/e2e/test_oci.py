@@ -1,0 +1,186 @@
+"""The OCI registry, proven with the real skopeo against the worker on workerd
+(served over HTTPS: skopeo tries TLS first even with --tls-verify=false)."""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from debian import Hosts
+from wharf import Wharf
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory):
+    w = Wharf(tmp_path_factory.mktemp("oci-state"), https=True, extra_vars={"MAX_BLOB_BYTES": str(1 << 30)})
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    h = Hosts()
+    yield h
+    h.cleanup()
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def oci_layout(root: Path, tag: str, files: dict[str, bytes]) -> dict:
+    """A one-layer image in an OCI image layout, as `skopeo copy oci:` reads it."""
+    (root / "blobs/sha256").mkdir(parents=True, exist_ok=True)
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1700000000
+            t.addfile(info, io.BytesIO(data))
+    layer = gzip.compress(tar.getvalue(), mtime=0)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha(tar.getvalue())}"]}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": f"sha256:{sha(config)}", "size": len(config)},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": f"sha256:{sha(layer)}", "size": len(layer)}]}).encode()
+    for blob in (layer, config, manifest):
+        (root / "blobs/sha256" / sha(blob)).write_bytes(blob)
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": f"sha256:{sha(manifest)}", "size": len(manifest),
+         "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    return {"manifest": manifest, "config": config, "layer": layer}
+
+
+def skopeo(*args, check=True) -> subprocess.CompletedProcess:
+    r = subprocess.run(["skopeo", "--command-timeout", "120s", *args], capture_output=True, text=True, timeout=180)
+    if check and r.returncode != 0:
+        raise AssertionError(f"skopeo {' '.join(args)}: {r.stderr}")
+    return r
+
+
+def test_skopeo_pushes_and_pulls(reg, hosts, tmp_path):
+    admin = reg.admin
+    site, host = "registry1", hosts.add("registry1.wharf.test")
+    admin.site(site, host)
+    token = admin.make_token("publish", site).token
+    ref = f"{host}:{reg.port}/team/app"
+    big = os.urandom(12 << 20)  # a layer larger than one small request
+    image = oci_layout(tmp_path / "src", "v1", {"hello.txt": b"hello from wharf\n", "big.bin": big})
+
+    # Anonymous push is refused; a publish token of the site pushes.
+    denied = skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'src'}:v1", f"docker://{ref}:v1", check=False)
+    assert denied.returncode != 0 and ("401" in denied.stderr or "unauthorized" in denied.stderr.lower()), denied.stderr
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", f"ci:{token}", f"oci:{tmp_path / 'src'}:v1", f"docker://{ref}:v1")
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", f"ci:{token}", f"oci:{tmp_path / 'src'}:v1", f"docker://{ref}:latest")
+
+    # Anonymous pull: inspect, copy back byte for byte, list tags.
+    info = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{ref}:v1").stdout)
+    assert info["Digest"] == f"sha256:{sha(image['manifest'])}"
+    assert info["Layers"] == [f"sha256:{sha(image['layer'])}"]
+    skopeo("copy", "--src-tls-verify=false", f"docker://{ref}:v1", f"oci:{tmp_path / 'back'}:v1")
+    back = json.loads((tmp_path / "back/index.json").read_text())["manifests"][0]
+    assert back["digest"] == f"sha256:{sha(image['manifest'])}"
+    assert (tmp_path / "back/blobs/sha256" / sha(image["layer"])).read_bytes() == image["layer"]
+    tags = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{ref}").stdout)
+    assert sorted(tags["Tags"]) == ["latest", "v1"]
+
+    # The API by hand: headers, Range, errors, pagination.
+    base = reg.get(host, "/v2/")
+    assert base.status_code == 401 and base.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    assert base.headers["WWW-Authenticate"].startswith("Bearer realm=")
+    m = reg.get(host, "/v2/team/app/manifests/v1", method="HEAD")
+    assert m.status_code == 200 and m.headers["Content-Type"] == OCI_MANIFEST
+    assert m.headers["Docker-Content-Digest"] == f"sha256:{sha(image['manifest'])}"
+    assert int(m.headers["Content-Length"]) == len(image["manifest"])
+    blob = f"/v2/team/app/blobs/sha256:{sha(image['layer'])}"
+    part = reg.get(host, blob, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == image["layer"][10:20]
+    missing = reg.get(host, f"/v2/team/app/blobs/sha256:{'0' * 64}")
+    assert missing.status_code == 404 and missing.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+    assert reg.get(host, "/v2/team/app/manifests/nope").json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    assert reg.get(host, "/v2/Team/app/tags/list").json()["errors"][0]["code"] == "NAME_INVALID"
+    # A blob is the repository's: another repository of the site does not serve it.
+    assert reg.get(host, f"/v2/other/blobs/sha256:{sha(image['layer'])}").status_code == 404
+    page = reg.get(host, "/v2/team/app/tags/list?n=1")
+    assert page.json() == {"name": "team/app", "tags": ["latest"]}
+    assert page.headers["Link"] == '</v2/team/app/tags/list?n=1&last=latest>; rel="next"'
+    assert reg.get(host, "/v2/team/app/tags/list?n=1&last=latest").json()["tags"] == ["v1"]
+
+    # Every push was a release: the tag's history is the site's.
+    releases = admin.call("GET", f"/sites/{site}/releases")["releases"]
+    assert len(releases) >= 3 and all(r["state"] in ("active", "retired") for r in releases)
+
+
+def test_monolithic_and_chunked_uploads_by_hand(reg, hosts, tmp_path):
+    admin = reg.admin
+    site, host = "registry2", "registry2.wharf.test"
+    admin.site(site, host)
+    auth = {"Authorization": f"Bearer {admin.make_token('publish', site).token}"}
+    data = b"monolithic blob\n"
+    # POST with the digest and the body.
+    r = reg.get(host, f"/v2/x/blobs/uploads/?digest=sha256:{sha(data)}", method="POST", data=data, headers=auth)
+    assert r.status_code == 201 and r.headers["Location"] == f"/v2/x/blobs/sha256:{sha(data)}"
+    # A wrong digest is refused and nothing is stored.
+    bad = reg.get(host, f"/v2/x/blobs/uploads/?digest=sha256:{'1' * 64}", method="POST", data=b"other", headers=auth)
+    assert bad.status_code == 400 and bad.json()["errors"][0]["code"] == "DIGEST_INVALID"
+    assert reg.get(host, f"/v2/x/blobs/sha256:{'1' * 64}").status_code == 404
+    # POST, PATCH, status, PUT.
+    data2 = os.urandom(100_000)
+    start = reg.get(host, "/v2/x/blobs/uploads/", method="POST", headers=auth)
+    assert start.status_code == 202
+    loc = start.headers["Location"]
+    p = reg.get(host, loc, method="PATCH", data=data2, headers={**auth, "Content-Type": "application/octet-stream"})
+    assert p.status_code == 202 and p.headers["Range"] == f"0-{len(data2) - 1}"
+    assert reg.get(host, loc, headers=auth).status_code == 204
+    wrong = reg.get(host, f"{loc}?digest=sha256:{'2' * 64}", method="PUT", headers=auth)
+    assert wrong.status_code == 400 and wrong.json()["errors"][0]["code"] == "DIGEST_INVALID"
+    done = reg.get(host, f"{loc}?digest=sha256:{sha(data2)}", method="PUT", headers=auth)
+    assert done.status_code == 201, done.text
+    assert reg.get(host, f"/v2/x/blobs/sha256:{sha(data2)}").content == data2
+    assert reg.get(host, loc, headers=auth).status_code == 404, "a finished upload is gone"
+    # Cross-repository mount within the site.
+    mount = reg.get(host, f"/v2/y/blobs/uploads/?mount=sha256:{sha(data2)}&from=x", method="POST", headers=auth)
+    assert mount.status_code == 201
+    assert reg.get(host, f"/v2/y/blobs/sha256:{sha(data2)}").content == data2
+    # A manifest whose blobs are missing is refused.
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": f"sha256:{'3' * 64}", "size": 1},
+                           "layers": []}).encode()
+    r = reg.get(host, "/v2/x/manifests/t", method="PUT", data=manifest, headers={**auth, "Content-Type": OCI_MANIFEST})
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+    # Without a token: 401 with a challenge to the token endpoint.
+    r = reg.get(host, "/v2/x/blobs/uploads/", method="POST")
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"] == f'Bearer realm="https://{host}/v2/token",service="{host}",scope="repository:x:pull,push"'
+
+
+def test_the_docker_token_flow(reg, tmp_path):
+    import base64
+    admin = reg.admin
+    site, host = "registry3", "registry3.wharf.test"
+    admin.site(site, host)
+    ping = reg.get(host, "/v2/")
+    assert ping.status_code == 401 and ping.headers["WWW-Authenticate"].startswith('Bearer realm="https://registry3.wharf.test/v2/token"')
+    anon = reg.get(host, "/v2/token?service=x&scope=repository:a/b:pull,push").json()
+    assert anon["expires_in"] >= 60 and anon["token"] == anon["access_token"]
+    bearer = {"Authorization": f"Bearer {anon['token']}"}
+    assert reg.get(host, "/v2/", headers=bearer).status_code == 200
+    # Pull-only: a push is challenged again.
+    assert reg.get(host, "/v2/a/b/blobs/uploads/", method="POST", headers=bearer).status_code == 401
+    creds = base64.b64encode(f"ci:{admin.make_token('publish', site).token}".encode()).decode()
+    pushy = reg.get(host, "/v2/token?service=x&scope=repository:a/b:pull,push", headers={"Authorization": f"Basic {creds}"}).json()
+    assert reg.get(host, "/v2/a/b/blobs/uploads/", method="POST", headers={"Authorization": f"Bearer {pushy['token']}"}).status_code == 202
+    # The token is for that repository only, and a token of another site's key is refused.
+    assert reg.get(host, "/v2/other/blobs/uploads/", method="POST", headers={"Authorization": f"Bearer {pushy['token']}"}).status_code == 401
+    bad = base64.b64encode(b"ci:wharf_nope_nope").decode()
+    assert reg.get(host, "/v2/token?scope=repository:a/b:push", headers={"Authorization": f"Basic {bad}"}).status_code == 401
+    tampered = pushy["token"][:-2] + ("AA" if not pushy["token"].endswith("AA") else "BB")
+    assert reg.get(host, "/v2/", headers={"Authorization": f"Bearer {tampered}"}).status_code == 401

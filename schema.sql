@@ -224,5 +224,11 @@ CREATE TABLE IF NOT EXISTS oci_uploads (
   created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- Per-site registry settings (JSON: anonymous_pull, allow_delete).
+CREATE TABLE IF NOT EXISTS oci_settings (
+  site_id INTEGER PRIMARY KEY,
+  config  TEXT NOT NULL
+);
+
 INSERT INTO schema_meta(key, value) VALUES ('version', '3')
   ON CONFLICT(key) DO UPDATE SET value = excluded.value;

@@ -47,6 +47,28 @@ impl OciError {
     }
 }
 
+/// A site's registry settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OciConfig {
+    /// Pull without credentials (default true).
+    #[serde(default = "yes")]
+    pub anonymous_pull: bool,
+    /// DELETE of tags, manifests and blobs (default false: 405 UNSUPPORTED).
+    #[serde(default)]
+    pub allow_delete: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for OciConfig {
+    fn default() -> Self {
+        OciConfig { anonymous_pull: true, allow_delete: false }
+    }
+}
+
 /// A manifest reference: a tag or a digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reference {

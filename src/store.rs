@@ -142,6 +142,7 @@ pub fn delete_site(site_id: i64) -> Vec<Stmt> {
         stmt("DELETE FROM apk_settings WHERE site_id = ?1", p()),
         stmt("DELETE FROM apk_keys WHERE site_id = ?1", p()),
         stmt("DELETE FROM oci_uploads WHERE site_id = ?1", p()),
+        stmt("DELETE FROM oci_settings WHERE site_id = ?1", p()),
         stmt("DELETE FROM releases WHERE site_id = ?1", p()),
         stmt("DELETE FROM hostnames WHERE site_id = ?1", p()),
         stmt("DELETE FROM tokens WHERE site_id = ?1", p()),

@@ -33,3 +33,14 @@ pub fn grow_upload(id: &str, from: i64, to: i64) -> Stmt {
 pub fn delete_upload(id: &str) -> Stmt {
     stmt("DELETE FROM oci_uploads WHERE id = ?1", vec![id.into()])
 }
+
+pub fn settings(site_id: i64) -> Stmt {
+    stmt("SELECT config FROM oci_settings WHERE site_id = ?1", vec![site_id.into()])
+}
+
+pub fn put_settings(site_id: i64, config: &str) -> Stmt {
+    stmt(
+        "INSERT INTO oci_settings(site_id, config) VALUES (?1, ?2) ON CONFLICT(site_id) DO UPDATE SET config = excluded.config",
+        vec![site_id.into(), config.into()],
+    )
+}

@@ -284,6 +284,16 @@ async fn dispatch(mut req: Request, env: &Env) -> ApiResult {
             let b: api::RollbackBody = api::parse_json_or_default(&json_body(&mut req).await?)?;
             rollback(&ctx, &s, b).await
         }
+        OciPutSettings(s) => {
+            let site = ctx.site(&s, Scope::Admin).await?;
+            let cfg: crate::oci::OciConfig = api::parse_json_or_default(&json_body(&mut req).await?)?;
+            ctx.db.run(store::oci::put_settings(site.id, &serde_json::to_string(&cfg).expect("serialisable"))).await?;
+            Ok((200, json!({"settings": cfg})))
+        }
+        OciShowSettings(s) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            Ok((200, json!({"settings": super::oci::settings(&ctx.db, site.id).await?})))
+        }
         apk_route @ (ApkPutSettings(..)
         | ApkShowSettings(..)
         | ApkPutKey(..)

@@ -49,7 +49,20 @@ struct Ctx<'a> {
     db: Db,
     host: String,
     site: Site,
+    cfg: oci::OciConfig,
     now: i64,
+}
+
+/// A site's registry settings (defaults when none are stored).
+pub(super) async fn settings(db: &Db, site_id: i64) -> std::result::Result<oci::OciConfig, crate::api::ApiError> {
+    #[derive(Deserialize)]
+    struct C {
+        config: String,
+    }
+    match db.first::<C>(sql::settings(site_id)).await? {
+        Some(c) => serde_json::from_str(&c.config).map_err(|e| crate::api::ApiError::internal(format!("stored registry settings are unreadable: {e}"))),
+        None => Ok(oci::OciConfig::default()),
+    }
 }
 
 pub async fn handle(mut req: Request, env: &Env, host: &str) -> Result<Response> {
@@ -59,7 +72,11 @@ pub async fn handle(mut req: Request, env: &Env, host: &str) -> Result<Response>
         Ok(None) => return respond(&OciError::new(404, "NAME_UNKNOWN", "no registry on this hostname")),
         Err(e) => return respond(&internal(e.message)),
     };
-    let ctx = Ctx { env, db, host: host.to_string(), site, now: now_ms() };
+    let cfg = match settings(&db, site.id).await {
+        Ok(c) => c,
+        Err(e) => return respond(&internal(e.message)),
+    };
+    let ctx = Ctx { env, db, host: host.to_string(), site, cfg, now: now_ms() };
     let url = req.url()?;
     let path = match crate::path::percent_decode(url.path()) {
         Ok(p) => p,
@@ -134,10 +151,11 @@ fn token_key(env: &Env) -> Vec<u8> {
 
 fn may(ctx: &Ctx<'_>, who: &Caller, name: &str, action: &str) -> bool {
     match who {
-        // Anonymous pull is on for every site in this version.
-        Caller::Anonymous => action == "pull",
-        Caller::Grant(g) => g.allows(ctx.site.id, name, action) || action == "pull",
-        Caller::Token(p) => p.can(if action == "push" { Scope::Publish } else { Scope::Read }, Some(ctx.site.id)) || action == "pull",
+        Caller::Anonymous => action == "pull" && ctx.cfg.anonymous_pull,
+        Caller::Grant(g) => g.allows(ctx.site.id, name, action) || (action == "pull" && ctx.cfg.anonymous_pull),
+        Caller::Token(p) => {
+            p.can(if action == "push" { Scope::Publish } else { Scope::Read }, Some(ctx.site.id)) || (action == "pull" && ctx.cfg.anonymous_pull)
+        }
     }
 }
 
@@ -198,9 +216,10 @@ async fn dispatch(ctx: &Ctx<'_>, req: &mut Request, route: OciRoute, query: &dyn
             let action = if matches!(m, Method::Get | Method::Head) { "pull" } else { "push" };
             if !may(ctx, &who, name, action) {
                 if matches!(&who, Caller::Token(_)) {
-                    return Err(OciError::denied("this token may not push to this site"));
+                    return Err(OciError::denied(format!("this token may not {action} here")));
                 }
-                return challenge(req, ctx, Some(format!("repository:{name}:pull,push")));
+                let scope = if action == "pull" { format!("repository:{name}:pull") } else { format!("repository:{name}:pull,push") };
+                return challenge(req, ctx, Some(scope));
             }
         }
         _ => {}
@@ -219,6 +238,12 @@ async fn dispatch(ctx: &Ctx<'_>, req: &mut Request, route: OciRoute, query: &dyn
         (OciRoute::Upload { name, id }, Method::Put) => finish_upload(ctx, req, &name, &id, query).await,
         (OciRoute::Upload { name, id }, Method::Get) => upload_status(ctx, &name, &id).await,
         (OciRoute::Tags { name }, Method::Get) => tags(ctx, &name, query).await,
+        (OciRoute::Upload { name, id }, Method::Delete) => cancel_upload(ctx, &name, &id).await,
+        (OciRoute::Manifest { name, reference }, Method::Delete) if ctx.cfg.allow_delete => delete_manifest(ctx, &name, &reference).await,
+        (OciRoute::Blob { name, digest }, Method::Delete) if ctx.cfg.allow_delete => delete_blob(ctx, &name, &digest).await,
+        (OciRoute::Manifest { .. } | OciRoute::Blob { .. }, Method::Delete) => {
+            Err(OciError::unsupported("deletion is off for this site (PUT /api/v1/sites/{site}/oci/settings {\"allow_delete\": true})"))
+        }
         _ => Err(OciError::unsupported("this method is not supported here")),
     };
     out
@@ -528,27 +553,7 @@ async fn put_manifest(ctx: &Ctx<'_>, req: &mut Request, name: &str, reference: &
 }
 
 async fn tags(ctx: &Ctx<'_>, name: &str, query: &dyn Fn(&str) -> Option<String>) -> R<Response> {
-    let (Some(rel), Some(seq)) = (ctx.site.active_release_id, ctx.site.seq) else {
-        return Err(OciError::name_unknown(name));
-    };
-    let prefix = oci::tags_prefix(name);
-    let mut all = Vec::new();
-    let mut after = String::new();
-    loop {
-        #[derive(Deserialize)]
-        struct P {
-            path: String,
-        }
-        let page: Vec<P> = ctx.db.all(store::list_prefix(ctx.site.id, seq, rel, &prefix, &after, 1000)).await.map_err(|e| internal(e.message))?;
-        let n = page.len();
-        for p in page {
-            all.push(p.path[prefix.len()..].to_string());
-            after = p.path;
-        }
-        if n < 1000 {
-            break;
-        }
-    }
+    let mut all: Vec<String> = all_tags(ctx, name).await?.into_iter().map(|(t, _)| t).collect();
     if all.is_empty() {
         return Err(OciError::name_unknown(name));
     }
@@ -563,4 +568,64 @@ async fn tags(ctx: &Ctx<'_>, name: &str, query: &dyn Fn(&str) -> Option<String>)
         }
     }
     Ok(r)
+}
+
+async fn cancel_upload(ctx: &Ctx<'_>, name: &str, id: &str) -> R<Response> {
+    let up = upload_row(ctx, name, id).await?;
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
+    let _ = bucket.delete(upload_key(&up.id)).await;
+    ctx.db.run(sql::delete_upload(&up.id)).await.map_err(|e| internal(e.message))?;
+    empty(204, headers()).map_err(internal)
+}
+
+/// Every tag of a repository with the manifest digest it points at.
+async fn all_tags(ctx: &Ctx<'_>, name: &str) -> R<Vec<(String, String)>> {
+    let (Some(rel), Some(seq)) = (ctx.site.active_release_id, ctx.site.seq) else { return Ok(vec![]) };
+    let prefix = oci::tags_prefix(name);
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        #[derive(Deserialize)]
+        struct P {
+            path: String,
+            sha256: String,
+        }
+        let page: Vec<P> = ctx.db.all(store::list_prefix(ctx.site.id, seq, rel, &prefix, &after, 1000)).await.map_err(|e| internal(e.message))?;
+        let n = page.len();
+        for p in page {
+            out.push((p.path[prefix.len()..].to_string(), p.sha256));
+            after = p.path;
+        }
+        if n < 1000 {
+            return Ok(out);
+        }
+    }
+}
+
+fn gone(path: String) -> Change {
+    Change { path, sha256: None, content_type: None }
+}
+
+/// A tag goes alone; a manifest by digest goes with every tag pointing at it.
+async fn delete_manifest(ctx: &Ctx<'_>, name: &str, reference: &Reference) -> R<Response> {
+    let changes = match reference {
+        Reference::Tag(t) => {
+            find(ctx, &oci::tag_path(name, t)).await?.ok_or_else(|| OciError::manifest_unknown(t))?;
+            vec![gone(oci::tag_path(name, t))]
+        }
+        Reference::Digest(d) => {
+            find(ctx, &oci::manifest_path(name, d)).await?.ok_or_else(|| OciError::manifest_unknown(&format!("sha256:{d}")))?;
+            let mut c = vec![gone(oci::manifest_path(name, d))];
+            c.extend(all_tags(ctx, name).await?.into_iter().filter(|(_, sha)| sha == d).map(|(t, _)| gone(oci::tag_path(name, &t))));
+            c
+        }
+    };
+    commit(ctx, &changes, &format!("delete from {name}")).await?;
+    empty(202, headers()).map_err(internal)
+}
+
+async fn delete_blob(ctx: &Ctx<'_>, name: &str, hex: &str) -> R<Response> {
+    find(ctx, &oci::blob_path(name, hex)).await?.ok_or_else(|| OciError::blob_unknown(&format!("sha256:{hex}")))?;
+    commit(ctx, &[gone(oci::blob_path(name, hex))], &format!("delete blob from {name}")).await?;
+    empty(202, headers()).map_err(internal)
 }

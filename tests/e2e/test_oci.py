@@ -184,3 +184,65 @@ def test_the_docker_token_flow(reg, tmp_path):
     assert reg.get(host, "/v2/token?scope=repository:a/b:push", headers={"Authorization": f"Basic {bad}"}).status_code == 401
     tampered = pushy["token"][:-2] + ("AA" if not pushy["token"].endswith("AA") else "BB")
     assert reg.get(host, "/v2/", headers={"Authorization": f"Bearer {tampered}"}).status_code == 401
+
+
+def push_blob(reg, host, name, data, auth):
+    r = reg.get(host, f"/v2/{name}/blobs/uploads/?digest=sha256:{sha(data)}", method="POST", data=data, headers=auth)
+    assert r.status_code == 201, r.text
+
+
+def push_image(reg, host, name, tag, auth, payload=b"layer"):
+    config, layer = b'{"architecture":"amd64","os":"linux"}', payload
+    for b in (config, layer):
+        push_blob(reg, host, name, b, auth)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": f"sha256:{sha(config)}", "size": len(config)},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": f"sha256:{sha(layer)}", "size": len(layer)}]}).encode()
+    r = reg.get(host, f"/v2/{name}/manifests/{tag}", method="PUT", data=manifest, headers={**auth, "Content-Type": OCI_MANIFEST})
+    assert r.status_code == 201, r.text
+    return manifest, layer
+
+
+def test_deletion_and_private_pull_are_per_site_settings(reg):
+    admin = reg.admin
+    site, host = "registry4", "registry4.wharf.test"
+    admin.site(site, host)
+    auth = {"Authorization": f"Bearer {admin.make_token('publish', site).token}"}
+    manifest, layer = push_image(reg, host, "app", "v1", auth)
+    reg_digest = f"sha256:{sha(manifest)}"
+    push_image(reg, host, "app", "v2", auth, payload=b"layer two")
+    # Off by default: 405 UNSUPPORTED.
+    r = reg.get(host, "/v2/app/manifests/v1", method="DELETE", headers=auth)
+    assert r.status_code == 405 and r.json()["errors"][0]["code"] == "UNSUPPORTED"
+    assert admin.call("GET", f"/sites/{site}/oci/settings")["settings"] == {"anonymous_pull": True, "allow_delete": False}
+    admin.call("PUT", f"/sites/{site}/oci/settings", {"allow_delete": True})
+    # A tag goes alone; a manifest by digest takes its tags with it; a blob goes.
+    assert reg.get(host, "/v2/app/manifests/v2", method="DELETE", headers=auth).status_code == 202
+    assert reg.get(host, "/v2/app/manifests/v2").status_code == 404
+    assert reg.get(host, "/v2/app/tags/list").json()["tags"] == ["v1"]
+    assert reg.get(host, f"/v2/app/manifests/{reg_digest}", method="DELETE", headers=auth).status_code == 202
+    assert reg.get(host, "/v2/app/manifests/v1").status_code == 404
+    assert reg.get(host, f"/v2/app/manifests/{reg_digest}").status_code == 404
+    assert reg.get(host, f"/v2/app/blobs/sha256:{sha(layer)}", method="DELETE", headers=auth).status_code == 202
+    assert reg.get(host, f"/v2/app/blobs/sha256:{sha(layer)}").json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+    assert reg.get(host, f"/v2/app/blobs/sha256:{sha(layer)}", method="DELETE", headers=auth).status_code == 404
+    # Deletion is a release like any push: rolling back brings the tag back.
+    releases = admin.call("GET", f"/sites/{site}/releases")["releases"]
+    before_delete = [r for r in releases if r["note"] == "push manifest to app"][0]["id"]
+    admin.call("POST", f"/sites/{site}/rollback", {"to": before_delete})
+    assert reg.get(host, "/v2/app/manifests/v2").status_code == 200
+
+    # Private pull: anonymous callers are challenged; a read token pulls.
+    admin.call("PUT", f"/sites/{site}/oci/settings", {"anonymous_pull": False})
+    r = reg.get(host, "/v2/app/manifests/v2")
+    assert r.status_code == 401 and 'scope="repository:app:pull"' in r.headers["WWW-Authenticate"]
+    anon = reg.get(host, "/v2/token?scope=repository:app:pull").json()["token"]
+    assert reg.get(host, "/v2/app/manifests/v2", headers={"Authorization": f"Bearer {anon}"}).status_code == 401
+    import base64
+    creds = base64.b64encode(f"me:{admin.make_token('read', site).token}".encode()).decode()
+    tok = reg.get(host, "/v2/token?scope=repository:app:pull", headers={"Authorization": f"Basic {creds}"}).json()["token"]
+    assert reg.get(host, "/v2/app/manifests/v2", headers={"Authorization": f"Bearer {tok}"}).status_code == 200
+    # Uploads can always be cancelled by their pusher.
+    start = reg.get(host, "/v2/app/blobs/uploads/", method="POST", headers=auth)
+    assert reg.get(host, start.headers["Location"], method="DELETE", headers=auth).status_code == 204
+    assert reg.get(host, start.headers["Location"], headers=auth).status_code == 404

@@ -146,6 +146,7 @@ pub enum OciRoute {
     StartUpload { name: String },
     Upload { name: String, id: String },
     Tags { name: String },
+    Referrers { name: String, digest: String },
 }
 
 /// Routes a `/v2/…` path (already percent-decoded) from the right.
@@ -168,6 +169,9 @@ pub fn route(path: &str) -> Result<OciRoute, OciError> {
     let not_found = || OciError::new(404, "NOT_FOUND", format!("no registry endpoint at {path}"));
     if n >= 3 && segs[n - 2] == "manifests" {
         return Ok(OciRoute::Manifest { name: name_of(n - 2)?, reference: Reference::parse(segs[n - 1])? });
+    }
+    if n >= 3 && segs[n - 2] == "referrers" {
+        return Ok(OciRoute::Referrers { name: name_of(n - 2)?, digest: digest_hex(segs[n - 1])?.to_string() });
     }
     if n >= 3 && segs[n - 2] == "tags" && segs[n - 1] == "list" {
         return Ok(OciRoute::Tags { name: name_of(n - 2)? });
@@ -202,6 +206,13 @@ pub fn tags_prefix(name: &str) -> String {
 pub fn manifest_path(name: &str, hex: &str) -> String {
     format!("{}oci/{name}/_manifests/sha256/{hex}", crate::store::INTERNAL_PREFIX)
 }
+/// A manifest whose `subject` is `subject_hex` is listed here (→ its descriptor as a blob).
+pub fn referrer_path(name: &str, subject_hex: &str, hex: &str) -> String {
+    format!("{}oci/{name}/_referrers/{subject_hex}/{hex}", crate::store::INTERNAL_PREFIX)
+}
+pub fn referrers_prefix(name: &str, subject_hex: &str) -> String {
+    format!("{}oci/{name}/_referrers/{subject_hex}/", crate::store::INTERNAL_PREFIX)
+}
 pub fn blob_path(name: &str, hex: &str) -> String {
     format!("{}oci/{name}/_blobs/sha256/{hex}", crate::store::INTERNAL_PREFIX)
 }
@@ -215,6 +226,32 @@ pub struct ManifestInfo {
     /// Manifests (of an index) that must exist in the repository.
     pub manifests: Vec<String>,
     pub subject: Option<String>,
+    /// What the referrers API reports: `artifactType`, else the config's media type.
+    pub artifact_type: Option<String>,
+    pub annotations: Option<Value>,
+}
+
+impl ManifestInfo {
+    /// The descriptor of this manifest in a referrers list.
+    pub fn descriptor(&self, hex: &str, size: usize) -> Value {
+        let mut d = json!({"mediaType": self.media_type, "digest": format!("sha256:{hex}"), "size": size});
+        if let Some(a) = &self.artifact_type {
+            d["artifactType"] = json!(a);
+        }
+        if let Some(a) = &self.annotations {
+            d["annotations"] = a.clone();
+        }
+        d
+    }
+}
+
+/// The referrers response: an OCI index of the descriptors, filtered by artifactType.
+pub fn referrers_index(descriptors: Vec<Value>, artifact_type: Option<&str>) -> Value {
+    let manifests: Vec<Value> = descriptors
+        .into_iter()
+        .filter(|d| artifact_type.map_or(true, |t| d.get("artifactType").and_then(Value::as_str) == Some(t)))
+        .collect();
+    json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})
 }
 
 /// Validates a pushed manifest: JSON, a known media type (from the body's
@@ -249,7 +286,13 @@ pub fn inspect_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manif
         }
         Ok(digest_hex(digest).map_err(|e| invalid(format!("{what}: {}", e.message)))?.to_string())
     };
-    let mut info = ManifestInfo { media_type: media_type.clone(), blobs: vec![], manifests: vec![], subject: None };
+    let artifact_type = v
+        .get("artifactType")
+        .and_then(Value::as_str)
+        .or_else(|| v.get("config").and_then(|c| c.get("mediaType")).and_then(Value::as_str))
+        .map(str::to_string);
+    let annotations = v.get("annotations").filter(|a| a.is_object()).cloned();
+    let mut info = ManifestInfo { media_type: media_type.clone(), blobs: vec![], manifests: vec![], subject: None, artifact_type, annotations };
     if media_type == OCI_INDEX || media_type == DOCKER_LIST {
         for (i, m) in v.get("manifests").and_then(Value::as_array).ok_or_else(|| invalid("an index needs manifests".into()))?.iter().enumerate() {
             info.manifests.push(descriptor(m, &format!("manifests[{i}]"))?);
@@ -392,6 +435,7 @@ mod tests {
         assert_eq!(route("/v2/a/b/blobs/uploads"), Ok(OciRoute::StartUpload { name: "a/b".into() }));
         assert_eq!(route("/v2/a/blobs/uploads/0f-12"), Ok(OciRoute::Upload { name: "a".into(), id: "0f-12".into() }));
         assert_eq!(route("/v2/a/tags/list"), Ok(OciRoute::Tags { name: "a".into() }));
+        assert_eq!(route(&format!("/v2/a/referrers/sha256:{h}")), Ok(OciRoute::Referrers { name: "a".into(), digest: h.clone() }));
         assert_eq!(route("/v2/A/tags/list").unwrap_err().code, "NAME_INVALID");
         assert_eq!(route("/v2/a/blobs/sha256:zz").unwrap_err().code, "DIGEST_INVALID");
         assert_eq!(route("/v2/a/blobs/md5:abc").unwrap_err().code, "DIGEST_INVALID");
@@ -421,6 +465,10 @@ mod tests {
         let info = inspect_manifest(image.to_string().as_bytes(), Some(OCI_MANIFEST)).unwrap();
         assert_eq!(info.blobs, vec!["a".repeat(64), "b".repeat(64)]);
         assert_eq!(info.subject, Some("c".repeat(64)));
+        assert_eq!(info.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+        let desc = info.descriptor("f", 10);
+        assert_eq!(referrers_index(vec![desc.clone()], Some("application/vnd.oci.image.config.v1+json"))["manifests"], json!([desc]));
+        assert_eq!(referrers_index(vec![desc], Some("other/type"))["manifests"], json!([]));
         let index = json!({"schemaVersion": 2, "manifests": [{"mediaType": OCI_MANIFEST, "digest": d('e'), "size": 9}]});
         assert_eq!(inspect_manifest(index.to_string().as_bytes(), Some(OCI_INDEX)).unwrap().manifests, vec!["e".repeat(64)]);
         let err = |v: Value, ct: Option<&str>| inspect_manifest(v.to_string().as_bytes(), ct).unwrap_err().code;

@@ -205,7 +205,12 @@ async fn dispatch(ctx: &Ctx<'_>, req: &mut Request, route: OciRoute, query: &dyn
     };
     let repo = match &route {
         OciRoute::Base => None,
-        OciRoute::Manifest { name, .. } | OciRoute::Blob { name, .. } | OciRoute::StartUpload { name } | OciRoute::Upload { name, .. } | OciRoute::Tags { name } => {
+        OciRoute::Manifest { name, .. }
+        | OciRoute::Blob { name, .. }
+        | OciRoute::StartUpload { name }
+        | OciRoute::Upload { name, .. }
+        | OciRoute::Tags { name }
+        | OciRoute::Referrers { name, .. } => {
             Some(name.clone())
         }
     };
@@ -239,6 +244,7 @@ async fn dispatch(ctx: &Ctx<'_>, req: &mut Request, route: OciRoute, query: &dyn
         (OciRoute::Upload { name, id }, Method::Get) => upload_status(ctx, &name, &id).await,
         (OciRoute::Tags { name }, Method::Get) => tags(ctx, &name, query).await,
         (OciRoute::Upload { name, id }, Method::Delete) => cancel_upload(ctx, &name, &id).await,
+        (OciRoute::Referrers { name, digest }, Method::Get) => referrers(ctx, &name, &digest, query).await,
         (OciRoute::Manifest { name, reference }, Method::Delete) if ctx.cfg.allow_delete => delete_manifest(ctx, &name, &reference).await,
         (OciRoute::Blob { name, digest }, Method::Delete) if ctx.cfg.allow_delete => delete_blob(ctx, &name, &digest).await,
         (OciRoute::Manifest { .. } | OciRoute::Blob { .. }, Method::Delete) => {
@@ -544,6 +550,11 @@ async fn put_manifest(ctx: &Ctx<'_>, req: &mut Request, name: &str, reference: &
     if let Reference::Tag(t) = reference {
         changes.push(Change { path: oci::tag_path(name, t), sha256: Some(hex.clone()), content_type: Some(info.media_type.clone()) });
     }
+    if let Some(subject) = &info.subject {
+        let desc = serde_json::to_vec(&info.descriptor(&hex, body.len())).map_err(internal)?;
+        let desc_hex = store_small(ctx, desc).await?;
+        changes.push(Change { path: oci::referrer_path(name, subject, &hex), sha256: Some(desc_hex), content_type: Some("application/json".into()) });
+    }
     commit(ctx, &changes, &format!("push manifest to {name}")).await?;
     let mut r = created(format!("/v2/{name}/manifests/sha256:{hex}"), &hex)?;
     if let Some(s) = info.subject {
@@ -616,6 +627,12 @@ async fn delete_manifest(ctx: &Ctx<'_>, name: &str, reference: &Reference) -> R<
         Reference::Digest(d) => {
             find(ctx, &oci::manifest_path(name, d)).await?.ok_or_else(|| OciError::manifest_unknown(&format!("sha256:{d}")))?;
             let mut c = vec![gone(oci::manifest_path(name, d))];
+            let body = read_small(ctx, d).await?;
+            if let Ok(info) = oci::inspect_manifest(&body, None) {
+                if let Some(subject) = info.subject {
+                    c.push(gone(oci::referrer_path(name, &subject, d)));
+                }
+            }
             c.extend(all_tags(ctx, name).await?.into_iter().filter(|(_, sha)| sha == d).map(|(t, _)| gone(oci::tag_path(name, &t))));
             c
         }
@@ -628,4 +645,56 @@ async fn delete_blob(ctx: &Ctx<'_>, name: &str, hex: &str) -> R<Response> {
     find(ctx, &oci::blob_path(name, hex)).await?.ok_or_else(|| OciError::blob_unknown(&format!("sha256:{hex}")))?;
     commit(ctx, &[gone(oci::blob_path(name, hex))], &format!("delete blob from {name}")).await?;
     empty(202, headers()).map_err(internal)
+}
+
+/// Stores a small generated file (a referrer descriptor) under its digest.
+async fn store_small(ctx: &Ctx<'_>, data: Vec<u8>) -> R<String> {
+    let hex = crate::auth::sha256_hex(&data);
+    if blob_size(ctx, &hex).await?.is_none() {
+        let len = data.len() as i64;
+        let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
+        bucket.put(store::blob_key(&hex), Data::Bytes(data)).sha256(hex::decode(&hex).map_err(internal)?).execute().await.map_err(internal)?;
+        ctx.db.run(store::insert_blob(&hex, len, ctx.now)).await.map_err(|e| internal(e.message))?;
+    }
+    Ok(hex)
+}
+
+async fn read_small(ctx: &Ctx<'_>, hex: &str) -> R<Vec<u8>> {
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
+    let object = bucket.get(store::blob_key(hex)).execute().await.map_err(internal)?.ok_or_else(|| internal("stored content is missing"))?;
+    object.body().ok_or_else(|| internal("no body"))?.bytes().await.map_err(internal)
+}
+
+/// The referrers API: manifests of the repository whose subject is `hex`.
+async fn referrers(ctx: &Ctx<'_>, name: &str, hex: &str, query: &dyn Fn(&str) -> Option<String>) -> R<Response> {
+    let mut descriptors = Vec::new();
+    if let (Some(rel), Some(seq)) = (ctx.site.active_release_id, ctx.site.seq) {
+        let prefix = oci::referrers_prefix(name, hex);
+        let mut after = String::new();
+        loop {
+            #[derive(Deserialize)]
+            struct P {
+                path: String,
+                sha256: String,
+            }
+            let page: Vec<P> = ctx.db.all(store::list_prefix(ctx.site.id, seq, rel, &prefix, &after, 1000)).await.map_err(|e| internal(e.message))?;
+            let n = page.len();
+            for p in page {
+                let v: serde_json::Value = serde_json::from_slice(&read_small(ctx, &p.sha256).await?).map_err(internal)?;
+                descriptors.push(v);
+                after = p.path;
+            }
+            if n < 1000 {
+                break;
+            }
+        }
+    }
+    let filter = query("artifactType");
+    let body = oci::referrers_index(descriptors, filter.as_deref());
+    let mut r = json_response(200, &body).map_err(internal)?;
+    r.headers_mut().set("content-type", oci::OCI_INDEX).map_err(internal)?;
+    if filter.is_some() {
+        r.headers_mut().set("oci-filters-applied", "artifactType").map_err(internal)?;
+    }
+    Ok(r)
 }

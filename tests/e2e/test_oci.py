@@ -246,3 +246,47 @@ def test_deletion_and_private_pull_are_per_site_settings(reg):
     start = reg.get(host, "/v2/app/blobs/uploads/", method="POST", headers=auth)
     assert reg.get(host, start.headers["Location"], method="DELETE", headers=auth).status_code == 204
     assert reg.get(host, start.headers["Location"], headers=auth).status_code == 404
+
+
+def test_referrers_and_a_multi_arch_index(reg, tmp_path):
+    admin = reg.admin
+    site, host = "registry5", "registry5.wharf.test"
+    admin.site(site, host)
+    auth = {"Authorization": f"Bearer {admin.make_token('publish', site).token}"}
+    amd, _ = push_image(reg, host, "multi", "amd64", auth, payload=b"amd64 layer")
+    arm, _ = push_image(reg, host, "multi", "arm64", auth, payload=b"arm64 layer")
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": f"sha256:{sha(amd)}", "size": len(amd), "platform": {"architecture": "amd64", "os": "linux"}},
+        {"mediaType": OCI_MANIFEST, "digest": f"sha256:{sha(arm)}", "size": len(arm), "platform": {"architecture": "arm64", "os": "linux"}}]}).encode()
+    r = reg.get(host, "/v2/multi/manifests/latest", method="PUT", data=index,
+                headers={**auth, "Content-Type": "application/vnd.oci.image.index.v1+json"})
+    assert r.status_code == 201, r.text
+    got = reg.get(host, "/v2/multi/manifests/latest")
+    assert got.content == index and got.headers["Content-Type"] == "application/vnd.oci.image.index.v1+json"
+    # An index naming a manifest the repository lacks is refused.
+    bad = index.replace(sha(arm).encode(), b"4" * 64)
+    r = reg.get(host, "/v2/multi/manifests/broken", method="PUT", data=bad, headers={**auth, "Content-Type": "application/vnd.oci.image.index.v1+json"})
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+
+    # An SBOM attached to the amd64 image.
+    empty = b"{}"
+    push_blob(reg, host, "multi", empty, auth)
+    push_blob(reg, host, "multi", b"sbom contents", auth)
+    sbom = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.sbom",
+                       "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": f"sha256:{sha(empty)}", "size": 2},
+                       "layers": [{"mediaType": "text/plain", "digest": f"sha256:{sha(b'sbom contents')}", "size": 13}],
+                       "subject": {"mediaType": OCI_MANIFEST, "digest": f"sha256:{sha(amd)}", "size": len(amd)},
+                       "annotations": {"org.example.kind": "sbom"}}).encode()
+    r = reg.get(host, f"/v2/multi/manifests/sha256:{sha(sbom)}", method="PUT", data=sbom, headers={**auth, "Content-Type": OCI_MANIFEST})
+    assert r.status_code == 201 and r.headers["OCI-Subject"] == f"sha256:{sha(amd)}"
+    refs = reg.get(host, f"/v2/multi/referrers/sha256:{sha(amd)}")
+    assert refs.status_code == 200 and refs.headers["Content-Type"] == "application/vnd.oci.image.index.v1+json"
+    assert refs.json()["manifests"] == [{"mediaType": OCI_MANIFEST, "digest": f"sha256:{sha(sbom)}", "size": len(sbom),
+                                         "artifactType": "application/vnd.example.sbom", "annotations": {"org.example.kind": "sbom"}}]
+    filtered = reg.get(host, f"/v2/multi/referrers/sha256:{sha(amd)}?artifactType=application/vnd.other")
+    assert filtered.json()["manifests"] == [] and filtered.headers["OCI-Filters-Applied"] == "artifactType"
+    assert reg.get(host, f"/v2/multi/referrers/sha256:{sha(arm)}").json()["manifests"] == []
+    # Deleting the SBOM removes it from the referrers list.
+    admin.call("PUT", f"/sites/{site}/oci/settings", {"allow_delete": True})
+    assert reg.get(host, f"/v2/multi/manifests/sha256:{sha(sbom)}", method="DELETE", headers=auth).status_code == 202
+    assert reg.get(host, f"/v2/multi/referrers/sha256:{sha(amd)}").json()["manifests"] == []

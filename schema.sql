@@ -215,12 +215,14 @@ CREATE TABLE IF NOT EXISTS apk_pending_signatures (
 ) WITHOUT ROWID;
 
 -- ---------------------------------------------------------------- OCI registry
--- A blob upload in progress: its bytes so far sit in R2 under uploads/<id>.
+-- A blob upload in progress: each chunk received so far sits in R2 under
+-- uploads/<id>/<offset> (offsets: JSON list, in order).
 CREATE TABLE IF NOT EXISTS oci_uploads (
   id         TEXT PRIMARY KEY,
   site_id    INTEGER NOT NULL,
   name       TEXT NOT NULL,
   size       INTEGER NOT NULL,
+  chunks     TEXT NOT NULL DEFAULT '[]',
   created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 

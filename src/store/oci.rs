@@ -20,14 +20,18 @@ pub fn create_upload(id: &str, site_id: i64, name: &str, now: i64) -> Stmt {
     )
 }
 
-/// Columns: id, size.
+/// Columns: id, size, chunks.
 pub fn upload(id: &str, site_id: i64, name: &str) -> Stmt {
-    stmt("SELECT id, size FROM oci_uploads WHERE id = ?1 AND site_id = ?2 AND name = ?3", vec![id.into(), site_id.into(), name.into()])
+    stmt("SELECT id, size, chunks FROM oci_uploads WHERE id = ?1 AND site_id = ?2 AND name = ?3", vec![id.into(), site_id.into(), name.into()])
 }
 
-/// Records the bytes received, only if the upload still has `from` of them.
-pub fn grow_upload(id: &str, from: i64, to: i64) -> Stmt {
-    stmt("UPDATE oci_uploads SET size = ?3 WHERE id = ?1 AND size = ?2", vec![id.into(), from.into(), to.into()])
+/// Records a chunk received, only if the upload still has `from` bytes (a
+/// concurrent PATCH of the same upload loses).
+pub fn grow_upload(id: &str, from: i64, to: i64, chunks: &str) -> Stmt {
+    stmt(
+        "UPDATE oci_uploads SET size = ?3, chunks = ?4 WHERE id = ?1 AND size = ?2",
+        vec![id.into(), from.into(), to.into(), chunks.into()],
+    )
 }
 
 pub fn delete_upload(id: &str) -> Stmt {

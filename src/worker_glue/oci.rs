@@ -10,6 +10,7 @@ use crate::auth::Scope;
 use crate::oci::{self, OciError, OciRoute, Reference};
 use crate::store::{self, oci as sql};
 use base64::Engine;
+use futures_util::{stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use worker::*;
@@ -436,6 +437,17 @@ async fn start_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, query: &dyn 
 struct Upload {
     id: String,
     size: f64,
+    chunks: String,
+}
+
+impl Upload {
+    fn offsets(&self) -> R<Vec<u64>> {
+        serde_json::from_str(&self.chunks).map_err(internal)
+    }
+}
+
+fn chunk_key(id: &str, offset: u64) -> String {
+    format!("uploads/{id}/{offset:020}")
 }
 
 async fn upload_row(ctx: &Ctx<'_>, name: &str, id: &str) -> R<Upload> {
@@ -444,10 +456,6 @@ async fn upload_row(ctx: &Ctx<'_>, name: &str, id: &str) -> R<Upload> {
         .await
         .map_err(|e| internal(e.message))?
         .ok_or_else(|| OciError::new(404, "BLOB_UPLOAD_UNKNOWN", "no such upload"))
-}
-
-fn upload_key(id: &str) -> String {
-    format!("uploads/{id}")
 }
 
 fn accepted(name: &str, id: &str, size: u64) -> R<Response> {
@@ -459,21 +467,47 @@ fn accepted(name: &str, id: &str, size: u64) -> R<Response> {
     empty(202, h).map_err(internal)
 }
 
-/// This first version takes an upload's bytes in one PATCH (what docker,
-/// podman and skopeo send); a second chunk is refused with 416.
+/// Stores a chunk of an upload in R2 (`uploads/<id>/<offset>`) and records it.
+async fn add_chunk(ctx: &Ctx<'_>, req: &mut Request, up: &Upload) -> R<u64> {
+    let size = up.size as u64;
+    let key = chunk_key(&up.id, size);
+    let len = put_body(ctx, req, &key, None).await?;
+    if len == 0 {
+        return Ok(size);
+    }
+    let mut offsets = up.offsets()?;
+    offsets.push(size);
+    let changed = ctx
+        .db
+        .run(sql::grow_upload(&up.id, size as i64, (size + len) as i64, &serde_json::to_string(&offsets).map_err(internal)?))
+        .await
+        .map_err(|e| internal(e.message))?;
+    if changed == 0 {
+        return Err(OciError::new(416, "BLOB_UPLOAD_INVALID", "another chunk of this upload arrived meanwhile"));
+    }
+    Ok(size + len)
+}
+
+/// A chunk (one PATCH; Content-Range, when sent, must start where the upload
+/// stands, else 416 with the current Range).
 async fn patch_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, id: &str) -> R<Response> {
     let up = upload_row(ctx, name, id).await?;
-    if up.size as u64 > 0 {
-        return Err(OciError::new(416, "BLOB_UPLOAD_INVALID", "this registry takes an upload's bytes in one PATCH (or in the closing PUT)"));
-    }
     if let Some(range) = req.headers().get("content-range").ok().flatten() {
-        if !range.trim_start_matches("bytes ").starts_with("0-") {
-            return Err(OciError::new(416, "BLOB_UPLOAD_INVALID", format!("out-of-order chunk {range}")));
+        let start = range.trim().trim_start_matches("bytes").trim_start_matches([' ', '=']).split('-').next().and_then(|s| s.trim().parse::<u64>().ok());
+        if start != Some(up.size as u64) {
+            let h = headers();
+            h.set("location", &format!("/v2/{name}/blobs/uploads/{id}")).map_err(internal)?;
+            h.set("range", &format!("0-{}", (up.size as u64).saturating_sub(1))).map_err(internal)?;
+            let e = OciError::new(416, "BLOB_UPLOAD_INVALID", format!("chunk {range} does not start at byte {}", up.size as u64));
+            let mut r = json_response(416, &e.body()).map_err(internal)?;
+            for (k, v) in h.entries() {
+                r.headers_mut().set(&k, &v).map_err(internal)?;
+            }
+            return Ok(r);
         }
     }
-    let len = put_body(ctx, req, &upload_key(&up.id), None).await?;
-    ctx.db.run(sql::grow_upload(&up.id, 0, len as i64)).await.map_err(|e| internal(e.message))?;
-    accepted(name, &up.id, len)
+    let size = add_chunk(ctx, req, &up).await?;
+    accepted(name, &up.id, size)
 }
 
 async fn upload_status(ctx: &Ctx<'_>, name: &str, id: &str) -> R<Response> {
@@ -486,33 +520,48 @@ async fn upload_status(ctx: &Ctx<'_>, name: &str, id: &str) -> R<Response> {
 }
 
 async fn finish_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, id: &str, query: &dyn Fn(&str) -> Option<String>) -> R<Response> {
-    let up = upload_row(ctx, name, id).await?;
+    let mut up = upload_row(ctx, name, id).await?;
     let d = query("digest").ok_or_else(|| OciError::new(400, "DIGEST_INVALID", "the closing PUT names the digest"))?;
     let hex = oci::digest_hex(&d)?.to_string();
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
-    let size = if up.size as u64 == 0 {
-        match blob_size(ctx, &hex).await? {
-            Some(s) => s,
-            None => put_body(ctx, req, &store::blob_key(&hex), Some(&hex)).await?,
-        }
-    } else if let Some(s) = blob_size(ctx, &hex).await? {
-        s
+    let body_len = content_length(req).unwrap_or(0);
+    let size = if let Some(s) = blob_size(ctx, &hex).await? {
+        s // content-addressed: already stored and checked
+    } else if up.size as u64 == 0 {
+        // POST then PUT with the whole body: straight to its digest.
+        put_body(ctx, req, &store::blob_key(&hex), Some(&hex)).await?
     } else {
-        // Move the received bytes under the digest; R2 checks it on the way.
-        let object = bucket.get(upload_key(&up.id)).execute().await.map_err(internal)?.ok_or_else(|| internal("the upload's bytes are missing"))?;
-        let size = object.size();
-        let stream = object.body().ok_or_else(|| internal("no body"))?.stream().map_err(internal)?;
+        if body_len > 0 {
+            add_chunk(ctx, req, &up).await?;
+            up = upload_row(ctx, name, id).await?;
+        }
+        // Chain the chunks into one stream; R2 checks the digest as it stores it.
+        let total = up.size as u64;
+        let keys: Vec<String> = up.offsets()?.into_iter().map(|o| chunk_key(&up.id, o)).collect();
+        let source = bucket.clone();
+        let chained = stream::iter(keys)
+            .then(move |k| {
+                let b = source.clone();
+                async move {
+                    let object = b.get(k).execute().await?.ok_or_else(|| Error::RustError("an upload chunk is missing".into()))?;
+                    let body = object.body().ok_or_else(|| Error::RustError("an upload chunk has no body".into()))?;
+                    body.stream()
+                }
+            })
+            .try_flatten();
         let put = bucket
-            .put(store::blob_key(&hex), Data::Stream(FixedLengthStream::wrap(stream, size)))
+            .put(store::blob_key(&hex), Data::Stream(FixedLengthStream::wrap(chained, total)))
             .sha256(hex::decode(&hex).map_err(internal)?)
             .execute()
             .await;
         if let Err(e) = put {
             return Err(OciError::new(400, "DIGEST_INVALID", format!("the uploaded content does not match {d}: {e}")));
         }
-        size
+        total
     };
-    let _ = bucket.delete(upload_key(&up.id)).await;
+    for o in up.offsets()? {
+        let _ = bucket.delete(chunk_key(&up.id, o)).await;
+    }
     ctx.db.run(sql::delete_upload(&up.id)).await.map_err(|e| internal(e.message))?;
     adopt(ctx, name, &hex, size).await
 }
@@ -584,7 +633,9 @@ async fn tags(ctx: &Ctx<'_>, name: &str, query: &dyn Fn(&str) -> Option<String>)
 async fn cancel_upload(ctx: &Ctx<'_>, name: &str, id: &str) -> R<Response> {
     let up = upload_row(ctx, name, id).await?;
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
-    let _ = bucket.delete(upload_key(&up.id)).await;
+    for o in up.offsets()? {
+        let _ = bucket.delete(chunk_key(&up.id, o)).await;
+    }
     ctx.db.run(sql::delete_upload(&up.id)).await.map_err(|e| internal(e.message))?;
     empty(204, headers()).map_err(internal)
 }

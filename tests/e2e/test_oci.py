@@ -290,3 +290,40 @@ def test_referrers_and_a_multi_arch_index(reg, tmp_path):
     admin.call("PUT", f"/sites/{site}/oci/settings", {"allow_delete": True})
     assert reg.get(host, f"/v2/multi/manifests/sha256:{sha(sbom)}", method="DELETE", headers=auth).status_code == 202
     assert reg.get(host, f"/v2/multi/referrers/sha256:{sha(amd)}").json()["manifests"] == []
+
+
+def test_a_chunked_upload_larger_than_64_mib(reg):
+    admin = reg.admin
+    site, host = "registry6", "registry6.wharf.test"
+    admin.site(site, host)
+    auth = {"Authorization": f"Bearer {admin.make_token('publish', site).token}"}
+    chunk = 25 << 20
+    data = os.urandom(3 * chunk + 12345)  # ~75 MiB in four pieces
+    loc = reg.get(host, "/v2/big/blobs/uploads/", method="POST", headers=auth).headers["Location"]
+    for i in range(3):
+        piece = data[i * chunk:(i + 1) * chunk]
+        r = reg.get(host, loc, method="PATCH", data=piece, headers={**auth, "Content-Type": "application/octet-stream",
+                                                                    "Content-Range": f"{i * chunk}-{(i + 1) * chunk - 1}"})
+        assert r.status_code == 202 and r.headers["Range"] == f"0-{(i + 1) * chunk - 1}", r.text
+    # A chunk out of order is refused with the range the upload has.
+    r = reg.get(host, loc, method="PATCH", data=b"x", headers={**auth, "Content-Range": "5-5"})
+    assert r.status_code == 416 and r.headers["Range"] == f"0-{3 * chunk - 1}"
+    status = reg.get(host, loc, headers=auth)
+    assert status.status_code == 204 and status.headers["Range"] == f"0-{3 * chunk - 1}"
+    # The closing PUT carries the last piece.
+    r = reg.get(host, f"{loc}?digest=sha256:{sha(data)}", method="PUT", data=data[3 * chunk:], headers=auth)
+    assert r.status_code == 201, r.text
+    got = reg.get(host, f"/v2/big/blobs/sha256:{sha(data)}")
+    assert got.status_code == 200 and len(got.content) == len(data) and sha(got.content) == sha(data)
+    # Chunks whose sum is not the digest: refused, nothing stored.
+    loc = reg.get(host, "/v2/big/blobs/uploads/", method="POST", headers=auth).headers["Location"]
+    reg.get(host, loc, method="PATCH", data=b"abc", headers=auth)
+    reg.get(host, loc, method="PATCH", data=b"def", headers=auth)
+    r = reg.get(host, f"{loc}?digest=sha256:{sha(b'abcdeX')}", method="PUT", headers=auth)
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "DIGEST_INVALID"
+    assert reg.get(host, f"/v2/big/blobs/sha256:{sha(b'abcdeX')}").status_code == 404
+    loc = reg.get(host, "/v2/big/blobs/uploads/", method="POST", headers=auth).headers["Location"]
+    reg.get(host, loc, method="PATCH", data=b"abc", headers=auth)
+    reg.get(host, loc, method="PATCH", data=b"def", headers=auth)
+    assert reg.get(host, f"{loc}?digest=sha256:{sha(b'abcdef')}", method="PUT", headers=auth).status_code == 201
+    assert reg.get(host, f"/v2/big/blobs/sha256:{sha(b'abcdef')}").content == b"abcdef"

@@ -48,3 +48,11 @@ pub fn put_settings(site_id: i64, config: &str) -> Stmt {
         vec![site_id.into(), config.into()],
     )
 }
+
+/// Uploads of a site left unfinished since before `before` (ms). Columns: id, size, chunks.
+pub fn stale_uploads(site_id: i64, before: i64, limit: u32) -> Stmt {
+    stmt(
+        "SELECT id, size, chunks FROM oci_uploads WHERE site_id = ?1 AND created_at < ?2 ORDER BY created_at LIMIT ?3",
+        vec![site_id.into(), before.into(), (limit as i64).into()],
+    )
+}

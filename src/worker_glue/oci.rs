@@ -423,6 +423,7 @@ async fn start_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, query: &dyn 
         };
         return adopt(ctx, name, &hex, size).await;
     }
+    sweep_abandoned(ctx).await;
     let id = hex::encode(rand::random::<[u8; 16]>());
     ctx.db.run(sql::create_upload(&id, ctx.site.id, name, ctx.now)).await.map_err(|e| internal(e.message))?;
     let h = headers();
@@ -748,4 +749,22 @@ async fn referrers(ctx: &Ctx<'_>, name: &str, hex: &str, query: &dyn Fn(&str) ->
         r.headers_mut().set("oci-filters-applied", "artifactType").map_err(internal)?;
     }
     Ok(r)
+}
+
+/// How long an unfinished upload is kept: `UPLOAD_TTL_SECONDS`, default a day.
+fn upload_ttl_ms(ctx: &Ctx<'_>) -> i64 {
+    ctx.env.var("UPLOAD_TTL_SECONDS").ok().and_then(|v| v.to_string().parse::<i64>().ok()).unwrap_or(86_400) * 1000
+}
+
+/// Abandoned uploads of the site (older than the TTL) lose their chunks and
+/// their row; a few at a time, whenever an upload starts.
+async fn sweep_abandoned(ctx: &Ctx<'_>) {
+    let Ok(stale) = ctx.db.all::<Upload>(sql::stale_uploads(ctx.site.id, ctx.now - upload_ttl_ms(ctx), 10)).await else { return };
+    let Ok(bucket) = ctx.env.bucket(BUCKET_BINDING) else { return };
+    for up in stale {
+        for o in up.offsets().unwrap_or_default() {
+            let _ = bucket.delete(chunk_key(&up.id, o)).await;
+        }
+        let _ = ctx.db.run(sql::delete_upload(&up.id)).await;
+    }
 }

@@ -327,3 +327,19 @@ def test_a_chunked_upload_larger_than_64_mib(reg):
     reg.get(host, loc, method="PATCH", data=b"def", headers=auth)
     assert reg.get(host, f"{loc}?digest=sha256:{sha(b'abcdef')}", method="PUT", headers=auth).status_code == 201
     assert reg.get(host, f"/v2/big/blobs/sha256:{sha(b'abcdef')}").content == b"abcdef"
+
+
+def test_abandoned_uploads_are_swept(tmp_path):
+    w = Wharf(tmp_path / "state", https=True, extra_vars={"UPLOAD_TTL_SECONDS": "1"})
+    try:
+        admin, host = w.admin, "sweep.wharf.test"
+        admin.site("sweep", host)
+        auth = {"Authorization": f"Bearer {admin.make_token('publish', 'sweep').token}"}
+        loc = w.get(host, "/v2/s/blobs/uploads/", method="POST", headers=auth).headers["Location"]
+        assert w.get(host, loc, method="PATCH", data=b"left behind", headers=auth).status_code == 202
+        import time
+        time.sleep(2.5)
+        w.get(host, "/v2/s/blobs/uploads/", method="POST", headers=auth)  # any new upload sweeps
+        assert w.get(host, loc, headers=auth).status_code == 404
+    finally:
+        w.stop()

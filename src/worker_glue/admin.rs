@@ -531,10 +531,10 @@ pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str) ->
 }
 
 /// Stores bytes made by the worker (indexes, signatures) as a blob; returns its sha256.
-/// The digest of a package being added: a raw body streams to R2 under the
-/// `?sha256=` it names (R2 checks it while the bytes pass through), or JSON
-/// `{"sha256"}` names a blob uploaded before.
-pub(super) async fn package_digest(ctx: &Ctx<'_>, req: &mut Request, query: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, ApiError> {
+/// The digest and size of a package being added: a raw body streams to R2
+/// under the `?sha256=` it names (R2 checks it while the bytes pass through),
+/// or JSON `{"sha256"}` names a blob uploaded before.
+pub(super) async fn package_blob(ctx: &Ctx<'_>, req: &mut Request, query: &dyn Fn(&str) -> Option<String>) -> std::result::Result<(String, u64), ApiError> {
     let is_json = req.headers().get("content-type").ok().flatten().map_or(false, |t| t.starts_with("application/json"));
     let sha = if is_json {
         #[derive(Deserialize)]
@@ -555,7 +555,12 @@ pub(super) async fn package_digest(ctx: &Ctx<'_>, req: &mut Request, query: &dyn
     if !is_json {
         store_upload(ctx, req, &sha).await?;
     }
-    Ok(sha)
+    #[derive(Deserialize)]
+    struct B {
+        size: i64,
+    }
+    let size = ctx.db.first::<B>(store::blob(&sha)).await?.ok_or_else(|| ApiError::unprocessable(format!("no blob stored for sha256 {sha}")))?.size;
+    Ok((sha, size as u64))
 }
 
 pub(super) async fn store_bytes(ctx: &Ctx<'_>, data: Vec<u8>) -> std::result::Result<String, ApiError> {

@@ -1,7 +1,7 @@
 //! APK repositories in the admin API: ingest, removal, publishing of signed
 //! `APKINDEX.tar.gz` per architecture, and client-side signing.
 
-use super::admin::{batch_err, json_body, package_digest, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, json_body, package_blob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::apk::{index, package, repo};
 use crate::auth::Scope;
@@ -153,12 +153,7 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, b: &str,
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.draft(site.id, r).await?;
     let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
-    let sha = package_digest(ctx, req, query).await?;
-    #[derive(Deserialize)]
-    struct B {
-        size: i64,
-    }
-    let size = ctx.db.first::<B>(store::blob(&sha)).await?.ok_or_else(|| ApiError::unprocessable(format!("no blob stored for sha256 {sha}")))?.size as u64;
+    let (sha, size) = package_blob(ctx, req, query).await?;
     let head = read_blob_range(ctx, &sha, 0, size.min(package::HEAD_BYTES)).await?;
     let layout = package::read_head(&head, size).map_err(bad_package)?;
     let info = package::parse_pkginfo(&layout.pkginfo).map_err(bad_package)?;

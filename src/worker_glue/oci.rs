@@ -641,10 +641,10 @@ async fn cancel_upload(ctx: &Ctx<'_>, name: &str, id: &str) -> R<Response> {
     empty(204, headers()).map_err(internal)
 }
 
-/// Every tag of a repository with the manifest digest it points at.
-async fn all_tags(ctx: &Ctx<'_>, name: &str) -> R<Vec<(String, String)>> {
+/// Every path under `prefix` in the active release (the rest of the path after
+/// the prefix) with the blob it points at.
+async fn list_under(ctx: &Ctx<'_>, prefix: &str) -> R<Vec<(String, String)>> {
     let (Some(rel), Some(seq)) = (ctx.site.active_release_id, ctx.site.seq) else { return Ok(vec![]) };
-    let prefix = oci::tags_prefix(name);
     let mut out = Vec::new();
     let mut after = String::new();
     loop {
@@ -653,7 +653,7 @@ async fn all_tags(ctx: &Ctx<'_>, name: &str) -> R<Vec<(String, String)>> {
             path: String,
             sha256: String,
         }
-        let page: Vec<P> = ctx.db.all(store::list_prefix(ctx.site.id, seq, rel, &prefix, &after, 1000)).await.map_err(|e| internal(e.message))?;
+        let page: Vec<P> = ctx.db.all(store::list_prefix(ctx.site.id, seq, rel, prefix, &after, 1000)).await.map_err(|e| internal(e.message))?;
         let n = page.len();
         for p in page {
             out.push((p.path[prefix.len()..].to_string(), p.sha256));
@@ -663,6 +663,11 @@ async fn all_tags(ctx: &Ctx<'_>, name: &str) -> R<Vec<(String, String)>> {
             return Ok(out);
         }
     }
+}
+
+/// Every tag of a repository with the manifest digest it points at.
+async fn all_tags(ctx: &Ctx<'_>, name: &str) -> R<Vec<(String, String)>> {
+    list_under(ctx, &oci::tags_prefix(name)).await
 }
 
 fn gone(path: String) -> Change {
@@ -720,26 +725,8 @@ async fn read_small(ctx: &Ctx<'_>, hex: &str) -> R<Vec<u8>> {
 /// The referrers API: manifests of the repository whose subject is `hex`.
 async fn referrers(ctx: &Ctx<'_>, name: &str, hex: &str, query: &dyn Fn(&str) -> Option<String>) -> R<Response> {
     let mut descriptors = Vec::new();
-    if let (Some(rel), Some(seq)) = (ctx.site.active_release_id, ctx.site.seq) {
-        let prefix = oci::referrers_prefix(name, hex);
-        let mut after = String::new();
-        loop {
-            #[derive(Deserialize)]
-            struct P {
-                path: String,
-                sha256: String,
-            }
-            let page: Vec<P> = ctx.db.all(store::list_prefix(ctx.site.id, seq, rel, &prefix, &after, 1000)).await.map_err(|e| internal(e.message))?;
-            let n = page.len();
-            for p in page {
-                let v: serde_json::Value = serde_json::from_slice(&read_small(ctx, &p.sha256).await?).map_err(internal)?;
-                descriptors.push(v);
-                after = p.path;
-            }
-            if n < 1000 {
-                break;
-            }
-        }
+    for (_, desc) in list_under(ctx, &oci::referrers_prefix(name, hex)).await? {
+        descriptors.push(serde_json::from_slice::<serde_json::Value>(&read_small(ctx, &desc).await?).map_err(internal)?);
     }
     let filter = query("artifactType");
     let body = oci::referrers_index(descriptors, filter.as_deref());

@@ -378,7 +378,13 @@ fn max_blob(ctx: &Ctx<'_>) -> u64 {
 
 /// Streams the request body into R2 under `key`; with `sha`, R2 checks the digest.
 async fn put_body(ctx: &Ctx<'_>, req: &mut Request, key: &str, sha: Option<&str>) -> R<u64> {
-    let len = content_length(req).ok_or_else(|| OciError::new(411, "SIZE_INVALID", "a Content-Length is required"))?;
+    let Some(len) = content_length(req) else {
+        // podman and docker send a layer they compress on the fly without a length.
+        return match sha {
+            None => put_unsized_body(ctx, req, key).await,
+            Some(_) => Err(OciError::new(411, "SIZE_INVALID", "a monolithic upload needs a Content-Length (or send it as a PATCH)")),
+        };
+    };
     if len > max_blob(ctx) {
         return Err(OciError::new(413, "SIZE_INVALID", format!("blobs are limited to {} bytes", max_blob(ctx))));
     }
@@ -396,6 +402,42 @@ async fn put_body(ctx: &Ctx<'_>, req: &mut Request, key: &str, sha: Option<&str>
         Err(e) if sha.is_some() => Err(OciError::new(400, "DIGEST_INVALID", format!("the content does not match the digest: {e}"))),
         Err(e) => Err(internal(e)),
     }
+}
+
+/// Part size for bodies of unknown length (R2 wants parts of one size, at least 5 MiB).
+const PART: usize = 8 << 20;
+
+/// A body without a Content-Length goes to R2 as a multipart upload of
+/// fixed-size parts, so at most one part is held in memory.
+async fn put_unsized_body(ctx: &Ctx<'_>, req: &mut Request, key: &str) -> R<u64> {
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
+    let upload = bucket.create_multipart_upload(key).execute().await.map_err(internal)?;
+    let mut body = req.stream().map_err(internal)?;
+    let (mut buf, mut parts, mut total) = (Vec::with_capacity(PART), Vec::new(), 0u64);
+    let max = max_blob(ctx);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(internal)?;
+        total += chunk.len() as u64;
+        if total > max {
+            let _ = upload.abort().await;
+            return Err(OciError::new(413, "SIZE_INVALID", format!("blobs are limited to {max} bytes")));
+        }
+        buf.extend_from_slice(&chunk);
+        while buf.len() >= PART {
+            let rest = buf.split_off(PART);
+            let part = std::mem::replace(&mut buf, rest);
+            parts.push(upload.upload_part(parts.len() as u16 + 1, part).await.map_err(internal)?);
+        }
+    }
+    if total == 0 {
+        let _ = upload.abort().await;
+        return Ok(0);
+    }
+    if !buf.is_empty() {
+        parts.push(upload.upload_part(parts.len() as u16 + 1, buf).await.map_err(internal)?);
+    }
+    upload.complete(parts).await.map_err(internal)?;
+    Ok(total)
 }
 
 /// A blob stored under its digest becomes the repository's.

@@ -315,6 +315,15 @@ def test_a_chunked_upload_larger_than_64_mib(reg):
     assert r.status_code == 201, r.text
     got = reg.get(host, f"/v2/big/blobs/sha256:{sha(data)}")
     assert got.status_code == 200 and len(got.content) == len(data) and sha(got.content) == sha(data)
+    # A PATCH without Content-Length (chunked transfer, as podman sends a layer it
+    # compresses on the fly) spanning several 8 MiB parts.
+    unsized = os.urandom(20 << 20)
+    loc = reg.get(host, "/v2/big/blobs/uploads/", method="POST", headers=auth).headers["Location"]
+    pieces = (unsized[i:i + (1 << 20)] for i in range(0, len(unsized), 1 << 20))
+    r = reg.get(host, loc, method="PATCH", data=pieces, headers=auth)
+    assert r.status_code == 202 and r.headers["Range"] == f"0-{len(unsized) - 1}", r.text
+    assert reg.get(host, f"{loc}?digest=sha256:{sha(unsized)}", method="PUT", headers=auth).status_code == 201
+    assert sha(reg.get(host, f"/v2/big/blobs/sha256:{sha(unsized)}").content) == sha(unsized)
     # Chunks whose sum is not the digest: refused, nothing stored.
     loc = reg.get(host, "/v2/big/blobs/uploads/", method="POST", headers=auth).headers["Location"]
     reg.get(host, loc, method="PATCH", data=b"abc", headers=auth)
@@ -343,3 +352,45 @@ def test_abandoned_uploads_are_swept(tmp_path):
         assert w.get(host, loc, headers=auth).status_code == 404
     finally:
         w.stop()
+
+
+def podman(root: Path, *args, check=True):
+    r = subprocess.run(["podman", "--root", str(root / "storage"), "--runroot", str(root / "run"), "--storage-driver", "vfs", *args],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "REGISTRY_AUTH_FILE": str(root / "auth.json")})
+    if check and r.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)}: {r.stderr}")
+    return r
+
+
+@pytest.fixture
+def podroot():
+    """podman wants a short runroot (under 50 characters)."""
+    import shutil
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix="wharf-pod-", dir="/tmp"))
+    (d / "auth.json").write_text("{}")
+    yield d
+    subprocess.run(["podman", "--root", str(d / "storage"), "--runroot", str(d / "run"), "--storage-driver", "vfs", "system", "reset", "--force"],
+                   capture_output=True, timeout=120)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_podman_logs_in_pushes_and_pulls(reg, hosts, tmp_path, podroot):
+    admin = reg.admin
+    site, host = "registry7", hosts.add("registry7.wharf.test")
+    admin.site(site, host)
+    token = admin.make_token("publish", site).token
+    image = oci_layout(tmp_path / "src", "v1", {"podman.txt": b"pushed by podman\n"})
+    ref = f"{host}:{reg.port}/pod/app"
+    podman(podroot, "pull", "--tls-verify=false", f"oci:{tmp_path / 'src'}:v1")
+    pulled_id = podman(podroot, "images", "--format", "{{.ID}}").stdout.split()[0]
+    assert podman(podroot, "push", "--tls-verify=false", pulled_id, f"docker://{ref}:v1", check=False).returncode != 0, "no login yet"
+    podman(podroot, "login", "--tls-verify=false", "--username", "ci", "--password", token, f"{host}:{reg.port}")
+    podman(podroot, "push", "--tls-verify=false", pulled_id, f"docker://{ref}:v1")
+    podman(podroot, "rmi", "--all", "--force")
+    podman(podroot, "pull", "--tls-verify=false", f"{ref}:v1")
+    assert podman(podroot, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split() == [f"{ref}:v1"]
+    tags = reg.get(host, "/v2/pod/app/tags/list").json()
+    assert tags == {"name": "pod/app", "tags": ["v1"]}
+    manifest = reg.get(host, "/v2/pod/app/manifests/v1").json()
+    assert len(manifest["layers"]) == len(json.loads(image["manifest"])["layers"]) == 1

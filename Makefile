@@ -1,5 +1,5 @@
 # Two commands: `make dev` runs Wharf locally, `make test` runs every test.
-.PHONY: dev test setup build deploy bench bench-debian bench-apk
+.PHONY: dev test setup build deploy bench bench-debian bench-apk bench-oci
 
 dev:
 	scripts/dev
@@ -24,3 +24,6 @@ bench-debian:
 
 bench-apk:
 	bench/run-apk
+
+bench-oci:
+	bench/run-oci

@@ -1,0 +1,120 @@
+"""Registry pulls: Wharf against Debian's docker-registry (distribution 2.8)
+serving the same image on loopback, both over TLS, in one run: the pull time
+of an image with a large layer (skopeo copy to a dir:) and manifest GETs per
+second (wrk).
+
+Run by hand: `make bench-oci`. Results: bench/out-oci/results.md.
+BENCH_OCI_LAYER_MIB sets the layer size (default 128; a 256 MiB push hangs today, see the README).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
+from debian import Hosts  # noqa: E402
+from test_oci import oci_layout, sha  # noqa: E402
+from wharf import Wharf, free_port  # noqa: E402
+
+OUT = HERE / "out-oci"
+LAYER_MIB = int(os.environ.get("BENCH_OCI_LAYER_MIB", "128"))
+RUNS = 3
+
+
+def run(*cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def start_registry(root: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+        "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem"))
+    (root / "config.yml").write_text(f"""version: 0.1
+log: {{level: error}}
+storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}
+http: {{addr: 127.0.0.1:{port}, tls: {{certificate: {root / 'cert.pem'}, key: {root / 'key.pem'}}}}}
+""")
+    p = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    for _ in range(100):
+        try:
+            requests.get(f"https://127.0.0.1:{port}/v2/", verify=False, timeout=1)
+            return p, port
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError("docker-registry did not start")
+
+
+def timed_pull(ref: str, dest: Path) -> float:
+    shutil.rmtree(dest, ignore_errors=True)
+    t = time.perf_counter()
+    run("skopeo", "copy", "--src-tls-verify=false", f"docker://{ref}", f"dir:{dest}")
+    return time.perf_counter() - t
+
+
+def wrk(url: str, host: str) -> float:
+    out = run("wrk", "-t2", "-c32", "-d10s", "-H", f"Host: {host}", "-H",
+              "Accept: application/vnd.oci.image.manifest.v1+json", url).stdout
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def main():
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir()
+    hosts = Hosts()
+    w = Wharf(OUT / "state", https=True, extra_vars={"MAX_BLOB_BYTES": str(4 << 30)})
+    reg, reg_port = start_registry(OUT)
+    try:
+        host = hosts.add("bench-registry.wharf.test")
+        w.admin.site("bench", host)
+        token = w.admin.make_token("publish", "bench").token
+        image = oci_layout(OUT / "image", "v1", {"big.bin": os.urandom(LAYER_MIB << 20)})
+        layout = f"oci:{OUT / 'image'}:v1"
+        wharf_ref, plain_ref = f"{host}:{w.port}/bench/app:v1", f"127.0.0.1:{reg_port}/bench/app:v1"
+        t = time.perf_counter()
+        run("skopeo", "copy", "--dest-tls-verify=false", "--dest-creds", f"ci:{token}", layout, f"docker://{wharf_ref}")
+        push_wharf = time.perf_counter() - t
+        t = time.perf_counter()
+        run("skopeo", "copy", "--dest-tls-verify=false", layout, f"docker://{plain_ref}")
+        push_reg = time.perf_counter() - t
+        # Same bytes on both sides: the manifests and layers are the layout's.
+        for ref in (wharf_ref, plain_ref):
+            info = json.loads(run("skopeo", "inspect", "--tls-verify=false", f"docker://{ref}").stdout)
+            assert info["Digest"] == f"sha256:{sha(image['manifest'])}", (ref, info["Digest"])
+        rows = []
+        for name, ref in (("Wharf", wharf_ref), ("docker-registry 2.8", plain_ref)):
+            pulls = [timed_pull(ref, OUT / "pulled") for _ in range(RUNS)]
+            assert (OUT / "pulled" / sha(image["layer"])).stat().st_size == len(image["layer"])
+            rows.append([name, statistics.median(pulls)])
+        manifest_path = "/v2/bench/app/manifests/v1"
+        rows[0].append(wrk(f"https://127.0.0.1:{w.port}{manifest_path}", host))
+        rows[1].append(wrk(f"https://127.0.0.1:{reg_port}{manifest_path}", f"127.0.0.1:{reg_port}"))
+        size_mb = len(image["layer"]) / 1e6
+        lines = [f"| registry | pull of a {LAYER_MIB} MiB layer (median of {RUNS}) | throughput | manifest GETs/s (wrk, 32 connections) |",
+                 "|---|---:|---:|---:|"]
+        for name, pull, rps in rows:
+            lines.append(f"| {name} | {pull:.2f} s | {size_mb / pull:.0f} MB/s | {rps:,.0f} |")
+        lines += ["", f"Wharf / docker-registry: pull time {rows[0][1] / rows[1][1]:.2f}×, manifest GETs/s {rows[0][2] / rows[1][2]:.2f}×. "
+                  f"Push of the image with skopeo: Wharf {push_wharf:.2f} s, docker-registry {push_reg:.2f} s.",
+                  "", f"Both over TLS on loopback; Wharf on workerd with local D1/R2 (wrangler dev), this {os.cpu_count()}-core machine."]
+        report = "\n".join(lines)
+        (OUT / "results.md").write_text(report + "\n")
+        print(report)
+    finally:
+        os.killpg(reg.pid, signal.SIGTERM)
+        w.stop()
+        hosts.cleanup()
+
+
+if __name__ == "__main__":
+    main()

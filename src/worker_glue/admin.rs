@@ -531,6 +531,23 @@ pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str) ->
 }
 
 /// Stores bytes made by the worker (indexes, signatures) as a blob; returns its sha256.
+/// Every path of a release under `prefix`, by path.
+pub(super) async fn paths_under(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, prefix: &str) -> std::result::Result<std::collections::BTreeMap<String, PathRow>, ApiError> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut after = String::new();
+    loop {
+        let page: Vec<PathRow> = ctx.db.all(store::list_prefix(site.id, rel.read_seq(), rel.id, prefix, &after, 1000)).await?;
+        let n = page.len();
+        for p in page {
+            after = p.path.clone();
+            out.insert(p.path.clone(), p);
+        }
+        if n < 1000 {
+            return Ok(out);
+        }
+    }
+}
+
 /// The digest and size of a package being added: a raw body streams to R2
 /// under the `?sha256=` it names (R2 checks it while the bytes pass through),
 /// or JSON `{"sha256"}` names a blob uploaded before.

@@ -1,7 +1,7 @@
 //! APK repositories in the admin API: ingest, removal, publishing of signed
 //! `APKINDEX.tar.gz` per architecture, and client-side signing.
 
-use super::admin::{batch_err, json_body, package_blob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, paths_under, json_body, package_blob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::apk::{index, package, repo};
 use crate::auth::Scope;
@@ -250,19 +250,7 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     let dirty: BTreeSet<String> =
         ctx.db.all::<Dirty>(sql::dirty(rel.id)).await?.into_iter().filter(|d| d.branch == b && d.repository == r).map(|d| d.arch).collect();
     let dir = format!("{b}/{r}/");
-    let mut existing: BTreeMap<String, PathRow> = BTreeMap::new();
-    let mut after = String::new();
-    loop {
-        let page: Vec<PathRow> = ctx.db.all(store::list_prefix(site.id, rel.read_seq(), rel.id, &dir, &after, 1000)).await?;
-        let n = page.len();
-        for p in page {
-            after = p.path.clone();
-            existing.insert(p.path.clone(), p);
-        }
-        if n < 1000 {
-            break;
-        }
-    }
+    let existing = paths_under(ctx, site, rel, &dir).await?;
     let regen = if full { archs.clone() } else { repo::to_regenerate(&archs, &dirty, |a| existing.contains_key(&format!("{dir}{a}/{INDEX}"))) };
     let listed = super::now_ms();
 

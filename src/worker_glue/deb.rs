@@ -1,7 +1,7 @@
 //! Debian repositories in the admin API: ingest, removal, publishing
 //! (Packages, Release, InRelease, Release.gpg, by-hash) and client-side signing.
 
-use super::admin::{batch_err, json_body, package_blob, read_blob_range, store_bytes, store_hashed_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, paths_under, json_body, package_blob, read_blob_range, store_bytes, store_hashed_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
 use crate::deb::{index, package, repo, sign};
@@ -323,20 +323,8 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         .filter(|x| x.dist == d)
         .map(|x| (x.component, x.architecture))
         .collect();
-    let mut existing: BTreeMap<String, PathRow> = BTreeMap::new();
     let dists_prefix = format!("dists/{d}/");
-    let mut after = String::new();
-    loop {
-        let page: Vec<PathRow> = ctx.db.all(store::list_prefix(site.id, rel.read_seq(), rel.id, &dists_prefix, &after, 1000)).await?;
-        let n = page.len();
-        for p in page {
-            after = p.path.clone();
-            existing.insert(p.path.clone(), p);
-        }
-        if n < 1000 {
-            break;
-        }
-    }
+    let existing = paths_under(ctx, site, rel, &dists_prefix).await?;
     let regen = if full {
         components.iter().flat_map(|c| archs.iter().map(move |a| (c.clone(), a.clone()))).collect()
     } else {

@@ -6,6 +6,7 @@ mod apk;
 mod deb;
 mod oci;
 mod serve;
+mod streams;
 
 use crate::{api::ApiError, hostname};
 use worker::*;

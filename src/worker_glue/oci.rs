@@ -10,7 +10,7 @@ use crate::auth::Scope;
 use crate::oci::{self, OciError, OciRoute, Reference};
 use crate::store::{self, oci as sql};
 use base64::Engine;
-use futures_util::{stream, StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use worker::*;
@@ -578,26 +578,11 @@ async fn finish_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, id: &str, q
             add_chunk(ctx, req, &up).await?;
             up = upload_row(ctx, name, id).await?;
         }
-        // Chain the chunks into one stream; R2 checks the digest as it stores it.
+        // Concatenate the chunks in R2; R2 checks the digest as it stores it.
         let total = up.size as u64;
         let keys: Vec<String> = up.offsets()?.into_iter().map(|o| chunk_key(&up.id, o)).collect();
-        let source = bucket.clone();
-        let chained = stream::iter(keys)
-            .then(move |k| {
-                let b = source.clone();
-                async move {
-                    let object = b.get(k).execute().await?.ok_or_else(|| Error::RustError("an upload chunk is missing".into()))?;
-                    let body = object.body().ok_or_else(|| Error::RustError("an upload chunk has no body".into()))?;
-                    body.stream()
-                }
-            })
-            .try_flatten();
-        let put = bucket
-            .put(store::blob_key(&hex), Data::Stream(FixedLengthStream::wrap(chained, total)))
-            .sha256(hex::decode(&hex).map_err(internal)?)
-            .execute()
-            .await;
-        if let Err(e) = put {
+        let digest = hex::decode(&hex).map_err(internal)?;
+        if let Err(e) = super::streams::concatenate(&bucket, &keys, total, &store::blob_key(&hex), digest).await {
             return Err(OciError::new(400, "DIGEST_INVALID", format!("the uploaded content does not match {d}: {e}")));
         }
         total

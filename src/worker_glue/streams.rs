@@ -1,0 +1,80 @@
+//! Moving bodies between R2, clients and upstreams as JS streams, so the bytes
+//! never pass through wasm (no copies, no CPU time per byte in the isolate).
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use worker::*;
+
+fn js(e: wasm_bindgen::JsValue) -> Error {
+    Error::from(e)
+}
+
+/// A stream that R2 accepts for `put`: it must announce its length, so the
+/// bytes go through a FixedLengthStream (which also fails a body that turns out
+/// shorter or longer than `length`).
+pub struct Fixed {
+    pub readable: web_sys::ReadableStream,
+    pub writable: web_sys::WritableStream,
+}
+
+pub fn fixed(length: u64) -> Result<Fixed> {
+    let stream = worker::worker_sys::FixedLengthStream::new_big_int(js_sys::BigInt::from(length)).map_err(js)?;
+    let transform: &web_sys::TransformStream = stream.unchecked_ref();
+    Ok(Fixed { readable: transform.readable(), writable: transform.writable() })
+}
+
+/// Pipes `source` into `destination`, leaving it open for more when `more`.
+pub async fn pipe(source: &web_sys::ReadableStream, destination: &web_sys::WritableStream, more: bool) -> Result<()> {
+    let options = web_sys::StreamPipeOptions::new();
+    options.set_prevent_close(more);
+    JsFuture::from(source.pipe_to_with_options(destination, &options)).await.map_err(js)?;
+    Ok(())
+}
+
+/// The body of an R2 object as a JS stream.
+pub async fn r2_stream(bucket: &Bucket, key: &str) -> Result<Option<web_sys::ReadableStream>> {
+    let Some(object) = bucket.get(key).execute().await? else { return Ok(None) };
+    let body = object.body().ok_or_else(|| Error::RustError(format!("{key} has no body")))?;
+    match body.response_body()? {
+        ResponseBody::Stream(s) => Ok(Some(s)),
+        _ => Err(Error::RustError(format!("{key} is not a stream"))),
+    }
+}
+
+/// Stores the concatenation of the R2 objects `parts` (in order, `total` bytes
+/// in all) under `key`; R2 checks the result against `sha256`. The bytes flow
+/// from R2 to R2 through one FixedLengthStream.
+pub async fn concatenate(bucket: &Bucket, parts: &[String], total: u64, key: &str, sha256: Vec<u8>) -> Result<()> {
+    let Fixed { readable, writable } = fixed(total)?;
+    let put = bucket.put(key, Data::ReadableStream(readable)).sha256(sha256).execute();
+    let feed = async {
+        for part in parts {
+            let source = match r2_stream(bucket, part).await {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    let _ = JsFuture::from(writable.abort()).await;
+                    return Err(Error::RustError(format!("upload part {part} is missing")));
+                }
+                Err(e) => {
+                    let _ = JsFuture::from(writable.abort()).await;
+                    return Err(e);
+                }
+            };
+            // A failing pipe aborts the destination, which fails the put too.
+            pipe(&source, &writable, true).await?;
+        }
+        JsFuture::from(writable.close()).await.map_err(js)?;
+        Ok(())
+    };
+    let (stored, fed) = futures_util::future::join(put, feed).await;
+    fed?;
+    stored?;
+    Ok(())
+}
+
+/// Splits a stream in two that read the same bytes (for serving a client while
+/// storing a copy).
+pub fn tee(source: &web_sys::ReadableStream) -> (web_sys::ReadableStream, web_sys::ReadableStream) {
+    let pair = source.tee();
+    (pair.get(0).unchecked_into(), pair.get(1).unchecked_into())
+}

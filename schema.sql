@@ -1,6 +1,6 @@
 -- Wharf D1 schema. Apply with: wrangler d1 execute <db> --file schema.sql
 -- Every statement is idempotent, so applying it again is safe.
--- wharf-schema-version: 3
+-- wharf-schema-version: 4
 -- Bump the version above whenever a table, column or index changes; the worker
 -- refuses to serve (503 schema_outdated) from a database whose recorded version is older.
 
@@ -232,5 +232,22 @@ CREATE TABLE IF NOT EXISTS oci_settings (
   config  TEXT NOT NULL
 );
 
-INSERT INTO schema_meta(key, value) VALUES ('version', '3')
+-- The pull-through mirror's cache, per site: what an upstream answered for a
+-- tag (the manifest digest it pointed at), a manifest or a blob (stored in R2
+-- under its digest, checked), or a 404 (sha256 NULL). `checked_at` is when the
+-- upstream last confirmed it (tags are revalidated after a TTL, 404s expire).
+CREATE TABLE IF NOT EXISTS oci_cache (
+  site_id      INTEGER NOT NULL,
+  upstream     TEXT NOT NULL,            -- '' = the default upstream, else its prefix
+  repository   TEXT NOT NULL,            -- the name on the upstream
+  kind         TEXT NOT NULL CHECK (kind IN ('tag', 'manifest', 'blob')),
+  reference    TEXT NOT NULL,            -- the tag, or the sha256 hex
+  sha256       TEXT,
+  size         INTEGER,
+  content_type TEXT,
+  checked_at   INTEGER NOT NULL,
+  PRIMARY KEY (site_id, upstream, repository, kind, reference)
+) WITHOUT ROWID;
+
+INSERT INTO schema_meta(key, value) VALUES ('version', '4')
   ON CONFLICT(key) DO UPDATE SET value = excluded.value;

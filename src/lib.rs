@@ -9,6 +9,7 @@ pub mod apk;
 pub mod auth;
 pub mod deb;
 pub mod hostname;
+pub mod mirror;
 pub mod http;
 pub mod oci;
 pub mod path;

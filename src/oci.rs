@@ -57,15 +57,42 @@ pub struct OciConfig {
     /// DELETE of tags, manifests and blobs (default false: 405 UNSUPPORTED).
     #[serde(default)]
     pub allow_delete: bool,
+    /// Upstream registries the site mirrors (pull-through cache).
+    #[serde(default)]
+    pub upstreams: Vec<crate::mirror::Upstream>,
+    /// How long a mirrored tag is served before the upstream is asked again.
+    #[serde(default = "tag_ttl")]
+    pub tag_ttl_seconds: u64,
+    /// How long an upstream's 404 is remembered.
+    #[serde(default = "not_found_ttl")]
+    pub not_found_ttl_seconds: u64,
 }
 
 fn yes() -> bool {
     true
 }
+fn tag_ttl() -> u64 {
+    300
+}
+fn not_found_ttl() -> u64 {
+    60
+}
 
 impl Default for OciConfig {
     fn default() -> Self {
-        OciConfig { anonymous_pull: true, allow_delete: false }
+        OciConfig {
+            anonymous_pull: true,
+            allow_delete: false,
+            upstreams: Vec::new(),
+            tag_ttl_seconds: tag_ttl(),
+            not_found_ttl_seconds: not_found_ttl(),
+        }
+    }
+}
+
+impl OciConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        crate::mirror::validate(&self.upstreams)
     }
 }
 
@@ -386,6 +413,27 @@ pub fn requested_scopes<'a>(scopes: impl Iterator<Item = &'a str>) -> Vec<(Strin
     out
 }
 
+/// Accept negotiation for a stored manifest: whether a client that sent these
+/// `Accept` headers can take `media_type`. No Accept (or a wildcard) takes
+/// anything. A client that lists manifest types but not the stored index or
+/// list type cannot use it (an old client that knows single manifests only);
+/// a single manifest is served anyway, as registries do, since a client that
+/// can parse none of the types gains nothing from a 404.
+pub fn accepts<'a>(accept: impl IntoIterator<Item = &'a str>, media_type: &str) -> bool {
+    let listed: Vec<&str> =
+        accept.into_iter().flat_map(|h| h.split(',')).map(|v| v.split(';').next().unwrap_or("").trim()).filter(|v| !v.is_empty()).collect();
+    if listed.is_empty() || listed.iter().any(|v| *v == "*/*" || *v == "application/*" || v.eq_ignore_ascii_case(media_type)) {
+        return true;
+    }
+    !(media_type == OCI_INDEX || media_type == DOCKER_LIST)
+}
+
+/// The `Accept` an upstream is asked with: every manifest type Wharf serves,
+/// so what is cached is the richest answer and negotiation happens here.
+pub fn accept_all() -> String {
+    MANIFEST_TYPES.join(", ")
+}
+
 /// The `WWW-Authenticate` challenge sending clients to the token endpoint.
 pub fn challenge(realm: &str, service: &str, scope: Option<&str>) -> String {
     match scope {
@@ -476,6 +524,18 @@ mod tests {
         assert_eq!(err(image.clone(), Some(OCI_INDEX)), "MANIFEST_INVALID");
         assert_eq!(err(json!({"schemaVersion": 1, "mediaType": OCI_MANIFEST}), None), "MANIFEST_INVALID");
         assert_eq!(inspect_manifest(b"{", None).unwrap_err().code, "MANIFEST_INVALID");
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        assert!(accepts([], OCI_INDEX));
+        assert!(accepts(["*/*"], OCI_INDEX));
+        assert!(accepts([&format!("{DOCKER_MANIFEST}, {OCI_INDEX};q=0.5")[..]], OCI_INDEX));
+        assert!(accepts([DOCKER_MANIFEST, OCI_INDEX], OCI_INDEX));
+        assert!(!accepts([DOCKER_MANIFEST], OCI_INDEX));
+        assert!(!accepts([OCI_MANIFEST], DOCKER_LIST));
+        assert!(accepts([DOCKER_MANIFEST], OCI_MANIFEST));
+        assert_eq!(accept_all().split(", ").count(), 4);
     }
 
     #[test]

@@ -107,6 +107,20 @@ pub fn percent_decode(raw: &str) -> Result<String, PathError> {
     String::from_utf8(out).map_err(|_| PathError::BadEscape)
 }
 
+/// Encodes a query parameter's value: everything but RFC 3986's unreserved
+/// characters as `%XX`.
+pub fn percent_encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

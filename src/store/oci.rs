@@ -56,3 +56,82 @@ pub fn stale_uploads(site_id: i64, before: i64, limit: u32) -> Stmt {
         vec![site_id.into(), before.into(), (limit as i64).into()],
     )
 }
+
+/// One entry of a site's mirror cache. Columns: sha256, size, content_type, checked_at.
+pub fn cached(site_id: i64, upstream: &str, repository: &str, kind: &str, reference: &str) -> Stmt {
+    stmt(
+        "SELECT sha256, size, content_type, checked_at FROM oci_cache \
+         WHERE site_id = ?1 AND upstream = ?2 AND repository = ?3 AND kind = ?4 AND reference = ?5",
+        vec![site_id.into(), upstream.into(), repository.into(), kind.into(), reference.into()],
+    )
+}
+
+/// Records what the upstream answered (`sha256` None: it said 404).
+#[allow(clippy::too_many_arguments)]
+pub fn cache(
+    site_id: i64,
+    upstream: &str,
+    repository: &str,
+    kind: &str,
+    reference: &str,
+    sha256: Option<&str>,
+    size: Option<i64>,
+    content_type: Option<&str>,
+    now: i64,
+) -> Stmt {
+    stmt(
+        "INSERT INTO oci_cache(site_id, upstream, repository, kind, reference, sha256, size, content_type, checked_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         ON CONFLICT(site_id, upstream, repository, kind, reference) DO UPDATE SET \
+         sha256 = excluded.sha256, size = excluded.size, content_type = excluded.content_type, checked_at = excluded.checked_at",
+        vec![
+            site_id.into(),
+            upstream.into(),
+            repository.into(),
+            kind.into(),
+            reference.into(),
+            sha256.map(str::to_string).into(),
+            size.into(),
+            content_type.map(str::to_string).into(),
+            now.into(),
+        ],
+    )
+}
+
+/// The upstream confirmed an entry (a tag still points at the same manifest).
+pub fn cache_confirmed(site_id: i64, upstream: &str, repository: &str, kind: &str, reference: &str, now: i64) -> Stmt {
+    stmt(
+        "UPDATE oci_cache SET checked_at = ?6 WHERE site_id = ?1 AND upstream = ?2 AND repository = ?3 AND kind = ?4 AND reference = ?5",
+        vec![site_id.into(), upstream.into(), repository.into(), kind.into(), reference.into(), now.into()],
+    )
+}
+
+/// A page of a site's mirror cache, in key order after `after` (the key's
+/// parts joined by NUL). Columns: upstream, repository, kind, reference,
+/// sha256, size, content_type, checked_at.
+pub fn cache_page(site_id: i64, upstream: Option<&str>, repository: Option<&str>, after: &[String; 4], limit: u32) -> Stmt {
+    stmt(
+        "SELECT upstream, repository, kind, reference, sha256, size, content_type, checked_at FROM oci_cache \
+         WHERE site_id = ?1 AND (?2 IS NULL OR upstream = ?2) AND (?3 IS NULL OR repository = ?3) \
+         AND (upstream, repository, kind, reference) > (?4, ?5, ?6, ?7) \
+         ORDER BY upstream, repository, kind, reference LIMIT ?8",
+        vec![
+            site_id.into(),
+            upstream.map(str::to_string).into(),
+            repository.map(str::to_string).into(),
+            after[0].clone().into(),
+            after[1].clone().into(),
+            after[2].clone().into(),
+            after[3].clone().into(),
+            (limit as i64).into(),
+        ],
+    )
+}
+
+/// Forgets a site's mirror cache (all of it, one upstream, or one repository).
+pub fn purge_cache(site_id: i64, upstream: Option<&str>, repository: Option<&str>) -> Stmt {
+    stmt(
+        "DELETE FROM oci_cache WHERE site_id = ?1 AND (?2 IS NULL OR upstream = ?2) AND (?3 IS NULL OR repository = ?3)",
+        vec![site_id.into(), upstream.map(str::to_string).into(), repository.map(str::to_string).into()],
+    )
+}

@@ -326,3 +326,42 @@ fn members_page_through_a_dist_with_their_control_data() {
     }
     assert_eq!(seen, (0..5).map(|i| deb::member_path("stable", "main", &format!("p{i}_1_all.deb"))).collect::<Vec<_>>());
 }
+
+#[test]
+fn the_mirror_cache_is_per_site_pages_in_key_order_and_purges() {
+    use super::oci::*;
+    let mut db = Db::new();
+    let put = |site, up: &str, repo: &str, kind: &str, r: &str, sha: Option<&str>, now| {
+        cache(site, up, repo, kind, r, sha, sha.map(|_| 10), sha.map(|_| "application/octet-stream"), now)
+    };
+    db.batch(vec![
+        put(1, "", "library/alpine", "tag", "3", Some("aa"), 5),
+        put(1, "", "library/alpine", "manifest", "aa", Some("aa"), 5),
+        put(1, "ghcr.io", "org/x", "blob", "bb", None, 5),
+        put(2, "", "library/alpine", "tag", "3", Some("cc"), 5),
+    ])
+    .unwrap();
+    // Upsert: a tag moves; a 404 becomes content.
+    db.batch(vec![put(1, "", "library/alpine", "tag", "3", Some("dd"), 9), put(1, "ghcr.io", "org/x", "blob", "bb", Some("bb"), 9)]).unwrap();
+    let row = db.rows(cached(1, "", "library/alpine", "tag", "3"));
+    assert_eq!(row[0][0], Value::Text("dd".into()));
+    assert_eq!(row[0][3], Value::Integer(9));
+    assert_eq!(db.rows(cached(2, "", "library/alpine", "tag", "3"))[0][0], Value::Text("cc".into()));
+    assert_eq!(db.batch(vec![cache_confirmed(1, "", "library/alpine", "tag", "3", 20)]).unwrap(), vec![1]);
+    assert_eq!(db.rows(cached(1, "", "library/alpine", "tag", "3"))[0][3], Value::Integer(20));
+    // Pages of one entry each walk the site's entries in key order.
+    let mut after: [String; 4] = Default::default();
+    let mut seen = vec![];
+    loop {
+        let page = db.rows(cache_page(1, None, None, &after, 1));
+        let Some(r) = page.first() else { break };
+        let key: Vec<String> = r[..4].iter().map(|v| if let Value::Text(t) = v { t.clone() } else { panic!() }).collect();
+        seen.push(key.join("|"));
+        after = [key[0].clone(), key[1].clone(), key[2].clone(), key[3].clone()];
+    }
+    assert_eq!(seen, ["|library/alpine|manifest|aa", "|library/alpine|tag|3", "ghcr.io|org/x|blob|bb"]);
+    assert_eq!(db.rows(cache_page(1, Some("ghcr.io"), None, &Default::default(), 10)).len(), 1);
+    assert_eq!(db.batch(vec![purge_cache(1, None, Some("library/alpine"))]).unwrap(), vec![2]);
+    assert_eq!(db.batch(vec![purge_cache(1, None, None)]).unwrap(), vec![1]);
+    assert_eq!(db.rows(cache_page(2, None, None, &Default::default(), 10)).len(), 1);
+}

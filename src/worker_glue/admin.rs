@@ -33,6 +33,19 @@ pub(super) struct Ctx<'a> {
     pub now: i64,
 }
 
+/// One entry of a site's mirror cache, as the admin API lists it.
+#[derive(Deserialize, serde::Serialize)]
+struct CacheRow {
+    upstream: String,
+    repository: String,
+    kind: String,
+    reference: String,
+    sha256: Option<String>,
+    size: Option<f64>,
+    content_type: Option<String>,
+    checked_at: f64,
+}
+
 #[derive(Deserialize)]
 pub(super) struct SiteRow {
     pub id: i64,
@@ -287,12 +300,31 @@ async fn dispatch(mut req: Request, env: &Env) -> ApiResult {
         OciPutSettings(s) => {
             let site = ctx.site(&s, Scope::Admin).await?;
             let cfg: crate::oci::OciConfig = api::parse_json_or_default(&json_body(&mut req).await?)?;
+            cfg.validate().map_err(ApiError::unprocessable)?;
             ctx.db.run(store::oci::put_settings(site.id, &serde_json::to_string(&cfg).expect("serialisable"))).await?;
             Ok((200, json!({"settings": cfg})))
         }
         OciShowSettings(s) => {
             let site = ctx.site(&s, Scope::Read).await?;
             Ok((200, json!({"settings": super::oci::settings(&ctx.db, site.id).await?})))
+        }
+        OciListCache(s) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            let (after, limit) = api::page(query("after").as_deref(), query("limit").as_deref(), 1000)?;
+            let cursor = crate::mirror::parse_cursor(&after).map_err(ApiError::bad_request)?;
+            let (upstream, repository) = (query("upstream"), query("repository"));
+            let rows: Vec<CacheRow> =
+                ctx.db.all(store::oci::cache_page(site.id, upstream.as_deref(), repository.as_deref(), &cursor, limit)).await?;
+            let next = (rows.len() as u32 == limit)
+                .then(|| rows.last().map(|r| crate::mirror::cursor(&r.upstream, &r.repository, &r.kind, &r.reference)))
+                .flatten();
+            Ok((200, json!({"entries": rows, "next_after": next})))
+        }
+        OciPurgeCache(s) => {
+            let site = ctx.site(&s, Scope::Admin).await?;
+            let (upstream, repository) = (query("upstream"), query("repository"));
+            let removed = ctx.db.run(store::oci::purge_cache(site.id, upstream.as_deref(), repository.as_deref())).await?;
+            Ok((200, json!({"removed": removed})))
         }
         apk_route @ (ApkPutSettings(..)
         | ApkShowSettings(..)

@@ -21,12 +21,12 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let host = req.headers().get("host")?.and_then(|h| hostname::normalize(&h));
     let admin_hosts = env.var("ADMIN_HOSTNAMES").map(|v| hostname::parse_list(&v.to_string())).unwrap_or_default();
     match host {
         Some(h) if admin_hosts.contains(&h) => admin::handle(req, &env).await,
-        Some(h) => serve::handle(req, &env, &h).await,
+        Some(h) => serve::handle(req, &env, &ctx, &h).await,
         None => error_response(&ApiError::bad_request("missing or invalid Host header")),
     }
 }

@@ -15,6 +15,8 @@ use serde::Deserialize;
 use serde_json::json;
 use worker::*;
 
+mod mirror;
+
 type R<T> = std::result::Result<T, OciError>;
 
 fn internal(e: impl std::fmt::Display) -> OciError {
@@ -47,6 +49,8 @@ struct Found {
 
 struct Ctx<'a> {
     env: &'a Env,
+    /// For work that outlives the response (storing a mirrored blob).
+    worker: &'a Context,
     db: Db,
     host: String,
     site: Site,
@@ -66,7 +70,7 @@ pub(super) async fn settings(db: &Db, site_id: i64) -> std::result::Result<oci::
     }
 }
 
-pub async fn handle(mut req: Request, env: &Env, host: &str) -> Result<Response> {
+pub async fn handle(mut req: Request, env: &Env, worker: &Context, host: &str) -> Result<Response> {
     let db = Db(env.d1(DB_BINDING)?);
     let site = match db.first::<Site>(sql::site_for_host(host)).await {
         Ok(Some(s)) => s,
@@ -77,7 +81,7 @@ pub async fn handle(mut req: Request, env: &Env, host: &str) -> Result<Response>
         Ok(c) => c,
         Err(e) => return respond(&internal(e.message)),
     };
-    let ctx = Ctx { env, db, host: host.to_string(), site, cfg, now: now_ms() };
+    let ctx = Ctx { env, worker, db, host: host.to_string(), site, cfg, now: now_ms() };
     let url = req.url()?;
     let path = match crate::path::percent_decode(url.path()) {
         Ok(p) => p,
@@ -307,17 +311,43 @@ async fn get_manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference: &Refe
         Reference::Tag(t) => oci::tag_path(name, t),
         Reference::Digest(d) => oci::manifest_path(name, d),
     };
-    let r = match reference {
+    match find(ctx, &path).await? {
+        Some((sha, size, ct)) => send_manifest(ctx, req, reference, &sha, size, &ct).await,
+        None => match mirror::manifest(ctx, req, name, reference).await? {
+            Some(r) => Ok(r),
+            None => Err(OciError::manifest_unknown(&reference_text(reference))),
+        },
+    }
+}
+
+fn reference_text(reference: &Reference) -> String {
+    match reference {
         Reference::Tag(t) => t.clone(),
         Reference::Digest(d) => format!("sha256:{d}"),
-    };
-    let (sha, size, ct) = find(ctx, &path).await?.ok_or_else(|| OciError::manifest_unknown(&r))?;
-    send(ctx, req, &sha, size, &ct).await
+    }
+}
+
+/// Serves a manifest if the client's Accept takes its media type.
+async fn send_manifest(ctx: &Ctx<'_>, req: &Request, reference: &Reference, sha: &str, size: u64, ct: &str) -> R<Response> {
+    let accept: Vec<String> = req.headers().entries().filter(|(k, _)| k.eq_ignore_ascii_case("accept")).map(|(_, v)| v).collect();
+    if !oci::accepts(accept.iter().map(String::as_str), ct) {
+        return Err(OciError::new(
+            404,
+            "MANIFEST_UNKNOWN",
+            format!("{} is a {ct}, which this client does not accept", reference_text(reference)),
+        ));
+    }
+    send(ctx, req, sha, size, ct).await
 }
 
 async fn get_blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) -> R<Response> {
-    let (sha, size, _) = find(ctx, &oci::blob_path(name, hex)).await?.ok_or_else(|| OciError::blob_unknown(&format!("sha256:{hex}")))?;
-    send(ctx, req, &sha, size, "application/octet-stream").await
+    if let Some((sha, size, _)) = find(ctx, &oci::blob_path(name, hex)).await? {
+        return send(ctx, req, &sha, size, "application/octet-stream").await;
+    }
+    match mirror::blob(ctx, req, name, hex).await? {
+        Some(r) => Ok(r),
+        None => Err(OciError::blob_unknown(&format!("sha256:{hex}"))),
+    }
 }
 
 /// Applies changes to the site in a new release: draft from the active one,
@@ -369,7 +399,11 @@ async fn blob_size(ctx: &Ctx<'_>, hex: &str) -> R<Option<u64>> {
 }
 
 fn content_length(req: &Request) -> Option<u64> {
-    req.headers().get("content-length").ok().flatten().and_then(|l| l.trim().parse().ok())
+    content_length_of(req.headers())
+}
+
+fn content_length_of(h: &Headers) -> Option<u64> {
+    h.get("content-length").ok().flatten().and_then(|l| l.trim().parse().ok())
 }
 
 fn max_blob(ctx: &Ctx<'_>) -> u64 {
@@ -643,7 +677,10 @@ async fn put_manifest(ctx: &Ctx<'_>, req: &mut Request, name: &str, reference: &
 async fn tags(ctx: &Ctx<'_>, name: &str, query: &dyn Fn(&str) -> Option<String>) -> R<Response> {
     let mut all: Vec<String> = all_tags(ctx, name).await?.into_iter().map(|(t, _)| t).collect();
     if all.is_empty() {
-        return Err(OciError::name_unknown(name));
+        return match mirror::tags(ctx, name, query).await? {
+            Some(r) => Ok(r),
+            None => Err(OciError::name_unknown(name)),
+        };
     }
     all.sort();
     let n = query("n").map(|n| n.parse::<usize>().map_err(|_| OciError::new(400, "PAGINATION_NUMBER_INVALID", "n is a number"))).transpose()?;

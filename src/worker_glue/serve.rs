@@ -38,10 +38,10 @@ pub fn schema_error(state: &SchemaState) -> ApiError {
     )
 }
 
-pub async fn handle(req: Request, env: &Env, host: &str) -> Result<Response> {
+pub async fn handle(req: Request, env: &Env, worker_ctx: &Context, host: &str) -> Result<Response> {
     if let Ok(url) = req.url() {
         if url.path() == "/v2" || url.path().starts_with("/v2/") {
-            return super::oci::handle(req, env, host).await;
+            return super::oci::handle(req, env, worker_ctx, host).await;
         }
     }
     let method = req.method();

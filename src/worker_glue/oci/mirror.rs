@@ -1,0 +1,358 @@
+//! The pull-through mirror: a manifest or blob the site does not hold, under a
+//! name an upstream takes, is fetched from the upstream (with its token flow),
+//! checked against its digest, kept in R2 and recorded in the site's cache.
+
+use super::{internal, send, send_manifest, Ctx, R};
+use crate::mirror::{self as m, Challenge, Upstream};
+use crate::oci::{self, OciError, Reference};
+use crate::store::{self, oci as sql};
+use serde::Deserialize;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use worker::*;
+
+/// A repository of an upstream.
+struct Target<'a> {
+    up: &'a Upstream,
+    repo: String,
+}
+
+#[derive(Deserialize)]
+struct Cached {
+    sha256: Option<String>,
+    size: Option<f64>,
+    content_type: Option<String>,
+    checked_at: f64,
+}
+
+impl Cached {
+    fn content(&self) -> Option<(String, u64, String)> {
+        Some((self.sha256.clone()?, self.size? as u64, self.content_type.clone().unwrap_or_else(|| "application/octet-stream".into())))
+    }
+}
+
+thread_local! {
+    /// Upstream `Authorization` values per (site, upstream, credentials,
+    /// repository) with their expiry (ms): an isolate reuses a token until it
+    /// expires, and never for another site (whose credentials may differ).
+    static TOKENS: RefCell<HashMap<String, (String, i64)>> = RefCell::new(HashMap::new());
+}
+
+async fn cached(ctx: &Ctx<'_>, t: &Target<'_>, kind: &str, reference: &str) -> R<Option<Cached>> {
+    ctx.db.first(sql::cached(ctx.site.id, t.up.key(), &t.repo, kind, reference)).await.map_err(|e| internal(e.message))
+}
+
+async fn remember(ctx: &Ctx<'_>, t: &Target<'_>, kind: &str, reference: &str, content: Option<(&str, u64, &str)>) -> R<()> {
+    let (sha, size, ct) = match content {
+        Some((s, n, c)) => (Some(s), Some(n as i64), Some(c)),
+        None => (None, None, None),
+    };
+    ctx.db
+        .run(sql::cache(ctx.site.id, t.up.key(), &t.repo, kind, reference, sha, size, ct, ctx.now))
+        .await
+        .map_err(|e| internal(e.message))?;
+    Ok(())
+}
+
+fn unavailable(t: &Target<'_>, what: String) -> OciError {
+    OciError::new(503, "UNAVAILABLE", format!("upstream {} for {}: {what}", t.up.base(), t.repo))
+}
+
+fn upstream_error(t: &Target<'_>, status: u16) -> OciError {
+    if status == 429 {
+        return OciError::new(429, "TOOMANYREQUESTS", format!("upstream {} is rate-limiting", t.up.base()));
+    }
+    unavailable(t, format!("answered {status}"))
+}
+
+/// The upstream's Basic credentials (`username` and the Worker secret named
+/// by `password_secret`).
+fn basic(ctx: &Ctx<'_>, up: &Upstream) -> R<Option<String>> {
+    let (Some(user), Some(secret)) = (&up.username, &up.password_secret) else { return Ok(None) };
+    let password = ctx.env.secret(secret).map_err(|_| internal(format!("the Worker secret {secret} (upstream credentials) is not set")))?;
+    use base64::Engine;
+    Ok(Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.to_string())))))
+}
+
+async fn fetch(url: &str, method: Method, accept: Option<&str>, authorization: Option<&str>) -> Result<Response> {
+    let h = Headers::new();
+    h.set("user-agent", "wharf-mirror")?;
+    if let Some(a) = accept {
+        h.set("accept", a)?;
+    }
+    if let Some(a) = authorization {
+        h.set("authorization", a)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(h).with_redirect(RequestRedirect::Manual);
+    Fetch::Request(Request::new_with_init(url, &init)?).send().await
+}
+
+/// After a 401: the `Authorization` the upstream's challenge asks for (its
+/// token endpoint's token, or Basic credentials), with its expiry.
+async fn authenticate(ctx: &Ctx<'_>, t: &Target<'_>, challenge: Option<String>) -> R<Option<(String, i64)>> {
+    let creds = basic(ctx, t.up)?;
+    match challenge.as_deref().and_then(m::parse_challenge) {
+        Some(Challenge::Basic) => Ok(creds.map(|c| (c, i64::MAX))),
+        Some(Challenge::Bearer { realm, service, .. }) => {
+            let url = m::token_url(&realm, service.as_deref(), &t.repo);
+            let mut r = fetch(&url, Method::Get, None, creds.as_deref()).await.map_err(|e| unavailable(t, format!("token endpoint: {e}")))?;
+            if r.status_code() != 200 {
+                return Err(unavailable(t, format!("token endpoint answered {}", r.status_code())));
+            }
+            let body = r.bytes().await.map_err(|e| unavailable(t, e.to_string()))?;
+            let (token, ttl) = m::parse_token(&body).ok_or_else(|| unavailable(t, "the token endpoint's answer has no token".into()))?;
+            // A little early, so a token is never sent as it expires.
+            Ok(Some((format!("Bearer {token}"), ctx.now + (ttl as i64) * 1000 - 5_000)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// One request to the upstream (`/v2/<repo>/<suffix>`): with the cached
+/// token, again after a 401 with a fresh one; redirects (blob storage) are
+/// followed without `Authorization`. Err: the upstream could not be reached.
+async fn call(ctx: &Ctx<'_>, t: &Target<'_>, method: Method, suffix: &str, accept: Option<&str>) -> R<Response> {
+    let url = format!("{}/v2/{}/{}", t.up.base(), t.repo, suffix);
+    let key = format!("{}\0{}\0{}\0{}", ctx.site.id, t.up.base(), t.up.username.as_deref().unwrap_or(""), t.repo);
+    let now = ctx.now;
+    let token = TOKENS.with(|c| c.borrow().get(&key).filter(|(_, exp)| *exp > now).map(|(v, _)| v.clone()));
+    let net = |e: Error| unavailable(t, e.to_string());
+    let mut r = fetch(&url, method.clone(), accept, token.as_deref()).await.map_err(net)?;
+    if r.status_code() == 401 {
+        if let Some((auth, exp)) = authenticate(ctx, t, r.headers().get("www-authenticate").ok().flatten()).await? {
+            TOKENS.with(|c| c.borrow_mut().insert(key, (auth.clone(), exp)));
+            r = fetch(&url, method.clone(), accept, Some(&auth)).await.map_err(net)?;
+        }
+    }
+    let mut at = Url::parse(&url).map_err(|e| internal(e))?;
+    for _ in 0..5 {
+        if !matches!(r.status_code(), 301 | 302 | 303 | 307 | 308) {
+            break;
+        }
+        let location = r.headers().get("location").ok().flatten().ok_or_else(|| unavailable(t, "a redirect without Location".into()))?;
+        at = at.join(&location).map_err(|e| unavailable(t, format!("redirect to {location}: {e}")))?;
+        r = fetch(at.as_str(), method.clone(), None, None).await.map_err(net)?;
+    }
+    Ok(r)
+}
+
+/// A manifest the site does not hold: from the mirror cache, else upstream.
+/// None: no upstream takes this name.
+pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference: &Reference) -> R<Option<Response>> {
+    let Some((up, repo)) = m::resolve(&ctx.cfg.upstreams, name) else { return Ok(None) };
+    let t = Target { up, repo };
+    let (kind, r) = match reference {
+        Reference::Tag(tag) => ("tag", tag.clone()),
+        Reference::Digest(d) => ("manifest", d.clone()),
+    };
+    let unknown = || OciError::manifest_unknown(&super::reference_text(reference));
+    let entry = cached(ctx, &t, kind, &r).await?;
+    let stale = entry.as_ref().and_then(Cached::content);
+    let serve = |c: (String, u64, String)| async move { send_manifest(ctx, req, reference, &c.0, c.1, &c.2).await.map(Some) };
+    match (&entry, stale.clone()) {
+        // Digests are content: cached for good.
+        (_, Some(c)) if kind == "manifest" => return serve(c).await,
+        (Some(e), Some(c)) if m::fresh(e.checked_at as i64, ctx.now, ctx.cfg.tag_ttl_seconds) => return serve(c).await,
+        (Some(e), None) if m::fresh(e.checked_at as i64, ctx.now, ctx.cfg.not_found_ttl_seconds) => return Err(unknown()),
+        _ => {}
+    }
+    let accept = oci::accept_all();
+    let path = format!("manifests/{}", if kind == "tag" { r.clone() } else { format!("sha256:{r}") });
+    // Revalidate a cached tag with HEAD: an unchanged tag costs no pull.
+    if let Some(c) = stale.clone() {
+        match call(ctx, &t, Method::Head, &path, Some(&accept)).await {
+            Ok(h) if h.status_code() == 200 => {
+                let digest = h.headers().get("docker-content-digest").ok().flatten();
+                if digest.as_deref() == Some(&format!("sha256:{}", c.0)[..]) {
+                    ctx.db.run(sql::cache_confirmed(ctx.site.id, t.up.key(), &t.repo, kind, &r, ctx.now)).await.map_err(|e| internal(e.message))?;
+                    return serve(c).await;
+                }
+            }
+            Ok(h) if h.status_code() == 404 => {
+                remember(ctx, &t, kind, &r, None).await?;
+                return Err(unknown());
+            }
+            // Upstream down, overloaded or refusing: serve what we have.
+            _ => return serve(c).await,
+        }
+    }
+    let mut resp = match call(ctx, &t, Method::Get, &path, Some(&accept)).await {
+        Ok(resp) => resp,
+        Err(e) => return match stale {
+            Some(c) => serve(c).await,
+            None => Err(e),
+        },
+    };
+    match resp.status_code() {
+        200 => {}
+        404 => {
+            remember(ctx, &t, kind, &r, None).await?;
+            return Err(unknown());
+        }
+        s => {
+            return match stale {
+                Some(c) => serve(c).await,
+                None => Err(upstream_error(&t, s)),
+            }
+        }
+    }
+    let ct = resp.headers().get("content-type").ok().flatten().unwrap_or_default();
+    let ct = ct.split(';').next().unwrap_or("").trim().to_string();
+    if !oci::MANIFEST_TYPES.contains(&ct.as_str()) {
+        return Err(unavailable(&t, format!("the manifest's media type {ct:?} is not one Wharf serves")));
+    }
+    if super::content_length_of(resp.headers()).map_or(false, |l| l as usize > oci::MAX_MANIFEST) {
+        return Err(unavailable(&t, "the manifest is larger than 4 MiB".into()));
+    }
+    let body = resp.bytes().await.map_err(|e| unavailable(&t, e.to_string()))?;
+    let hex = crate::auth::sha256_hex(&body);
+    let claimed = resp.headers().get("docker-content-digest").ok().flatten();
+    let expected = if kind == "manifest" { Some(format!("sha256:{r}")) } else { claimed };
+    if expected.as_deref().map_or(false, |d| d != format!("sha256:{hex}")) {
+        return Err(OciError::new(
+            502,
+            "UNKNOWN",
+            format!("upstream {} sent a manifest whose digest is sha256:{hex}, not {}; not cached", t.up.base(), expected.unwrap_or_default()),
+        ));
+    }
+    let size = body.len() as u64;
+    super::store_small(ctx, body).await?;
+    remember(ctx, &t, "manifest", &hex, Some((&hex, size, &ct))).await?;
+    if kind == "tag" {
+        remember(ctx, &t, "tag", &r, Some((&hex, size, &ct))).await?;
+    }
+    send_manifest(ctx, req, reference, &hex, size, &ct).await.map(Some)
+}
+
+/// A blob the site does not hold: from the mirror cache, else streamed from
+/// the upstream to the client while R2 stores a copy (checked against the
+/// digest; a mismatch is never cached). None: no upstream takes this name.
+pub(super) async fn blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) -> R<Option<Response>> {
+    let Some((up, repo)) = m::resolve(&ctx.cfg.upstreams, name) else { return Ok(None) };
+    let t = Target { up, repo };
+    let unknown = || OciError::blob_unknown(&format!("sha256:{hex}"));
+    let entry = cached(ctx, &t, "blob", hex).await?;
+    if let Some((sha, size, _)) = entry.as_ref().and_then(Cached::content) {
+        return send(ctx, req, &sha, size, "application/octet-stream").await.map(Some);
+    }
+    if entry.as_ref().map_or(false, |e| m::fresh(e.checked_at as i64, ctx.now, ctx.cfg.not_found_ttl_seconds)) {
+        return Err(unknown());
+    }
+    let path = format!("blobs/sha256:{hex}");
+    // Stored already (for another site or repository): the upstream only has
+    // to confirm this repository has it.
+    let known = super::blob_size(ctx, hex).await?;
+    if known.is_some() || req.method() == Method::Head {
+        let h = call(ctx, &t, Method::Head, &path, None).await?;
+        return match h.status_code() {
+            200 => match known {
+                Some(size) => {
+                    remember(ctx, &t, "blob", hex, Some((hex, size, "application/octet-stream"))).await?;
+                    send(ctx, req, hex, size, "application/octet-stream").await.map(Some)
+                }
+                None => {
+                    let size = super::content_length_of(h.headers()).ok_or_else(|| unavailable(&t, "HEAD without Content-Length".into()))?;
+                    blob_headers(hex, size).map(|hd| Some(ResponseBuilder::new().with_status(200).with_headers(hd).empty()))
+                }
+            },
+            404 => {
+                remember(ctx, &t, "blob", hex, None).await?;
+                Err(unknown())
+            }
+            s => Err(upstream_error(&t, s)),
+        };
+    }
+    let resp = call(ctx, &t, Method::Get, &path, None).await?;
+    match resp.status_code() {
+        200 => {}
+        404 => {
+            remember(ctx, &t, "blob", hex, None).await?;
+            return Err(unknown());
+        }
+        s => return Err(upstream_error(&t, s)),
+    }
+    let size = super::content_length_of(resp.headers());
+    let ResponseBody::Stream(body) = resp.body() else { return Err(unavailable(&t, "the blob has no body".into())) };
+    let body = body.clone();
+    let Some(size) = size else {
+        // Without a length R2 cannot take it as a stream; pass it on uncached.
+        let hd = blob_headers(hex, 0)?;
+        let _ = hd.delete("content-length");
+        return Ok(Some(ResponseBuilder::new().with_status(200).with_headers(hd).with_encode_body(EncodeBody::Manual).stream(body)));
+    };
+    let (to_client, to_store) = crate::worker_glue::streams::tee(&body);
+    let job = keep(ctx.env.clone(), ctx.site.id, t.up.key().to_string(), t.repo.clone(), hex.to_string(), size, to_store, ctx.now);
+    ctx.worker.wait_until(job);
+    Ok(Some(ResponseBuilder::new().with_status(200).with_headers(blob_headers(hex, size)?).with_encode_body(EncodeBody::Manual).stream(to_client)))
+}
+
+fn blob_headers(hex: &str, size: u64) -> R<Headers> {
+    let h = super::headers();
+    let set = |k: &str, v: &str| h.set(k, v).map_err(internal);
+    set("docker-content-digest", &format!("sha256:{hex}"))?;
+    set("content-type", "application/octet-stream")?;
+    set("content-length", &size.to_string())?;
+    set("content-encoding", "identity")?;
+    Ok(h)
+}
+
+/// Stores a mirrored blob's copy (R2 checks the digest) and records it in the
+/// site's cache; after the response, so the client is not kept waiting.
+#[allow(clippy::too_many_arguments)]
+async fn keep(env: Env, site: i64, upstream: String, repo: String, hex: String, size: u64, body: web_sys::ReadableStream, now: i64) {
+    let result: Result<()> = async {
+        let bucket = env.bucket(crate::worker_glue::BUCKET_BINDING)?;
+        let digest = hex::decode(&hex).map_err(|e| Error::RustError(e.to_string()))?;
+        let fixed = crate::worker_glue::streams::fixed(size)?;
+        let put = bucket.put(store::blob_key(&hex), Data::ReadableStream(fixed.readable)).sha256(digest).execute();
+        let feed = crate::worker_glue::streams::pipe(&body, &fixed.writable, false);
+        let (stored, fed) = futures_util::future::join(put, feed).await;
+        fed?;
+        stored?;
+        let db = crate::worker_glue::db::Db(env.d1(crate::worker_glue::DB_BINDING)?);
+        db.run(store::insert_blob(&hex, size as i64, now)).await.map_err(|e| Error::RustError(e.message))?;
+        db.run(sql::cache(site, &upstream, &repo, "blob", &hex, Some(&hex), Some(size as i64), Some("application/octet-stream"), now))
+            .await
+            .map_err(|e| Error::RustError(e.message))?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        console_warn!("mirror: sha256:{hex} from {upstream}/{repo} was not cached: {e}");
+    }
+}
+
+/// Tags of a mirrored repository: the upstream's list (not cached), under the
+/// site's name for it.
+pub(super) async fn tags(ctx: &Ctx<'_>, name: &str, query: &dyn Fn(&str) -> Option<String>) -> R<Option<Response>> {
+    let Some((up, repo)) = m::resolve(&ctx.cfg.upstreams, name) else { return Ok(None) };
+    let t = Target { up, repo };
+    let mut suffix = "tags/list".to_string();
+    let params: Vec<String> = ["n", "last"]
+        .iter()
+        .filter_map(|k| query(k).map(|v| format!("{k}={}", crate::path::percent_encode_component(&v))))
+        .collect();
+    if !params.is_empty() {
+        suffix = format!("{suffix}?{}", params.join("&"));
+    }
+    let mut resp = call(ctx, &t, Method::Get, &suffix, None).await?;
+    match resp.status_code() {
+        200 => {}
+        404 => return Err(OciError::name_unknown(name)),
+        s => return Err(upstream_error(&t, s)),
+    }
+    #[derive(Deserialize)]
+    struct List {
+        tags: Option<Vec<String>>,
+    }
+    let list: List = resp.json().await.map_err(|e| unavailable(&t, e.to_string()))?;
+    let tags = list.tags.unwrap_or_default();
+    let mut r = super::json_response(200, &serde_json::json!({"name": name, "tags": tags})).map_err(internal)?;
+    if resp.headers().get("link").ok().flatten().is_some() {
+        if let (Some(n), Some(l)) = (query("n"), tags.last()) {
+            r.headers_mut().set("link", &format!("</v2/{name}/tags/list?n={n}&last={l}>; rel=\"next\"")).map_err(internal)?;
+        }
+    }
+    Ok(Some(r))
+}

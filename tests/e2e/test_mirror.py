@@ -1,0 +1,201 @@
+"""The pull-through mirror, proven with the real skopeo (and podman) against the
+worker on workerd, with Debian's docker-registry started here on loopback as the
+upstream: open, and behind the Docker token flow with credentials."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from debian import Hosts
+from test_oci import oci_layout, sha, skopeo
+from upstream import TokenServer, Upstream
+from wharf import Wharf
+
+USER, PASSWORD = "mirror-user", "s3cret-" + os.urandom(4).hex()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mirror")
+    hosts = Hosts()
+    token = TokenServer(root, USER, PASSWORD)
+    open_up = Upstream(root / "open")
+    private_up = Upstream(root / "private", token)
+    w = Wharf(root / "state", https=True, extra_vars={"UPSTREAM_PASSWORD": PASSWORD})
+
+    class Env:
+        pass
+
+    e = Env()
+    e.root, e.hosts, e.token, e.open, e.private, e.wharf = root, hosts, token, open_up, private_up, w
+    yield e
+    w.stop()
+    open_up.stop()
+    private_up.stop()
+    token.stop()
+    hosts.cleanup()
+
+
+def site(e, name: str, **settings) -> str:
+    host = e.hosts.add(f"{name}.mirror.wharf.test")
+    e.wharf.admin.site(name, host)
+    e.wharf.admin.call("PUT", f"/sites/{name}/oci/settings", settings)
+    return f"{host}:{e.wharf.port}"
+
+
+def seed(e, upstream: Upstream, ref: str, payload: bytes, creds: str | None = None) -> dict:
+    """Pushes a one-layer image to the upstream with skopeo."""
+    layout = e.root / ("layout-" + os.urandom(4).hex())
+    image = oci_layout(layout, "v", {"payload.bin": payload})
+    args = ["copy", "--dest-tls-verify=false"]
+    if creds:
+        args += ["--dest-creds", creds]
+    skopeo(*args, f"oci:{layout}:v", f"docker://{upstream.address}/{ref}")
+    return image
+
+
+def cache(e, name: str, **query) -> list[dict]:
+    q = "&".join(f"{k}={v}" for k, v in query.items())
+    return e.wharf.admin.call("GET", f"/sites/{name}/oci/cache?{q}")["entries"]
+
+
+def wait_cached(e, name: str, kind: str, reference: str) -> dict:
+    """The cache entry, once the worker has stored it (blobs are stored after the response)."""
+    for _ in range(100):
+        for entry in cache(e, name):
+            if entry["kind"] == kind and entry["reference"] == reference and entry["sha256"]:
+                return entry
+        time.sleep(0.1)
+    raise AssertionError(f"{kind} {reference} was never cached: {cache(e, name)}")
+
+
+def digest_of(ref: str, *extra) -> str:
+    import json
+    return json.loads(skopeo("inspect", "--tls-verify=false", *extra, f"docker://{ref}").stdout)["Digest"]
+
+
+def test_cold_pull_then_warm_pull_with_the_upstream_stopped(env, tmp_path):
+    e = env
+    image = seed(e, e.open, "team/app:v1", os.urandom(3 << 20))
+    reg = site(e, "mirror-cold", upstreams=[{"url": e.open.url}], tag_ttl_seconds=0)
+    skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/team/app:v1", f"dir:{tmp_path / 'cold'}")
+    assert (tmp_path / "cold" / sha(image["layer"])).read_bytes() == image["layer"]
+    assert digest_of(f"{reg}/team/app:v1") == f"sha256:{sha(image['manifest'])}"
+    layer = wait_cached(e, "mirror-cold", "blob", sha(image["layer"]))
+    assert layer["size"] == len(image["layer"]) and layer["upstream"] == "" and layer["repository"] == "team/app"
+    wait_cached(e, "mirror-cold", "blob", sha(image["config"]))
+    assert wait_cached(e, "mirror-cold", "tag", "v1")["sha256"] == sha(image["manifest"])
+    assert e.wharf.admin.call("GET", f"/blobs/sha256/{sha(image['layer'])}")["stored"]
+
+    # Warm, with the upstream down: the tag's revalidation (TTL 0) fails, so
+    # the cached manifest and blobs are served (stale-if-error).
+    e.open.stop()
+    try:
+        skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/team/app:v1", f"dir:{tmp_path / 'warm'}")
+        assert (tmp_path / "warm" / sha(image["layer"])).read_bytes() == image["layer"]
+        # What was never cached is an error, not a hang.
+        r = e.wharf.get(reg.split(":")[0], "/v2/team/other/manifests/v1")
+        assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE", r.text
+    finally:
+        e.open.start()
+
+    # Another site (no mirror) cannot read the cached content by digest.
+    other = e.hosts.add("no-mirror.mirror.wharf.test")
+    e.wharf.admin.site("no-mirror", other)
+    r = e.wharf.get(other, f"/v2/team/app/blobs/sha256:{sha(image['layer'])}")
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+    r = e.wharf.get(other, f"/v2/team/app/manifests/sha256:{sha(image['manifest'])}")
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
+def test_tags_are_revalidated_with_head_and_a_moved_tag_is_fetched(env):
+    e = env
+    first = seed(e, e.open, "team/rev:v1", b"first")
+    reg = site(e, "mirror-rev", upstreams=[{"url": e.open.url}], tag_ttl_seconds=3600)
+    assert digest_of(f"{reg}/team/rev:v1") == f"sha256:{sha(first['manifest'])}"
+    second = seed(e, e.open, "team/rev:v1", b"second")
+    # Within the TTL the cached tag is served without asking the upstream.
+    gets = e.open.requests_seen("GET", "/v2/team/rev/manifests/v1")
+    heads = e.open.requests_seen("HEAD", "/v2/team/rev/manifests/v1")
+    assert digest_of(f"{reg}/team/rev:v1") == f"sha256:{sha(first['manifest'])}"
+    assert e.open.requests_seen("HEAD", "/v2/team/rev/manifests/v1") == heads
+    # Past the TTL: HEAD sees the tag moved, GET fetches the new manifest.
+    e.wharf.admin.call("PUT", "/sites/mirror-rev/oci/settings", {"upstreams": [{"url": e.open.url}], "tag_ttl_seconds": 0})
+    assert digest_of(f"{reg}/team/rev:v1") == f"sha256:{sha(second['manifest'])}"
+    assert e.open.requests_seen("HEAD", "/v2/team/rev/manifests/v1") == heads + 1
+    assert e.open.requests_seen("GET", "/v2/team/rev/manifests/v1") == gets + 1
+    # Unchanged: HEAD only, no pull of the manifest.
+    assert digest_of(f"{reg}/team/rev:v1") == f"sha256:{sha(second['manifest'])}"
+    assert e.open.requests_seen("HEAD", "/v2/team/rev/manifests/v1") == heads + 2
+    assert e.open.requests_seen("GET", "/v2/team/rev/manifests/v1") == gets + 1
+
+
+def test_a_corrupted_upstream_blob_is_rejected_and_not_cached(env, tmp_path):
+    e = env
+    image = seed(e, e.open, "team/bad:v1", os.urandom(1 << 20))
+    reg = site(e, "mirror-bad", upstreams=[{"url": e.open.url}])
+    stored = e.open.blob_file(sha(image["layer"]))
+    good = stored.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF
+    stored.write_bytes(bytes(bad))
+    try:
+        r = skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/team/bad:v1", f"dir:{tmp_path / 'bad'}", check=False)
+        assert r.returncode != 0 and "digest" in r.stderr.lower(), r.stderr
+        # The copy R2 was given failed its sha256 check: nothing is stored or cached.
+        time.sleep(3)
+        assert not any(x["kind"] == "blob" and x["reference"] == sha(image["layer"]) for x in cache(e, "mirror-bad"))
+        status = e.wharf.admin.call("GET", f"/blobs/sha256/{sha(image['layer'])}", expect=404)
+        assert status["error"]["code"] == "not_found"
+    finally:
+        stored.write_bytes(good)
+    skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/team/bad:v1", f"dir:{tmp_path / 'good'}")
+    assert (tmp_path / "good" / sha(image["layer"])).read_bytes() == image["layer"]
+    wait_cached(e, "mirror-bad", "blob", sha(image["layer"]))
+
+
+def test_a_private_upstream_behind_the_docker_token_flow(env, tmp_path):
+    e = env
+    image = seed(e, e.private, "team/secret:v1", os.urandom(1 << 20), creds=f"{USER}:{PASSWORD}")
+    private = {"prefix": "private", "url": e.private.url, "username": USER, "password_secret": "UPSTREAM_PASSWORD"}
+    reg = site(e, "mirror-private", upstreams=[private])
+    before = e.token.requests
+    skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/private/team/secret:v1", f"dir:{tmp_path / 'p'}")
+    assert (tmp_path / "p" / sha(image["layer"])).read_bytes() == image["layer"]
+    assert e.token.requests > before
+    assert skopeo("list-tags", "--tls-verify=false", f"docker://{reg}/private/team/secret").stdout.count('"v1"') == 1
+    # Names outside the prefix have no upstream here.
+    r = e.wharf.get(reg.split(":")[0], "/v2/team/secret/manifests/v1")
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+    # Without the credentials the upstream's token endpoint refuses: an error, nothing cached.
+    anon = site(e, "mirror-anon", upstreams=[{"prefix": "private", "url": e.private.url}])
+    r = e.wharf.get(anon.split(":")[0], "/v2/private/team/secret/manifests/v1")
+    assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE", r.text
+    assert cache(e, "mirror-anon") == []
+
+
+def test_upstream_404s_are_cached_briefly_and_the_cache_can_be_purged(env):
+    e = env
+    reg = site(e, "mirror-404", upstreams=[{"url": e.open.url}], not_found_ttl_seconds=3600)
+    host = reg.split(":")[0]
+    for _ in range(2):
+        r = e.wharf.get(host, "/v2/team/none/manifests/v9")
+        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    assert e.open.requests_seen("GET", "/v2/team/none/manifests/v9") == 1
+    [entry] = cache(e, "mirror-404")
+    assert (entry["kind"], entry["reference"], entry["sha256"]) == ("tag", "v9", None)
+
+    image = seed(e, e.open, "team/none:v9", b"now it exists")
+    assert e.wharf.get(host, "/v2/team/none/manifests/v9").status_code == 404  # still remembered
+    assert e.wharf.admin.call("DELETE", "/sites/mirror-404/oci/cache?repository=team/none")["removed"] == 1
+    r = e.wharf.get(host, "/v2/team/none/manifests/v9", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == f"sha256:{sha(image['manifest'])}"
+    assert len(cache(e, "mirror-404")) == 2  # the tag and the manifest
+    assert e.wharf.admin.call("DELETE", "/sites/mirror-404/oci/cache")["removed"] == 2
+    assert cache(e, "mirror-404") == []
+
+    # Settings are checked.
+    for bad in ([{"url": e.open.url}, {"url": e.open.url}], [{"prefix": "a/b", "url": e.open.url}], [{"url": "ftp://x"}]):
+        e.wharf.admin.call("PUT", "/sites/mirror-404/oci/settings", {"upstreams": bad}, expect=422)

@@ -1,0 +1,136 @@
+"""A real upstream registry for the mirror tests: Debian's docker-registry
+(distribution 2.8) on loopback, plain HTTP, optionally behind the Docker token
+flow with a small token server here (RS256 JWTs whose x5c chain is the
+registry's trusted root, as distribution verifies them)."""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import requests
+from wharf import free_port
+
+SERVICE = "upstream-test"
+ISSUER = "wharf-test-token-issuer"
+
+
+def b64url(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """The Docker token endpoint: Basic credentials in, a signed token out."""
+
+    def __init__(self, root: Path, user: str, password: str):
+        self.root, self.requests = root, 0
+        key, cert = root / "token-key.pem", root / "token-cert.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=wharf-test-tokens",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        der = subprocess.run(["openssl", "x509", "-in", str(cert), "-outform", "DER"], check=True, capture_output=True).stdout
+        self.key, self.cert = key, cert
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                server.requests += 1
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                q = parse_qs(urlparse(self.path).query)
+                access = []
+                for scope in q.get("scope", []):
+                    kind, name, actions = scope.split(":")
+                    access.append({"type": kind, "name": name, "actions": actions.split(",")})
+                now = int(time.time())
+                header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
+                claims = {"iss": ISSUER, "sub": user, "aud": q.get("service", [""])[0], "exp": now + 300, "nbf": now - 10,
+                          "iat": now, "jti": os.urandom(8).hex(), "access": access}
+                signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+                sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key)], input=signing_input.encode(),
+                                     check=True, capture_output=True).stdout
+                body = json.dumps({"token": f"{signing_input}.{b64url(sig)}", "expires_in": 300}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.port = free_port()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Upstream:
+    """docker-registry serving `root/data`; stop() and start() keep its port and content."""
+
+    def __init__(self, root: Path, token: TokenServer | None = None):
+        self.root, self.token, self.port = root, token, free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        auth = ""
+        if token:
+            auth = (f"auth: {{token: {{realm: {token.realm}, service: {SERVICE}, issuer: {ISSUER}, "
+                    f"rootcertbundle: {token.cert}}}}}\n")
+        (root / "config.yml").write_text(f"""version: 0.1
+log: {{level: info, formatter: text}}
+storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}
+http: {{addr: 127.0.0.1:{self.port}}}
+{auth}""")
+        self.proc = None
+        self.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def start(self):
+        self.log = open(self.root / "registry.log", "ab")
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.root / "config.yml")], stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        for _ in range(100):
+            try:
+                requests.get(f"{self.url}/v2/", timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError("docker-registry did not start: " + (self.root / "registry.log").read_text()[-2000:])
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(10)
+        self.log.close()
+
+    def blob_file(self, hex_digest: str) -> Path:
+        return self.root / "data/docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest / "data"
+
+    def requests_seen(self, method: str, path_part: str) -> int:
+        """How many `method` requests for a URI containing `path_part` the registry logged."""
+        n = 0
+        for line in (self.root / "registry.log").read_text(errors="replace").splitlines():
+            if "response completed" in line and f"http.request.method={method}" in line and path_part in line:
+                n += 1
+        return n

@@ -100,6 +100,15 @@ def test_cold_pull_then_warm_pull_with_the_upstream_stopped(env, tmp_path):
     finally:
         e.open.start()
 
+    # A second mirror site gets the blobs the store already holds after the
+    # upstream confirms its repository has them (HEAD), without pulling them again.
+    blob_path = f"/v2/team/app/blobs/sha256:{sha(image['layer'])}"
+    gets, heads = e.open.requests_seen("GET", blob_path), e.open.requests_seen("HEAD", blob_path)
+    reg2 = site(e, "mirror-cold2", upstreams=[{"url": e.open.url}])
+    skopeo("copy", "--src-tls-verify=false", f"docker://{reg2}/team/app:v1", f"dir:{tmp_path / 'second'}")
+    assert (tmp_path / "second" / sha(image["layer"])).read_bytes() == image["layer"]
+    assert e.open.requests_seen("GET", blob_path) == gets and e.open.requests_seen("HEAD", blob_path) == heads + 1
+
     # Another site (no mirror) cannot read the cached content by digest.
     other = e.hosts.add("no-mirror.mirror.wharf.test")
     e.wharf.admin.site("no-mirror", other)
@@ -174,6 +183,44 @@ def test_a_private_upstream_behind_the_docker_token_flow(env, tmp_path):
     r = e.wharf.get(anon.split(":")[0], "/v2/private/team/secret/manifests/v1")
     assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE", r.text
     assert cache(e, "mirror-anon") == []
+
+
+def test_podman_pulls_through_a_registries_conf_mirror(env, tmp_path):
+    """The mirror entry README documents for podman: the origin is down, the pull still works."""
+    e = env
+    image = seed(e, e.open, "team/pod:v1", os.urandom(1 << 20))
+    reg = site(e, "mirror-podman", upstreams=[{"url": e.open.url}])
+    skopeo("inspect", "--tls-verify=false", f"docker://{reg}/team/pod:v1")  # warms the tag and manifest
+    skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/team/pod:v1", f"dir:{tmp_path / 'warm'}")
+    wait_cached(e, "mirror-podman", "blob", sha(image["layer"]))
+    conf = tmp_path / "registries.conf"
+    conf.write_text(f"""[[registry]]
+prefix = "{e.open.address}"
+location = "{e.open.address}"
+insecure = true
+
+[[registry.mirror]]
+location = "{reg}"
+insecure = true
+""")
+    import shutil
+    import subprocess
+    import tempfile
+    root = Path(tempfile.mkdtemp(prefix="wharf-pod-", dir="/tmp"))
+    e.open.stop()
+    try:
+        env_ = {**os.environ, "CONTAINERS_REGISTRIES_CONF": str(conf), "REGISTRY_AUTH_FILE": str(root / "auth.json")}
+        (root / "auth.json").write_text("{}")
+        base = ["podman", "--root", str(root / "storage"), "--runroot", str(root / "run"), "--storage-driver", "vfs"]
+        r = subprocess.run([*base, "pull", f"{e.open.address}/team/pod:v1"], capture_output=True, text=True, timeout=300, env=env_)
+        assert r.returncode == 0, r.stderr
+        out = subprocess.run([*base, "image", "inspect", "--format", "{{.Digest}}", f"{e.open.address}/team/pod:v1"],
+                             capture_output=True, text=True, timeout=60, env=env_).stdout.strip()
+        assert out == f"sha256:{sha(image['manifest'])}"
+    finally:
+        e.open.start()
+        subprocess.run([*base, "system", "reset", "--force"], capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_upstream_404s_are_cached_briefly_and_the_cache_can_be_purged(env):

@@ -263,6 +263,13 @@ def test_referrers_and_a_multi_arch_index(reg, tmp_path):
     assert r.status_code == 201, r.text
     got = reg.get(host, "/v2/multi/manifests/latest")
     assert got.content == index and got.headers["Content-Type"] == "application/vnd.oci.image.index.v1+json"
+    # Accept negotiation: a client that takes single manifests only cannot use an index.
+    only_manifests = {"Accept": f"application/vnd.docker.distribution.manifest.v2+json, {OCI_MANIFEST}"}
+    r = reg.get(host, "/v2/multi/manifests/latest", headers=only_manifests)
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN", r.text
+    r = reg.get(host, "/v2/multi/manifests/latest", headers={"Accept": f"{OCI_MANIFEST}, application/vnd.oci.image.index.v1+json"})
+    assert r.status_code == 200 and r.content == index
+    assert reg.get(host, "/v2/multi/manifests/amd64", headers=only_manifests).content == amd
     # An index naming a manifest the repository lacks is refused.
     bad = index.replace(sha(arm).encode(), b"4" * 64)
     r = reg.get(host, "/v2/multi/manifests/broken", method="PUT", data=bad, headers={**auth, "Content-Type": "application/vnd.oci.image.index.v1+json"})

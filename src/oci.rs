@@ -227,6 +227,11 @@ pub fn route(path: &str) -> Result<OciRoute, OciError> {
 pub fn tag_path(name: &str, tag: &str) -> String {
     format!("{}oci/{name}/_tags/{tag}", crate::store::INTERNAL_PREFIX)
 }
+/// Everything of one repository (and not of the repositories nested under its
+/// name: their components cannot start with `_`).
+pub fn repository_prefix(name: &str) -> String {
+    format!("{}oci/{name}/_", crate::store::INTERNAL_PREFIX)
+}
 pub fn tags_prefix(name: &str) -> String {
     format!("{}oci/{name}/_tags/", crate::store::INTERNAL_PREFIX)
 }

@@ -96,6 +96,10 @@ pub async fn handle(mut req: Request, env: &Env, worker: &Context, host: &str) -
     }
     let result = match oci::route(&path) {
         Ok(route) => dispatch(&ctx, &mut req, route, &query).await,
+        // A tag that cannot exist is, to a reader, a manifest that does not.
+        Err(e) if e.code == "TAG_INVALID" && matches!(req.method(), Method::Get | Method::Head | Method::Delete) => {
+            Err(OciError::new(404, "MANIFEST_UNKNOWN", e.message))
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -676,7 +680,7 @@ async fn put_manifest(ctx: &Ctx<'_>, req: &mut Request, name: &str, reference: &
 
 async fn tags(ctx: &Ctx<'_>, name: &str, query: &dyn Fn(&str) -> Option<String>) -> R<Response> {
     let mut all: Vec<String> = all_tags(ctx, name).await?.into_iter().map(|(t, _)| t).collect();
-    if all.is_empty() {
+    if all.is_empty() && !repository_exists(ctx, name).await? {
         return match mirror::tags(ctx, name, query).await? {
             Some(r) => Ok(r),
             None => Err(OciError::name_unknown(name)),
@@ -727,6 +731,20 @@ async fn list_under(ctx: &Ctx<'_>, prefix: &str) -> R<Vec<(String, String)>> {
             return Ok(out);
         }
     }
+}
+
+/// Whether the site holds anything (a blob, a manifest) of the repository:
+/// one whose tags were all deleted still lists, with no tags.
+async fn repository_exists(ctx: &Ctx<'_>, name: &str) -> R<bool> {
+    let (Some(rel), Some(seq)) = (ctx.site.active_release_id, ctx.site.seq) else { return Ok(false) };
+    let prefix = oci::repository_prefix(name);
+    #[derive(Deserialize)]
+    struct P {
+        #[allow(dead_code)]
+        path: String,
+    }
+    let any: Vec<P> = ctx.db.all(store::list_prefix(ctx.site.id, seq, rel, &prefix, "", 1)).await.map_err(|e| internal(e.message))?;
+    Ok(!any.is_empty())
 }
 
 /// Every tag of a repository with the manifest digest it points at.

@@ -214,7 +214,8 @@ def test_deletion_and_private_pull_are_per_site_settings(reg):
     # Off by default: 405 UNSUPPORTED.
     r = reg.get(host, "/v2/app/manifests/v1", method="DELETE", headers=auth)
     assert r.status_code == 405 and r.json()["errors"][0]["code"] == "UNSUPPORTED"
-    assert admin.call("GET", f"/sites/{site}/oci/settings")["settings"] == {"anonymous_pull": True, "allow_delete": False}
+    assert admin.call("GET", f"/sites/{site}/oci/settings")["settings"] == {
+        "anonymous_pull": True, "allow_delete": False, "upstreams": [], "tag_ttl_seconds": 300, "not_found_ttl_seconds": 60}
     admin.call("PUT", f"/sites/{site}/oci/settings", {"allow_delete": True})
     # A tag goes alone; a manifest by digest takes its tags with it; a blob goes.
     assert reg.get(host, "/v2/app/manifests/v2", method="DELETE", headers=auth).status_code == 202
@@ -223,6 +224,15 @@ def test_deletion_and_private_pull_are_per_site_settings(reg):
     assert reg.get(host, f"/v2/app/manifests/{reg_digest}", method="DELETE", headers=auth).status_code == 202
     assert reg.get(host, "/v2/app/manifests/v1").status_code == 404
     assert reg.get(host, f"/v2/app/manifests/{reg_digest}").status_code == 404
+    # A repository whose tags are all gone lists none (it still holds blobs).
+    r = reg.get(host, "/v2/app/tags/list")
+    assert r.status_code == 200 and r.json() == {"name": "app", "tags": []}, r.text
+    assert reg.get(host, "/v2/nothing-here/tags/list").json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    # A tag that cannot exist is unknown to readers and refused to writers.
+    r = reg.get(host, "/v2/app/manifests/.INVALID_MANIFEST_NAME")
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    r = reg.get(host, "/v2/app/manifests/.bad", method="PUT", data=manifest, headers={**auth, "Content-Type": OCI_MANIFEST})
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "TAG_INVALID"
     assert reg.get(host, f"/v2/app/blobs/sha256:{sha(layer)}", method="DELETE", headers=auth).status_code == 202
     assert reg.get(host, f"/v2/app/blobs/sha256:{sha(layer)}").json()["errors"][0]["code"] == "BLOB_UNKNOWN"
     assert reg.get(host, f"/v2/app/blobs/sha256:{sha(layer)}", method="DELETE", headers=auth).status_code == 404

@@ -1,6 +1,7 @@
 """The OCI registry, proven with the real skopeo against the worker on workerd
 (served over HTTPS: skopeo tries TLS first even with --tls-verify=false)."""
 
+import base64
 import gzip
 import hashlib
 import io
@@ -411,3 +412,103 @@ def test_podman_logs_in_pushes_and_pulls(reg, hosts, tmp_path, podroot):
     assert tags == {"name": "pod/app", "tags": ["v1"]}
     manifest = reg.get(host, "/v2/pod/app/manifests/v1").json()
     assert len(manifest["layers"]) == len(json.loads(image["manifest"])["layers"]) == 1
+
+
+def test_the_flows_of_the_distribution_spec_conformance_suite(reg):
+    """The requests the OCI conformance suite (distribution-spec 1.1) makes that
+    the tests above do not: a supplement written from the suite's workflows,
+    since the suite itself (Go, ginkgo v2) cannot be built on this machine."""
+    admin = reg.admin
+    site, host = "conformance", "conformance.wharf.test"
+    admin.site(site, host)
+    admin.call("PUT", f"/sites/{site}/oci/settings", {"allow_delete": True})
+    auth = {"Authorization": f"Bearer {admin.make_token('publish', site).token}"}
+
+    def call(method, path, **kw):
+        return reg.get(host, path, method=method, headers={**auth, **kw.pop("headers", {})}, **kw)
+
+    name = "conformance/repo"
+    # Streamed: one PATCH without Content-Range, then a PUT with no body.
+    blob_a = os.urandom(42)
+    loc = call("POST", f"/v2/{name}/blobs/uploads/").headers["Location"]
+    r = call("PATCH", loc, data=blob_a, headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 202 and r.headers["Range"] == "0-41"
+    r = call("PUT", f"{r.headers['Location']}?digest=sha256:{sha(blob_a)}", headers={"Content-Length": "0"})
+    assert r.status_code == 201 and r.headers["Location"]
+    # Chunked: a chunk sent again is out of order (416); the status keeps the range.
+    blob_b = os.urandom(42)
+    first, second = blob_b[:22], blob_b[22:]
+    loc = call("POST", f"/v2/{name}/blobs/uploads/", headers={"Content-Length": "0"}).headers["Location"]
+    r = call("PATCH", loc, data=first, headers={"Content-Range": "0-21"})
+    assert r.status_code == 202 and r.headers["Range"] == "0-21"
+    assert call("PATCH", loc, data=first, headers={"Content-Range": "0-21"}).status_code == 416
+    r = call("GET", loc)
+    assert r.status_code == 204 and r.headers["Range"] == "0-21" and r.headers["Location"]
+    r = call("PATCH", r.headers["Location"], data=second, headers={"Content-Range": "22-41"})
+    assert r.status_code == 202 and r.headers["Range"] == "0-41"
+    assert call("PUT", f"{r.headers['Location']}?digest=sha256:{sha(blob_b)}", headers={"Content-Length": "0"}).status_code == 201
+    assert call("GET", f"/v2/{name}/blobs/sha256:{sha(blob_b)}").content == blob_b
+    # Mount: without from, or of a blob the source lacks, a session starts (202).
+    other = "conformance-other/x"
+    r = call("POST", f"/v2/{other}/blobs/uploads/?mount=sha256:{sha(b'hello world')}")
+    assert r.status_code == 202 and r.headers["Location"].startswith(f"/v2/{other}/blobs/uploads/")
+    r = call("POST", f"/v2/{other}/blobs/uploads/?mount=sha256:{sha(blob_a)}&from={name}")
+    assert r.status_code == 201 and r.headers["Location"] == f"/v2/{other}/blobs/sha256:{sha(blob_a)}"
+    # A 4 MiB blob in one request.
+    big = os.urandom(4 << 20)
+    push_blob(reg, host, name, big, auth)
+
+    # Manifests: no layers, a custom config type, an artifactType, an index, a nested index.
+    empty = b"{}"
+    push_blob(reg, host, name, empty, auth)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}, indent="\t").encode()
+    push_blob(reg, host, name, config, auth)
+    d = lambda b, mt: {"mediaType": mt, "digest": f"sha256:{sha(b)}", "size": len(b)}  # noqa: E731
+    image = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {**d(config, "application/vnd.oci.image.config.v1+json"),
+                        "data": base64.b64encode(config).decode(), "newUnspecifiedField": "aGVsbG8="},
+                        "layers": [d(big, "application/vnd.oci.image.layer.v1.tar+zstd")]}, indent="\t").encode()
+    no_layers = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": d(config, "application/vnd.oci.image.config.v1+json"),
+                            "layers": [d(empty, "application/vnd.oci.empty.v1+json")]}).encode()
+    config_type = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": d(blob_a, "application/vnd.example.bagel"),
+                              "layers": [d(big, "application/vnd.oci.image.layer.v1.tar+gzip")]}).encode()
+    artifact = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.jam",
+                           "config": d(empty, "application/vnd.oci.empty.v1+json"), "layers": [d(blob_b, "application/vnd.example.jam")],
+                           "subject": d(image, OCI_MANIFEST), "annotations": {"org.example.k": "artifact"}}).encode()
+    dangling = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.jam",
+                           "config": d(empty, "application/vnd.oci.empty.v1+json"), "layers": [d(blob_b, "application/vnd.example.jam")],
+                           "subject": {"mediaType": OCI_MANIFEST, "digest": f"sha256:{'7' * 64}", "size": 10}}).encode()
+    for tag, body in (("tagtest0", image), ("emptylayer", no_layers)):
+        r = call("PUT", f"/v2/{name}/manifests/{tag}", data=body, headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 201 and r.headers["Location"], r.text
+    for body in (config_type, artifact, dangling):
+        r = call("PUT", f"/v2/{name}/manifests/sha256:{sha(body)}", data=body, headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 201, r.text
+    assert r.headers["OCI-Subject"] == f"sha256:{'7' * 64}"
+    oci_index = "application/vnd.oci.image.index.v1+json"
+    index = json.dumps({"schemaVersion": 2, "mediaType": oci_index, "artifactType": "application/vnd.example.index",
+                        "manifests": [d(no_layers, OCI_MANIFEST)], "subject": d(image, OCI_MANIFEST),
+                        "annotations": {"org.example.k": "index"}}, indent="\t").encode()
+    nested = json.dumps({"schemaVersion": 2, "mediaType": oci_index, "manifests": [d(index, oci_index)]}).encode()
+    for body in (index, nested):
+        r = call("PUT", f"/v2/{name}/manifests/sha256:{sha(body)}", data=body, headers={"Content-Type": oci_index})
+        assert r.status_code == 201, r.text
+    r = call("HEAD", f"/v2/{name}/manifests/sha256:{sha(image)}", headers={"Accept": OCI_MANIFEST})
+    assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == f"sha256:{sha(image)}"
+    # Referrers: of the image (an artifact and an index), of a missing subject, of nothing.
+    refs = call("GET", f"/v2/{name}/referrers/sha256:{sha(image)}")
+    assert refs.status_code == 200 and refs.headers["Content-Type"] == oci_index
+    assert sorted(m["digest"] for m in refs.json()["manifests"]) == sorted([f"sha256:{sha(artifact)}", f"sha256:{sha(index)}"])
+    assert all(len(m["annotations"]) == 1 for m in refs.json()["manifests"])
+    assert [m["digest"] for m in call("GET", f"/v2/{name}/referrers/sha256:{'7' * 64}").json()["manifests"]] == [f"sha256:{sha(dangling)}"]
+    r = call("GET", f"/v2/{name}/referrers/sha256:{sha(b'hello world')}")
+    assert r.status_code == 200 and r.headers["Content-Type"] == oci_index and r.json()["manifests"] == []
+    # Errors: a manifest PUT by a malformed digest; tags after a delete.
+    r = call("PUT", f"/v2/{name}/manifests/sha256:totallywrong", data=b"blablabla", headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code in (400, 404) and r.json()["errors"][0]["code"] in ("DIGEST_INVALID", "MANIFEST_INVALID")
+    before = len(call("GET", f"/v2/{name}/tags/list").json()["tags"])
+    assert call("DELETE", f"/v2/{name}/manifests/tagtest0").status_code == 202
+    assert call("DELETE", f"/v2/{name}/manifests/sha256:{sha(image)}").status_code == 202
+    assert call("GET", f"/v2/{name}/manifests/sha256:{sha(image)}").status_code == 404
+    assert len(call("GET", f"/v2/{name}/tags/list").json()["tags"]) < before
+    assert call("DELETE", f"/v2/{name}/blobs/sha256:{sha(config)}").status_code == 202
+    assert call("GET", f"/v2/{name}/blobs/sha256:{sha(config)}").status_code == 404

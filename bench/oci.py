@@ -1,7 +1,8 @@
 """Registry pulls: Wharf against Debian's docker-registry (distribution 2.8)
 serving the same image on loopback, both over TLS, in one run: the pull time
 of an image with a large layer (skopeo copy to a dir:) and manifest GETs per
-second (wrk).
+second (wrk); and the same image pulled through a Wharf site that mirrors a
+second docker-registry (plain HTTP, same storage): cold once, then warm.
 
 Run by hand: `make bench-oci`. Results: bench/out-oci/results.md.
 BENCH_OCI_LAYER_MIB sets the layer size (default 256).
@@ -35,20 +36,27 @@ def run(*cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
 
 
-def start_registry(root: Path) -> tuple[subprocess.Popen, int]:
+def start_registry(root: Path, tls: bool = True) -> tuple[subprocess.Popen, int]:
+    """docker-registry on loopback, storing under root/data (a plain-HTTP one,
+    `tls=False`, can serve the same storage as the mirror's upstream)."""
     port = free_port()
-    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-        "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem"))
-    (root / "config.yml").write_text(f"""version: 0.1
+    listen = f"addr: 127.0.0.1:{port}"
+    if tls:
+        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+            "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem"))
+        listen += f", tls: {{certificate: {root / 'cert.pem'}, key: {root / 'key.pem'}}}"
+    config = root / ("config.yml" if tls else "config-plain.yml")
+    config.write_text(f"""version: 0.1
 log: {{level: error}}
 storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}
-http: {{addr: 127.0.0.1:{port}, tls: {{certificate: {root / 'cert.pem'}, key: {root / 'key.pem'}}}}}
+http: {{{listen}}}
 """)
-    p = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    p = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
+    scheme = "https" if tls else "http"
     for _ in range(100):
         try:
-            requests.get(f"https://127.0.0.1:{port}/v2/", verify=False, timeout=1)
+            requests.get(f"{scheme}://127.0.0.1:{port}/v2/", verify=False, timeout=1)
             return p, port
         except requests.RequestException:
             time.sleep(0.1)
@@ -74,6 +82,7 @@ def main():
     hosts = Hosts()
     w = Wharf(OUT / "state", https=True, extra_vars={"MAX_BLOB_BYTES": str(4 << 30)})
     reg, reg_port = start_registry(OUT)
+    upstream = None
     try:
         host = hosts.add("bench-registry.wharf.test")
         w.admin.site("bench", host)
@@ -96,9 +105,26 @@ def main():
             pulls = [timed_pull(ref, OUT / "pulled") for _ in range(RUNS)]
             assert (OUT / "pulled" / sha(image["layer"])).stat().st_size == len(image["layer"])
             rows.append([name, statistics.median(pulls)])
+        # The same image through a mirror site whose upstream is docker-registry.
+        upstream, upstream_port = start_registry(OUT, tls=False)
+        mirror_host = hosts.add("bench-mirror.wharf.test")
+        w.admin.site("mirror", mirror_host)
+        w.admin.call("PUT", "/sites/mirror/oci/settings", {"upstreams": [{"url": f"http://127.0.0.1:{upstream_port}"}]})
+        mirror_ref = f"{mirror_host}:{w.port}/bench/app:v1"
+        cold = timed_pull(mirror_ref, OUT / "pulled")
+        assert (OUT / "pulled" / sha(image["layer"])).read_bytes() == image["layer"]
+        for _ in range(600):  # the layer's copy is stored after the response
+            entries = w.admin.call("GET", "/sites/mirror/oci/cache?repository=bench/app")["entries"]
+            if any(e["kind"] == "blob" and e["reference"] == sha(image["layer"]) and e["sha256"] for e in entries):
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the mirrored layer was never cached")
+        warm = statistics.median(timed_pull(mirror_ref, OUT / "pulled") for _ in range(RUNS))
         manifest_path = "/v2/bench/app/manifests/v1"
         rows[0].append(wrk(f"https://127.0.0.1:{w.port}{manifest_path}", host))
         rows[1].append(wrk(f"https://127.0.0.1:{reg_port}{manifest_path}", f"127.0.0.1:{reg_port}"))
+        mirror_rps = wrk(f"https://127.0.0.1:{w.port}{manifest_path}", mirror_host)
         size_mb = len(image["layer"]) / 1e6
         lines = [f"| registry | pull of a {LAYER_MIB} MiB layer (median of {RUNS}) | throughput | manifest GETs/s (wrk, 32 connections) |",
                  "|---|---:|---:|---:|"]
@@ -106,12 +132,19 @@ def main():
             lines.append(f"| {name} | {pull:.2f} s | {size_mb / pull:.0f} MB/s | {rps:,.0f} |")
         lines += ["", f"Wharf / docker-registry: pull time {rows[0][1] / rows[1][1]:.2f}×, manifest GETs/s {rows[0][2] / rows[1][2]:.2f}×. "
                   f"Push of the image with skopeo: Wharf {push_wharf:.2f} s, docker-registry {push_reg:.2f} s.",
+                  "", "| pull through a Wharf mirror of docker-registry | time | throughput | manifest GETs/s |", "|---|---:|---:|---:|",
+                  f"| cold (fetched from the upstream, stored in R2 on the way) | {cold:.2f} s | {size_mb / cold:.0f} MB/s | |",
+                  f"| warm (median of {RUNS}) | {warm:.2f} s | {size_mb / warm:.0f} MB/s | {mirror_rps:,.0f} |",
+                  "", f"Warm pull-through overhead against the same image pushed to Wharf: pull time {warm / rows[0][1]:.2f}×, "
+                  f"manifest GETs/s {mirror_rps / rows[0][2]:.2f}×.",
                   "", f"Both over TLS on loopback; Wharf on workerd with local D1/R2 (wrangler dev), this {os.cpu_count()}-core machine."]
         report = "\n".join(lines)
         (OUT / "results.md").write_text(report + "\n")
         print(report)
     finally:
         os.killpg(reg.pid, signal.SIGTERM)
+        if upstream:
+            os.killpg(upstream.pid, signal.SIGTERM)
         w.stop()
         hosts.cleanup()
 

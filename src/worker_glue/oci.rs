@@ -38,6 +38,12 @@ struct Site {
     name: String,
     active_release_id: Option<i64>,
     seq: Option<i64>,
+    /// The registry settings (JSON), if any were stored.
+    config: Option<String>,
+    /// What the request's path holds, read in the same query.
+    sha256: Option<String>,
+    size: Option<f64>,
+    content_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +62,8 @@ struct Ctx<'a> {
     site: Site,
     cfg: oci::OciConfig,
     now: i64,
+    /// A release path read with the site (a GET or HEAD of a manifest or blob).
+    prefetched: Option<(String, Option<(String, u64, String)>)>,
 }
 
 /// A site's registry settings (defaults when none are stored).
@@ -64,29 +72,48 @@ pub(super) async fn settings(db: &Db, site_id: i64) -> std::result::Result<oci::
     struct C {
         config: String,
     }
-    match db.first::<C>(sql::settings(site_id)).await? {
-        Some(c) => serde_json::from_str(&c.config).map_err(|e| crate::api::ApiError::internal(format!("stored registry settings are unreadable: {e}"))),
+    parse_settings(db.first::<C>(sql::settings(site_id)).await?.map(|c| c.config).as_deref())
+}
+
+fn parse_settings(stored: Option<&str>) -> std::result::Result<oci::OciConfig, crate::api::ApiError> {
+    match stored {
+        Some(c) => serde_json::from_str(c).map_err(|e| crate::api::ApiError::internal(format!("stored registry settings are unreadable: {e}"))),
         None => Ok(oci::OciConfig::default()),
     }
 }
 
 pub async fn handle(mut req: Request, env: &Env, worker: &Context, host: &str) -> Result<Response> {
-    let db = Db(env.d1(DB_BINDING)?);
-    let site = match db.first::<Site>(sql::site_for_host(host)).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return respond(&OciError::new(404, "NAME_UNKNOWN", "no registry on this hostname")),
-        Err(e) => return respond(&internal(e.message)),
-    };
-    let cfg = match settings(&db, site.id).await {
-        Ok(c) => c,
-        Err(e) => return respond(&internal(e.message)),
-    };
-    let ctx = Ctx { env, worker, db, host: host.to_string(), site, cfg, now: now_ms() };
     let url = req.url()?;
     let path = match crate::path::percent_decode(url.path()) {
         Ok(p) => p,
         Err(_) => return respond(&OciError::new(400, "NAME_INVALID", "bad percent-encoding")),
     };
+    let route = oci::route(&path);
+    // A read's path is looked up with the site, in one query.
+    let read_path = match (&route, req.method()) {
+        (Ok(OciRoute::Manifest { name, reference: Reference::Tag(t) }), Method::Get | Method::Head) => Some(oci::tag_path(name, t)),
+        (Ok(OciRoute::Manifest { name, reference: Reference::Digest(d) }), Method::Get | Method::Head) => Some(oci::manifest_path(name, d)),
+        (Ok(OciRoute::Blob { name, digest }), Method::Get | Method::Head) => Some(oci::blob_path(name, digest)),
+        _ => None,
+    };
+    let db = Db(env.d1(DB_BINDING)?);
+    let site = match db.first::<Site>(sql::site_for_host(host, read_path.as_deref().unwrap_or(""))).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return respond(&OciError::new(404, "NAME_UNKNOWN", "no registry on this hostname")),
+        Err(e) => return respond(&internal(e.message)),
+    };
+    let cfg = match parse_settings(site.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return respond(&internal(e.message)),
+    };
+    let prefetched = read_path.map(|p| {
+        let found = match (&site.sha256, site.size, &site.content_type) {
+            (Some(s), Some(n), Some(t)) => Some((s.clone(), n as u64, t.clone())),
+            _ => None,
+        };
+        (p, found)
+    });
+    let ctx = Ctx { env, worker, db, host: host.to_string(), site, cfg, now: now_ms(), prefetched };
     let query = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
     if path == "/v2/token" {
         return match issue_token(&ctx, &req, &url).await {
@@ -94,7 +121,7 @@ pub async fn handle(mut req: Request, env: &Env, worker: &Context, host: &str) -
             Err(e) => respond(&e),
         };
     }
-    let result = match oci::route(&path) {
+    let result = match route {
         Ok(route) => dispatch(&ctx, &mut req, route, &query).await,
         // A tag that cannot exist is, to a reader, a manifest that does not.
         Err(e) if e.code == "TAG_INVALID" && matches!(req.method(), Method::Get | Method::Head | Method::Delete) => {
@@ -265,6 +292,11 @@ async fn dispatch(ctx: &Ctx<'_>, req: &mut Request, route: OciRoute, query: &dyn
 }
 
 async fn find(ctx: &Ctx<'_>, path: &str) -> R<Option<(String, u64, String)>> {
+    if let Some((p, found)) = &ctx.prefetched {
+        if p == path {
+            return Ok(found.clone());
+        }
+    }
     let f: Option<Found> = ctx.db.first(store::lookup(&ctx.host, path)).await.map_err(|e| internal(e.message))?;
     Ok(f.and_then(|f| match (f.sha256, f.size, f.content_type) {
         (Some(s), Some(n), Some(t)) => Some((s, n as u64, t)),

@@ -226,6 +226,19 @@ CREATE TABLE IF NOT EXISTS oci_uploads (
   created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- A blob pushed to a repository that no manifest of the release references
+-- yet: the site owns it (it is served and can be mounted), and the manifest
+-- PUT that references it brings it into the release, so an image push is one
+-- release. Unreferenced ones are forgotten after UPLOAD_TTL_SECONDS.
+CREATE TABLE IF NOT EXISTS oci_staged_blobs (
+  site_id    INTEGER NOT NULL,
+  name       TEXT NOT NULL,
+  sha256     TEXT NOT NULL,
+  size       INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (site_id, name, sha256)
+) WITHOUT ROWID;
+
 -- Per-site registry settings (JSON: anonymous_pull, allow_delete).
 CREATE TABLE IF NOT EXISTS oci_settings (
   site_id INTEGER PRIMARY KEY,

@@ -62,6 +62,36 @@ pub fn stale_uploads(site_id: i64, before: i64, limit: u32) -> Stmt {
     )
 }
 
+/// A blob pushed to a repository, owned by the site until a manifest brings
+/// it into a release (or it is swept).
+pub fn stage_blob(site_id: i64, name: &str, sha256: &str, size: i64, now: i64) -> Stmt {
+    stmt(
+        "INSERT INTO oci_staged_blobs(site_id, name, sha256, size, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT(site_id, name, sha256) DO UPDATE SET created_at = excluded.created_at",
+        vec![site_id.into(), name.into(), sha256.into(), size.into(), now.into()],
+    )
+}
+
+/// Columns: size.
+pub fn staged_blob(site_id: i64, name: &str, sha256: &str) -> Stmt {
+    stmt(
+        "SELECT size FROM oci_staged_blobs WHERE site_id = ?1 AND name = ?2 AND sha256 = ?3",
+        vec![site_id.into(), name.into(), sha256.into()],
+    )
+}
+
+pub fn unstage_blob(site_id: i64, name: &str, sha256: &str) -> Stmt {
+    stmt(
+        "DELETE FROM oci_staged_blobs WHERE site_id = ?1 AND name = ?2 AND sha256 = ?3",
+        vec![site_id.into(), name.into(), sha256.into()],
+    )
+}
+
+/// Forgets staged blobs no manifest took up since before `before` (ms).
+pub fn sweep_staged_blobs(site_id: i64, before: i64) -> Stmt {
+    stmt("DELETE FROM oci_staged_blobs WHERE site_id = ?1 AND created_at < ?2", vec![site_id.into(), before.into()])
+}
+
 /// One entry of a site's mirror cache. Columns: sha256, size, content_type, checked_at.
 pub fn cached(site_id: i64, upstream: &str, repository: &str, kind: &str, reference: &str) -> Stmt {
     stmt(

@@ -365,3 +365,18 @@ fn the_mirror_cache_is_per_site_pages_in_key_order_and_purges() {
     assert_eq!(db.batch(vec![purge_cache(1, None, None)]).unwrap(), vec![1]);
     assert_eq!(db.rows(cache_page(2, None, None, &Default::default(), 10)).len(), 1);
 }
+
+#[test]
+fn staged_blobs_belong_to_one_repository_until_swept() {
+    use super::oci::*;
+    let mut db = Db::new();
+    db.batch(vec![stage_blob(1, "team/app", "aa", 10, 5), stage_blob(1, "team/app", "bb", 20, 50), stage_blob(2, "team/app", "aa", 10, 5)]).unwrap();
+    // Staging again refreshes the clock, not the row count.
+    assert_eq!(db.batch(vec![stage_blob(1, "team/app", "aa", 10, 60)]).unwrap(), vec![1]);
+    assert_eq!(db.rows(staged_blob(1, "team/app", "aa"))[0][0], Value::Integer(10));
+    assert!(db.rows(staged_blob(1, "team/other", "aa")).is_empty());
+    assert_eq!(db.batch(vec![sweep_staged_blobs(1, 55)]).unwrap(), vec![1]); // bb (50) goes, aa (60) stays
+    assert!(db.rows(staged_blob(1, "team/app", "bb")).is_empty());
+    assert_eq!(db.batch(vec![unstage_blob(1, "team/app", "aa")]).unwrap(), vec![1]);
+    assert_eq!(db.rows(staged_blob(2, "team/app", "aa")).len(), 1);
+}

@@ -377,8 +377,8 @@ async fn send_manifest(ctx: &Ctx<'_>, req: &Request, reference: &Reference, sha:
 }
 
 async fn get_blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) -> R<Response> {
-    if let Some((sha, size, _)) = find(ctx, &oci::blob_path(name, hex)).await? {
-        return send(ctx, req, &sha, size, "application/octet-stream").await;
+    if let Some((size, _)) = owned_blob(ctx, name, hex).await? {
+        return send(ctx, req, hex, size, "application/octet-stream").await;
     }
     match mirror::blob(ctx, req, name, hex).await? {
         Some(r) => Ok(r),
@@ -510,29 +510,47 @@ async fn put_unsized_body(ctx: &Ctx<'_>, req: &mut Request, key: &str) -> R<u64>
     Ok(total)
 }
 
-/// A blob stored under its digest becomes the repository's.
+/// A blob stored under its digest (checked) becomes the repository's: staged
+/// until the manifest that references it brings it into a release.
 async fn adopt(ctx: &Ctx<'_>, name: &str, hex: &str, size: u64) -> R<Response> {
     ctx.db.run(store::insert_blob(hex, size as i64, ctx.now)).await.map_err(|e| internal(e.message))?;
-    commit(ctx, &[blob_change(name, hex)], &format!("push blob to {name}")).await?;
+    ctx.db.run(sql::stage_blob(ctx.site.id, name, hex, size as i64, ctx.now)).await.map_err(|e| internal(e.message))?;
     created(format!("/v2/{name}/blobs/sha256:{hex}"), hex)
+}
+
+/// A blob the repository has pushed but no manifest references yet.
+async fn staged_size(ctx: &Ctx<'_>, name: &str, hex: &str) -> R<Option<u64>> {
+    #[derive(Deserialize)]
+    struct S {
+        size: f64,
+    }
+    Ok(ctx.db.first::<S>(sql::staged_blob(ctx.site.id, name, hex)).await.map_err(|e| internal(e.message))?.map(|s| s.size as u64))
+}
+
+/// The size of a blob the repository owns: in its release, or staged.
+async fn owned_blob(ctx: &Ctx<'_>, name: &str, hex: &str) -> R<Option<(u64, bool)>> {
+    if let Some((_, size, _)) = find(ctx, &oci::blob_path(name, hex)).await? {
+        return Ok(Some((size, true)));
+    }
+    Ok(staged_size(ctx, name, hex).await?.map(|s| (s, false)))
 }
 
 async fn start_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, query: &dyn Fn(&str) -> Option<String>) -> R<Response> {
     // Cross-repository mount within the site.
     if let (Some(mount), Some(from)) = (query("mount"), query("from")) {
         let hex = oci::digest_hex(&mount)?.to_string();
-        if oci::valid_name(&from) && find(ctx, &oci::blob_path(&from, &hex)).await?.is_some() {
-            commit(ctx, &[blob_change(name, &hex)], &format!("mount blob from {from} to {name}")).await?;
-            return created(format!("/v2/{name}/blobs/sha256:{hex}"), &hex);
+        if oci::valid_name(&from) {
+            if let Some((size, _)) = owned_blob(ctx, &from, &hex).await? {
+                return adopt(ctx, name, &hex, size).await;
+            }
         }
     }
-    // Monolithic: POST with the digest and the whole body.
+    // Monolithic: POST with the digest and the whole body. The body is stored
+    // (and checked) even when the store holds the digest already: owning a
+    // blob takes having its bytes, not only its name.
     if let Some(d) = query("digest") {
         let hex = oci::digest_hex(&d)?.to_string();
-        let size = match blob_size(ctx, &hex).await? {
-            Some(s) => s,
-            None => put_body(ctx, req, &store::blob_key(&hex), Some(&hex)).await?,
-        };
+        let size = put_body(ctx, req, &store::blob_key(&hex), Some(&hex)).await?;
         return adopt(ctx, name, &hex, size).await;
     }
     sweep_abandoned(ctx).await;
@@ -638,9 +656,9 @@ async fn finish_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, id: &str, q
     let hex = oci::digest_hex(&d)?.to_string();
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
     let body_len = content_length(req).unwrap_or(0);
-    let size = if let Some(s) = blob_size(ctx, &hex).await? {
-        s // content-addressed: already stored and checked
-    } else if up.size as u64 == 0 {
+    // The chunks are checked against the digest even when the store holds it
+    // already: owning a blob takes having its bytes.
+    let size = if up.size as u64 == 0 {
         // POST then PUT with the whole body: straight to its digest.
         put_body(ctx, req, &store::blob_key(&hex), Some(&hex)).await?
     } else {
@@ -677,9 +695,16 @@ async fn put_manifest(ctx: &Ctx<'_>, req: &mut Request, name: &str, reference: &
             return Err(OciError::new(400, "DIGEST_INVALID", format!("the manifest's digest is sha256:{hex}, not sha256:{d}")));
         }
     }
+    let mut joining = Vec::new(); // staged blobs this manifest brings into the release
     for b in &info.blobs {
-        if find(ctx, &oci::blob_path(name, b)).await?.is_none() {
-            return Err(OciError::new(400, "MANIFEST_BLOB_UNKNOWN", format!("blob sha256:{b} is not in {name}")));
+        match owned_blob(ctx, name, b).await? {
+            Some((_, true)) => {}
+            Some((_, false)) => {
+                if !joining.contains(b) {
+                    joining.push(b.clone());
+                }
+            }
+            None => return Err(OciError::new(400, "MANIFEST_BLOB_UNKNOWN", format!("blob sha256:{b} is not in {name}"))),
         }
     }
     for m in &info.manifests {
@@ -694,6 +719,7 @@ async fn put_manifest(ctx: &Ctx<'_>, req: &mut Request, name: &str, reference: &
     }
     let mut changes =
         vec![Change { path: oci::manifest_path(name, &hex), sha256: Some(hex.clone()), content_type: Some(info.media_type.clone()) }];
+    changes.extend(joining.iter().map(|b| blob_change(name, b)));
     if let Reference::Tag(t) = reference {
         changes.push(Change { path: oci::tag_path(name, t), sha256: Some(hex.clone()), content_type: Some(info.media_type.clone()) });
     }
@@ -703,6 +729,9 @@ async fn put_manifest(ctx: &Ctx<'_>, req: &mut Request, name: &str, reference: &
         changes.push(Change { path: oci::referrer_path(name, subject, &hex), sha256: Some(desc_hex), content_type: Some("application/json".into()) });
     }
     commit(ctx, &changes, &format!("push manifest to {name}")).await?;
+    for b in &joining {
+        let _ = ctx.db.run(sql::unstage_blob(ctx.site.id, name, b)).await; // else swept later
+    }
     let mut r = created(format!("/v2/{name}/manifests/sha256:{hex}"), &hex)?;
     if let Some(s) = info.subject {
         r.headers_mut().set("oci-subject", &format!("sha256:{s}")).map_err(internal)?;
@@ -813,8 +842,11 @@ async fn delete_manifest(ctx: &Ctx<'_>, name: &str, reference: &Reference) -> R<
 }
 
 async fn delete_blob(ctx: &Ctx<'_>, name: &str, hex: &str) -> R<Response> {
-    find(ctx, &oci::blob_path(name, hex)).await?.ok_or_else(|| OciError::blob_unknown(&format!("sha256:{hex}")))?;
-    commit(ctx, &[gone(oci::blob_path(name, hex))], &format!("delete blob from {name}")).await?;
+    let (_, in_release) = owned_blob(ctx, name, hex).await?.ok_or_else(|| OciError::blob_unknown(&format!("sha256:{hex}")))?;
+    ctx.db.run(sql::unstage_blob(ctx.site.id, name, hex)).await.map_err(|e| internal(e.message))?;
+    if in_release {
+        commit(ctx, &[gone(oci::blob_path(name, hex))], &format!("delete blob from {name}")).await?;
+    }
     empty(202, headers()).map_err(internal)
 }
 
@@ -860,6 +892,7 @@ fn upload_ttl_ms(ctx: &Ctx<'_>) -> i64 {
 /// Abandoned uploads of the site (older than the TTL) lose their chunks and
 /// their row; a few at a time, whenever an upload starts.
 async fn sweep_abandoned(ctx: &Ctx<'_>) {
+    let _ = ctx.db.run(sql::sweep_staged_blobs(ctx.site.id, ctx.now - upload_ttl_ms(ctx))).await;
     let Ok(stale) = ctx.db.all::<Upload>(sql::stale_uploads(ctx.site.id, ctx.now - upload_ttl_ms(ctx), 10)).await else { return };
     let Ok(bucket) = ctx.env.bucket(BUCKET_BINDING) else { return };
     for up in stale {

@@ -115,9 +115,17 @@ def test_skopeo_pushes_and_pulls(reg, hosts, tmp_path):
     assert page.headers["Link"] == '</v2/team/app/tags/list?n=1&last=latest>; rel="next"'
     assert reg.get(host, "/v2/team/app/tags/list?n=1&last=latest").json()["tags"] == ["v1"]
 
-    # Every push was a release: the tag's history is the site's.
+    # Each image push was one release (its blobs staged until the manifest
+    # took them in): the tag's history is the site's.
     releases = admin.call("GET", f"/sites/{site}/releases")["releases"]
-    assert len(releases) >= 3 and all(r["state"] in ("active", "retired") for r in releases)
+    assert [r["note"] for r in releases] == ["push manifest to team/app"] * 2, releases
+    assert all(r["state"] in ("active", "retired") for r in releases)
+    # Owning a blob takes its bytes: pushing another body under a stored digest
+    # (the layer another repository holds) fails and grants nothing.
+    auth = {"Authorization": f"Bearer {token}"}
+    r = reg.get(host, f"/v2/thief/blobs/uploads/?digest=sha256:{sha(image['layer'])}", method="POST", data=b"not the layer", headers=auth)
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "DIGEST_INVALID"
+    assert reg.get(host, f"/v2/thief/blobs/sha256:{sha(image['layer'])}").status_code == 404
 
 
 def test_monolithic_and_chunked_uploads_by_hand(reg, hosts, tmp_path):

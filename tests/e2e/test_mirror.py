@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from debian import Hosts
 from test_oci import oci_layout, sha, skopeo
-from upstream import TokenServer, Upstream
+from upstream import RedirectingFront, TokenServer, Upstream
 from wharf import Wharf
 
 USER, PASSWORD = "mirror-user", "s3cret-" + os.urandom(4).hex()
@@ -221,6 +221,22 @@ insecure = true
         e.open.start()
         subprocess.run([*base, "system", "reset", "--force"], capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_blob_redirects_are_followed_without_the_credentials(env, tmp_path):
+    e = env
+    image = seed(e, e.open, "team/redirected:v1", os.urandom(1 << 20))
+    front = RedirectingFront(e.open, USER, PASSWORD)
+    try:
+        reg = site(e, "mirror-redirect", upstreams=[{"prefix": "hub", "url": front.url, "username": USER,
+                                                      "password_secret": "UPSTREAM_PASSWORD"}])
+        skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/hub/team/redirected:v1", f"dir:{tmp_path / 'r'}")
+        assert (tmp_path / "r" / sha(image["layer"])).read_bytes() == image["layer"]
+        assert front.storage_requests >= 2  # the config and the layer
+        assert front.storage_with_authorization == 0
+        wait_cached(e, "mirror-redirect", "blob", sha(image["layer"]))
+    finally:
+        front.stop()
 
 
 def test_upstream_404s_are_cached_briefly_and_the_cache_can_be_purged(env):

@@ -39,6 +39,8 @@ class TokenServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as clients (workerd) expect; every answer has a length
+
             def log_message(self, *a):
                 pass
 
@@ -46,6 +48,7 @@ class TokenServer:
                 server.requests += 1
                 if self.headers.get("Authorization") != expected:
                     self.send_response(401)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 q = parse_qs(urlparse(self.path).query)
@@ -134,3 +137,61 @@ http: {{addr: 127.0.0.1:{self.port}}}
             if "response completed" in line and f"http.request.method={method}" in line and path_part in line:
                 n += 1
         return n
+
+
+class RedirectingFront:
+    """An upstream the way Docker Hub and ghcr.io serve blobs: the registry API
+    behind Basic credentials, blob GETs answered with a redirect to a storage
+    URL (here /storage/<hex> on the same server, reading the registry's files)
+    that records whether a request brought an Authorization header."""
+
+    def __init__(self, upstream: Upstream, user: str, password: str):
+        self.storage_requests, self.storage_with_authorization = 0, 0
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as clients (workerd) expect; every answer has a length
+
+            def log_message(self, *a):
+                pass
+
+            def reply(self, status, headers, body=b""):
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def handle_any(self):
+                if self.path.startswith("/storage/"):
+                    front.storage_requests += 1
+                    if self.headers.get("Authorization"):
+                        front.storage_with_authorization += 1
+                    data = upstream.blob_file(self.path.rsplit("/", 1)[1]).read_bytes()
+                    return self.reply(200, {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))}, data)
+                if self.headers.get("Authorization") != expected:
+                    return self.reply(401, {"WWW-Authenticate": 'Basic realm="front"', "Content-Length": "0"})
+                parts = self.path.split("/")
+                if self.command == "GET" and len(parts) > 3 and parts[-2] == "blobs" and parts[-1].startswith("sha256:"):
+                    return self.reply(307, {"Location": f"/storage/{parts[-1][7:]}", "Content-Length": "0"})
+                r = requests.request(self.command, upstream.url + self.path, headers={"Accept": self.headers.get("Accept", "*/*")},
+                                     timeout=30)
+                keep = {k: v for k, v in r.headers.items() if k.lower() in ("content-type", "docker-content-digest", "link")}
+                keep["Content-Length"] = r.headers.get("Content-Length", str(len(r.content)))
+                self.reply(r.status_code, keep, r.content)
+
+            do_GET = do_HEAD = handle_any
+
+        self.port = free_port()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

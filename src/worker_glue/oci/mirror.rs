@@ -74,7 +74,17 @@ fn basic(ctx: &Ctx<'_>, up: &Upstream) -> R<Option<String>> {
     Ok(Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.to_string())))))
 }
 
+/// GET or HEAD to an upstream; a request whose connection failed is tried once
+/// more (both are idempotent, and a pooled connection the upstream closed is
+/// the usual cause).
 async fn fetch(url: &str, method: Method, accept: Option<&str>, authorization: Option<&str>) -> Result<Response> {
+    match fetch_once(url, method.clone(), accept, authorization).await {
+        Ok(r) => Ok(r),
+        Err(_) => fetch_once(url, method, accept, authorization).await,
+    }
+}
+
+async fn fetch_once(url: &str, method: Method, accept: Option<&str>, authorization: Option<&str>) -> Result<Response> {
     let h = Headers::new();
     h.set("user-agent", "wharf-mirror")?;
     if let Some(a) = accept {

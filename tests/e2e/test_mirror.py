@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from debian import Hosts
-from test_oci import oci_layout, sha, skopeo
+from test_oci import oci_layout, oci_multi_arch_layout, sha, skopeo
 from upstream import RedirectingFront, TokenServer, Upstream
 from wharf import Wharf
 
@@ -221,6 +221,17 @@ insecure = true
         e.open.start()
         subprocess.run([*base, "system", "reset", "--force"], capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_multi_arch_index_through_the_mirror(env, tmp_path):
+    e = env
+    multi = oci_multi_arch_layout(tmp_path / "src", "v1")
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{tmp_path / 'src'}:v1", f"docker://{e.open.address}/team/multi:v1")
+    reg = site(e, "mirror-multi", upstreams=[{"url": e.open.url}])
+    assert skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{reg}/team/multi:v1").stdout.encode() == multi["index"]
+    skopeo("copy", "--all", "--src-tls-verify=false", f"docker://{reg}/team/multi:v1", f"oci:{tmp_path / 'back'}:v1")
+    for image in multi["images"].values():
+        assert (tmp_path / "back/blobs/sha256" / sha(image["layer"])).read_bytes() == image["layer"]
 
 
 def test_blob_redirects_are_followed_without_the_credentials(env, tmp_path):

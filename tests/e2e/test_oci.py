@@ -60,6 +60,24 @@ def oci_layout(root: Path, tag: str, files: dict[str, bytes]) -> dict:
     return {"manifest": manifest, "config": config, "layer": layer}
 
 
+def oci_multi_arch_layout(root: Path, tag: str) -> dict:
+    """An image index of two single-layer images (amd64, arm64) in an OCI layout."""
+    images = {arch: oci_layout(root / f"_{arch}", tag, {"arch.txt": arch.encode()}) for arch in ("amd64", "arm64")}
+    (root / "blobs/sha256").mkdir(parents=True, exist_ok=True)
+    for image in images.values():
+        for blob in (image["layer"], image["config"], image["manifest"]):
+            (root / "blobs/sha256" / sha(blob)).write_bytes(blob)
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": f"sha256:{sha(i['manifest'])}", "size": len(i["manifest"]),
+         "platform": {"architecture": arch, "os": "linux"}} for arch, i in images.items()]}).encode()
+    (root / "blobs/sha256" / sha(index)).write_bytes(index)
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": f"sha256:{sha(index)}", "size": len(index),
+         "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    return {"index": index, "images": images}
+
+
 def skopeo(*args, check=True) -> subprocess.CompletedProcess:
     r = subprocess.run(["skopeo", "--command-timeout", "120s", *args], capture_output=True, text=True, timeout=180)
     if check and r.returncode != 0:
@@ -265,6 +283,29 @@ def test_deletion_and_private_pull_are_per_site_settings(reg):
     start = reg.get(host, "/v2/app/blobs/uploads/", method="POST", headers=auth)
     assert reg.get(host, start.headers["Location"], method="DELETE", headers=auth).status_code == 204
     assert reg.get(host, start.headers["Location"], headers=auth).status_code == 404
+
+
+def test_skopeo_copies_a_multi_arch_index_and_deletes(reg, hosts, tmp_path):
+    admin = reg.admin
+    site, host = "registry8", hosts.add("registry8.wharf.test")
+    admin.site(site, host)
+    admin.call("PUT", f"/sites/{site}/oci/settings", {"allow_delete": True})
+    token = admin.make_token("publish", site).token
+    multi = oci_multi_arch_layout(tmp_path / "src", "v1")
+    ref = f"docker://{host}:{reg.port}/team/multi"
+    skopeo("copy", "--all", "--dest-tls-verify=false", "--dest-creds", f"ci:{token}", f"oci:{tmp_path / 'src'}:v1", f"{ref}:v1")
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", f"{ref}:v1").stdout.encode()
+    assert raw == multi["index"]
+    for arch, image in multi["images"].items():
+        info = json.loads(skopeo("--override-arch", arch, "inspect", "--tls-verify=false", f"{ref}:v1").stdout)
+        assert info["Layers"] == [f"sha256:{sha(image['layer'])}"]  # the platform's own image
+    skopeo("copy", "--all", "--src-tls-verify=false", f"{ref}:v1", f"oci:{tmp_path / 'back'}:v1")
+    back = json.loads((tmp_path / "back/index.json").read_text())["manifests"][0]
+    assert back["digest"] == f"sha256:{sha(multi['index'])}"
+    # skopeo delete removes the index by digest, and the tag with it.
+    skopeo("delete", "--tls-verify=false", "--creds", f"ci:{token}", f"{ref}:v1")
+    gone = skopeo("inspect", "--raw", "--tls-verify=false", f"{ref}:v1", check=False)
+    assert gone.returncode != 0 and "manifest unknown" in gone.stderr.lower(), gone.stderr
 
 
 def test_referrers_and_a_multi_arch_index(reg, tmp_path):

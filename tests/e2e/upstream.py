@@ -25,7 +25,24 @@ def b64url(b: bytes) -> str:
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
-class TokenServer:
+class LoopbackServer:
+    """A small HTTP server of the tests on a free loopback port, in a thread."""
+
+    def serve(self, handler):
+        self.port = free_port()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class TokenServer(LoopbackServer):
     """The Docker token endpoint: Basic credentials in, a signed token out."""
 
     def __init__(self, root: Path, user: str, password: str):
@@ -70,17 +87,11 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.port = free_port()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.serve(Handler)
 
     @property
     def realm(self) -> str:
-        return f"http://127.0.0.1:{self.port}/token"
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        return f"{self.url}/token"
 
 
 class Upstream:
@@ -139,7 +150,7 @@ http: {{addr: 127.0.0.1:{self.port}}}
         return n
 
 
-class RedirectingFront:
+class RedirectingFront(LoopbackServer):
     """An upstream the way Docker Hub and ghcr.io serve blobs: the registry API
     behind Basic credentials, blob GETs answered with a redirect to a storage
     URL (here /storage/<hex> on the same server, reading the registry's files)
@@ -184,14 +195,4 @@ class RedirectingFront:
 
             do_GET = do_HEAD = handle_any
 
-        self.port = free_port()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler)

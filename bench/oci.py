@@ -29,7 +29,7 @@ from wharf import Wharf, free_port  # noqa: E402
 
 OUT = HERE / "out-oci"
 LAYER_MIB = int(os.environ.get("BENCH_OCI_LAYER_MIB", "256"))
-RUNS = 3
+RUNS = 5
 
 
 def run(*cmd, **kw):

@@ -72,9 +72,66 @@ pub async fn concatenate(bucket: &Bucket, parts: &[String], total: u64, key: &st
     Ok(())
 }
 
-/// Splits a stream in two that read the same bytes (for serving a client while
-/// storing a copy).
-pub fn tee(source: &web_sys::ReadableStream) -> (web_sys::ReadableStream, web_sys::ReadableStream) {
-    let pair = source.tee();
-    (pair.get(0).unchecked_into(), pair.get(1).unchecked_into())
+/// Copies `source` into two destinations in lockstep: each chunk is written to
+/// both before the next is read, so memory stays at a chunk or two whatever
+/// either side's speed (a tee would queue everything the slower side has not
+/// read). A destination that fails (a client that went away) is dropped and
+/// the copy goes on for the other. Returns how each destination fared.
+pub async fn copy_to_both(source: web_sys::ReadableStream, a: &web_sys::WritableStream, b: &web_sys::WritableStream) -> (Result<()>, Result<()>) {
+    let reader: web_sys::ReadableStreamDefaultReader = source.get_reader().unchecked_into();
+    let writers = (a.get_writer(), b.get_writer());
+    let (wa, wb) = match writers {
+        (Ok(wa), Ok(wb)) => (wa, wb),
+        _ => return (Err(Error::RustError("a destination is locked".into())), Err(Error::RustError("a destination is locked".into()))),
+    };
+    let (mut ra, mut rb): (Result<()>, Result<()>) = (Ok(()), Ok(()));
+    loop {
+        let step = match JsFuture::from(reader.read()).await {
+            Ok(step) => step,
+            Err(e) => {
+                // The source failed: neither destination gets a whole copy.
+                let _ = JsFuture::from(wa.abort()).await;
+                let _ = JsFuture::from(wb.abort()).await;
+                let e = js(e);
+                return (Err(Error::RustError(e.to_string())), Err(e));
+            }
+        };
+        if js_sys::Reflect::get(&step, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+            break;
+        }
+        let chunk = js_sys::Reflect::get(&step, &"value".into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+        let to_a = async {
+            if ra.is_ok() {
+                JsFuture::from(wa.write_with_chunk(&chunk)).await.map(|_| ()).map_err(js)
+            } else {
+                Ok(())
+            }
+        };
+        let to_b = async {
+            if rb.is_ok() {
+                JsFuture::from(wb.write_with_chunk(&chunk)).await.map(|_| ()).map_err(js)
+            } else {
+                Ok(())
+            }
+        };
+        let (x, y) = futures_util::future::join(to_a, to_b).await;
+        if ra.is_ok() {
+            ra = x;
+        }
+        if rb.is_ok() {
+            rb = y;
+        }
+        if ra.is_err() && rb.is_err() {
+            let _ = JsFuture::from(reader.cancel()).await;
+            return (ra, rb);
+        }
+    }
+    for (w, r) in [(&wa, &mut ra), (&wb, &mut rb)] {
+        if r.is_ok() {
+            *r = JsFuture::from(w.close()).await.map(|_| ()).map_err(js);
+        } else {
+            let _ = JsFuture::from(w.abort()).await;
+        }
+    }
+    (ra, rb)
 }

@@ -223,6 +223,23 @@ insecure = true
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_a_client_that_leaves_mid_blob_does_not_stop_the_cache_fill(env):
+    e = env
+    image = seed(e, e.open, "team/leaver:v1", os.urandom(8 << 20))
+    reg = site(e, "mirror-leaver", upstreams=[{"url": e.open.url}])
+    r = e.wharf.get(reg.split(":")[0], f"/v2/team/leaver/blobs/sha256:{sha(image['layer'])}", stream=True)
+    assert r.status_code == 200 and int(r.headers["Content-Length"]) == len(image["layer"])
+    assert len(next(r.iter_content(4096))) > 0
+    r.close()  # gone after the first chunk
+    assert wait_cached(e, "mirror-leaver", "blob", sha(image["layer"]))["size"] == len(image["layer"])
+    e.open.stop()
+    try:  # served from R2 now, whole
+        again = e.wharf.get(reg.split(":")[0], f"/v2/team/leaver/blobs/sha256:{sha(image['layer'])}")
+        assert again.status_code == 200 and again.content == image["layer"]
+    finally:
+        e.open.start()
+
+
 def test_a_multi_arch_index_through_the_mirror(env, tmp_path):
     e = env
     multi = oci_multi_arch_layout(tmp_path / "src", "v1")

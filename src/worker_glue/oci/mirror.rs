@@ -291,10 +291,12 @@ pub(super) async fn blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) ->
         let _ = hd.delete("content-length");
         return Ok(Some(ResponseBuilder::new().with_status(200).with_headers(hd).with_encode_body(EncodeBody::Manual).stream(body)));
     };
-    let (to_client, to_store) = crate::worker_glue::streams::tee(&body);
-    let job = keep(ctx.env.clone(), ctx.site.id, t.up.key().to_string(), t.repo.clone(), hex.to_string(), size, to_store, ctx.now);
+    let client = crate::worker_glue::streams::fixed(size).map_err(internal)?;
+    let job = keep(ctx.env.clone(), ctx.site.id, t.up.key().to_string(), t.repo.clone(), hex.to_string(), size, body, client.writable, ctx.now);
     ctx.worker.wait_until(job);
-    Ok(Some(ResponseBuilder::new().with_status(200).with_headers(blob_headers(hex, size)?).with_encode_body(EncodeBody::Manual).stream(to_client)))
+    Ok(Some(
+        ResponseBuilder::new().with_status(200).with_headers(blob_headers(hex, size)?).with_encode_body(EncodeBody::Manual).stream(client.readable),
+    ))
 }
 
 fn blob_headers(hex: &str, size: u64) -> R<Headers> {
@@ -307,18 +309,30 @@ fn blob_headers(hex: &str, size: u64) -> R<Headers> {
     Ok(h)
 }
 
-/// Stores a mirrored blob's copy (R2 checks the digest) and records it in the
-/// site's cache; after the response, so the client is not kept waiting.
+/// Streams a mirrored blob from the upstream to the client and, in the same
+/// pass, to R2 (which checks the digest), then records it in the site's cache.
+/// Runs after the response is returned (`waitUntil`); the client going away
+/// does not stop the copy to R2.
 #[allow(clippy::too_many_arguments)]
-async fn keep(env: Env, site: i64, upstream: String, repo: String, hex: String, size: u64, body: web_sys::ReadableStream, now: i64) {
+async fn keep(
+    env: Env,
+    site: i64,
+    upstream: String,
+    repo: String,
+    hex: String,
+    size: u64,
+    body: web_sys::ReadableStream,
+    client: web_sys::WritableStream,
+    now: i64,
+) {
     let result: Result<()> = async {
         let bucket = env.bucket(crate::worker_glue::BUCKET_BINDING)?;
         let digest = hex::decode(&hex).map_err(|e| Error::RustError(e.to_string()))?;
-        let fixed = crate::worker_glue::streams::fixed(size)?;
-        let put = bucket.put(store::blob_key(&hex), Data::ReadableStream(fixed.readable)).sha256(digest).execute();
-        let feed = crate::worker_glue::streams::pipe(&body, &fixed.writable, false);
-        let (stored, fed) = futures_util::future::join(put, feed).await;
-        fed?;
+        let store = crate::worker_glue::streams::fixed(size)?;
+        let put = bucket.put(store::blob_key(&hex), Data::ReadableStream(store.readable)).sha256(digest).execute();
+        let copy = crate::worker_glue::streams::copy_to_both(body, &client, &store.writable);
+        let (stored, (_to_client, to_store)) = futures_util::future::join(put, copy).await;
+        to_store?;
         stored?;
         let db = crate::worker_glue::db::Db(env.d1(crate::worker_glue::DB_BINDING)?);
         db.run(store::insert_blob(&hex, size as i64, now)).await.map_err(|e| Error::RustError(e.message))?;

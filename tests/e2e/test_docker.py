@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tarfile
 import tempfile
@@ -18,7 +17,7 @@ import pytest
 from debian import Hosts
 from test_oci import oci_layout, sha, skopeo
 from upstream import Upstream
-from wharf import Wharf
+from wharf import Wharf, stop_process_group
 
 
 class Dockerd:
@@ -49,13 +48,7 @@ class Dockerd:
         return r
 
     def stop(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process_group(self.proc, timeout=30)
         self.log.close()
 
 

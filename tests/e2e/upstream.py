@@ -6,7 +6,6 @@ registry's trusted root, as distribution verifies them)."""
 import base64
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import requests
-from wharf import free_port
+from wharf import free_port, stop_process_group
 
 SERVICE = "upstream-test"
 ISSUER = "wharf-test-token-issuer"
@@ -23,6 +22,17 @@ ISSUER = "wharf-test-token-issuer"
 
 def b64url(b: bytes) -> str:
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as clients (workerd) expect; every answer has a length
+
+    def log_message(self, *a):
+        pass
 
 
 class LoopbackServer:
@@ -52,15 +62,10 @@ class TokenServer(LoopbackServer):
                         "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
         der = subprocess.run(["openssl", "x509", "-in", str(cert), "-outform", "DER"], check=True, capture_output=True).stdout
         self.key, self.cert = key, cert
-        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        expected = basic(user, password)
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as clients (workerd) expect; every answer has a length
-
-            def log_message(self, *a):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 server.requests += 1
                 if self.headers.get("Authorization") != expected:
@@ -133,9 +138,8 @@ http: {{addr: 127.0.0.1:{self.port}}}
         raise RuntimeError("docker-registry did not start: " + (self.root / "registry.log").read_text()[-2000:])
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(10)
+        if self.proc:
+            stop_process_group(self.proc)
         self.log.close()
 
     def blob_file(self, hex_digest: str) -> Path:
@@ -158,15 +162,10 @@ class RedirectingFront(LoopbackServer):
 
     def __init__(self, upstream: Upstream, user: str, password: str):
         self.storage_requests, self.storage_with_authorization = 0, 0
-        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        expected = basic(user, password)
         front = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as clients (workerd) expect; every answer has a length
-
-            def log_message(self, *a):
-                pass
-
+        class Handler(QuietHandler):
             def reply(self, status, headers, body=b""):
                 self.send_response(status)
                 for k, v in headers.items():

@@ -29,6 +29,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process_group(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Stops a server started with start_new_session=True, and its children."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def wrangler_env() -> dict:
     env = dict(os.environ)
     env.update({"WRANGLER_SEND_METRICS": "false", "CI": "true", "NO_COLOR": "1"})
@@ -99,13 +110,7 @@ class Wharf:
         return r.status, dict(r.getheaders()), body
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process_group(self.proc)
         self.log.close()
 
 

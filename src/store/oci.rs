@@ -133,14 +133,6 @@ pub fn cache(
     )
 }
 
-/// The upstream confirmed an entry (a tag still points at the same manifest).
-pub fn cache_confirmed(site_id: i64, upstream: &str, repository: &str, kind: &str, reference: &str, now: i64) -> Stmt {
-    stmt(
-        "UPDATE oci_cache SET checked_at = ?6 WHERE site_id = ?1 AND upstream = ?2 AND repository = ?3 AND kind = ?4 AND reference = ?5",
-        vec![site_id.into(), upstream.into(), repository.into(), kind.into(), reference.into(), now.into()],
-    )
-}
-
 /// A page of a site's mirror cache, in key order after `after` (the key's
 /// parts joined by NUL). Columns: upstream, repository, kind, reference,
 /// sha256, size, content_type, checked_at.

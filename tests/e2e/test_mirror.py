@@ -138,6 +138,11 @@ def test_tags_are_revalidated_with_head_and_a_moved_tag_is_fetched(env):
     assert digest_of(f"{reg}/team/rev:v1") == f"sha256:{sha(second['manifest'])}"
     assert e.open.requests_seen("HEAD", "/v2/team/rev/manifests/v1") == heads + 2
     assert e.open.requests_seen("GET", "/v2/team/rev/manifests/v1") == gets + 1
+    # A new tag pointing at a manifest the cache holds costs no pull either.
+    seed(e, e.open, "team/rev:v2", b"second")
+    assert digest_of(f"{reg}/team/rev:v2") == f"sha256:{sha(second['manifest'])}"
+    assert e.open.requests_seen("HEAD", "/v2/team/rev/manifests/v2") == 1
+    assert e.open.requests_seen("GET", "/v2/team/rev/manifests/v2") == 0
 
 
 def test_a_corrupted_upstream_blob_is_rejected_and_not_cached(env, tmp_path):
@@ -274,7 +279,9 @@ def test_upstream_404s_are_cached_briefly_and_the_cache_can_be_purged(env):
     for _ in range(2):
         r = e.wharf.get(host, "/v2/team/none/manifests/v9")
         assert r.status_code == 404 and r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
-    assert e.open.requests_seen("GET", "/v2/team/none/manifests/v9") == 1
+    # Asked once (HEAD first for a tag: a 404 costs no pull either).
+    assert e.open.requests_seen("HEAD", "/v2/team/none/manifests/v9") == 1
+    assert e.open.requests_seen("GET", "/v2/team/none/manifests/v9") == 0
     [entry] = cache(e, "mirror-404")
     assert (entry["kind"], entry["reference"], entry["sha256"]) == ("tag", "v9", None)
 

@@ -169,13 +169,20 @@ pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference
     }
     let accept = oci::accept_all();
     let path = format!("manifests/{}", if kind == "tag" { r.clone() } else { format!("sha256:{r}") });
-    // Revalidate a cached tag with HEAD: an unchanged tag costs no pull.
-    if let Some(c) = stale.clone() {
+    // A tag is asked with HEAD first: when the manifest it points at is
+    // cached (unchanged, or seen under another tag or by digest), no manifest
+    // is pulled, which is what registries' pull quotas count.
+    if kind == "tag" {
         match call(ctx, &t, Method::Head, &path, Some(&accept)).await {
             Ok(h) if h.status_code() == 200 => {
                 let digest = h.headers().get("docker-content-digest").ok().flatten();
-                if digest.as_deref() == Some(&format!("sha256:{}", c.0)[..]) {
-                    ctx.db.run(sql::cache_confirmed(ctx.site.id, t.up.key(), &t.repo, kind, &r, ctx.now)).await.map_err(|e| internal(e.message))?;
+                let known = match digest.as_deref().map(oci::digest_hex) {
+                    Some(Ok(d)) if stale.as_ref().map_or(false, |c| c.0 == d) => stale.clone(),
+                    Some(Ok(d)) => cached(ctx, &t, "manifest", d).await?.as_ref().and_then(Cached::content),
+                    _ => None,
+                };
+                if let Some(c) = known {
+                    remember(ctx, &t, kind, &r, Some((&c.0, c.1, &c.2))).await?;
                     return serve(c).await;
                 }
             }
@@ -184,7 +191,8 @@ pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference
                 return Err(unknown());
             }
             // Upstream down, overloaded or refusing: serve what we have.
-            _ => return serve(c).await,
+            _ if stale.is_some() => return serve(stale.clone().expect("checked")).await,
+            _ => {}
         }
     }
     let mut resp = match call(ctx, &t, Method::Get, &path, Some(&accept)).await {

@@ -1,6 +1,6 @@
 -- Wharf D1 schema. Apply with: wrangler d1 execute <db> --file schema.sql
 -- Every statement is idempotent, so applying it again is safe.
--- wharf-schema-version: 4
+-- wharf-schema-version: 5
 -- Bump the version above whenever a table, column or index changes; the worker
 -- refuses to serve (503 schema_outdated) from a database whose recorded version is older.
 
@@ -11,8 +11,14 @@ CREATE TABLE IF NOT EXISTS schema_meta (
 
 -- A tenant. Its content is whatever its active release maps.
 -- head_seq is the newest snapshot number materialised in path_versions (0 = nothing yet).
+-- Ids are never reused: a new site takes one above every id ever given
+-- (AUTOINCREMENT here; databases made before it keep the high-water mark in
+-- schema_meta 'site_id_high', which create_site also honours).
+-- Every table with a site_id or release_id column holds what a site owns:
+-- deleting the site deletes its rows there (the list is read from this file
+-- when the worker is built, so a new table cannot be forgotten).
 CREATE TABLE IF NOT EXISTS sites (
-  id                INTEGER PRIMARY KEY,
+  id                INTEGER PRIMARY KEY AUTOINCREMENT,
   name              TEXT NOT NULL UNIQUE,
   active_release_id INTEGER,
   head_seq          INTEGER NOT NULL DEFAULT 0,
@@ -33,6 +39,17 @@ CREATE TABLE IF NOT EXISTS blobs (
   size       INTEGER NOT NULL,
   created_at INTEGER NOT NULL
 );
+
+-- What a site has proved it holds: it uploaded the bytes (checked against the
+-- digest), the worker made them for it, its registry push or mirror stored
+-- them. A digest is not a capability: a site may reference a stored blob by
+-- digest only if it is listed here for that site.
+CREATE TABLE IF NOT EXISTS site_blobs (
+  site_id    INTEGER NOT NULL,
+  sha256     TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (site_id, sha256)
+) WITHOUT ROWID;
 
 -- Releases: draft -> active -> retired (and retired -> active again on rollback).
 -- parent_seq is the snapshot a draft was based on (0 = empty); seq is the
@@ -262,5 +279,25 @@ CREATE TABLE IF NOT EXISTS oci_cache (
   PRIMARY KEY (site_id, upstream, repository, kind, reference)
 ) WITHOUT ROWID;
 
-INSERT INTO schema_meta(key, value) VALUES ('version', '4')
+-- Schema 5 (site_blobs): what a site referenced before it existed counts as held.
+INSERT OR IGNORE INTO site_blobs(site_id, sha256, created_at)
+  SELECT DISTINCT site_id, sha256, 0 FROM path_versions;
+INSERT OR IGNORE INTO site_blobs(site_id, sha256, created_at)
+  SELECT DISTINCT r.site_id, c.sha256, 0 FROM release_changes c JOIN releases r ON r.id = c.release_id WHERE c.sha256 IS NOT NULL;
+INSERT OR IGNORE INTO site_blobs(site_id, sha256, created_at)
+  SELECT DISTINCT site_id, sha256, 0 FROM oci_staged_blobs;
+INSERT OR IGNORE INTO site_blobs(site_id, sha256, created_at)
+  SELECT DISTINCT site_id, sha256, 0 FROM oci_cache WHERE sha256 IS NOT NULL;
+-- Rows of sites deleted before schema 5 removed them (staged blobs, mirror
+-- cache); the ids they name are never given again.
+INSERT INTO schema_meta(key, value)
+  SELECT 'site_id_high', CAST(MAX(COALESCE(m, 0)) AS TEXT) FROM (
+    SELECT MAX(id) AS m FROM sites UNION ALL SELECT MAX(site_id) FROM oci_staged_blobs
+    UNION ALL SELECT MAX(site_id) FROM oci_cache UNION ALL SELECT MAX(site_id) FROM oci_uploads) WHERE true
+  ON CONFLICT(key) DO UPDATE SET value = CAST(MAX(CAST(schema_meta.value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT);
+DELETE FROM oci_staged_blobs WHERE site_id NOT IN (SELECT id FROM sites);
+DELETE FROM oci_cache WHERE site_id NOT IN (SELECT id FROM sites);
+DELETE FROM site_blobs WHERE site_id NOT IN (SELECT id FROM sites);
+
+INSERT INTO schema_meta(key, value) VALUES ('version', '5')
   ON CONFLICT(key) DO UPDATE SET value = excluded.value;

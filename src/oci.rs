@@ -355,6 +355,9 @@ pub fn tags_page(tags: &[String], n: Option<usize>, last: Option<&str>) -> (Vec<
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     pub site: i64,
+    /// When the site was created (ms): with the id, names this site and no
+    /// other, so a token minted before a deletion is refused afterwards.
+    pub site_created: i64,
     /// (repository, actions) pairs; actions are "pull" and "push".
     pub access: Vec<(String, Vec<String>)>,
     /// Expiry, milliseconds since the epoch.
@@ -362,8 +365,13 @@ pub struct Grant {
 }
 
 impl Grant {
-    pub fn allows(&self, site: i64, name: &str, action: &str) -> bool {
-        self.site == site && self.access.iter().any(|(n, a)| n == name && a.iter().any(|x| x == action))
+    /// Whether the grant is for the site (id, created_at) that is asking.
+    pub fn is_for(&self, site: i64, site_created: i64) -> bool {
+        self.site == site && self.site_created == site_created
+    }
+
+    pub fn allows(&self, site: (i64, i64), name: &str, action: &str) -> bool {
+        self.is_for(site.0, site.1) && self.access.iter().any(|(n, a)| n == name && a.iter().any(|x| x == action))
     }
 }
 
@@ -453,7 +461,7 @@ mod tests {
 
     #[test]
     fn tokens_carry_their_grant_and_nothing_else() {
-        let g = Grant { site: 3, access: vec![("team/app".into(), vec!["pull".into(), "push".into()])], exp: 1_000 };
+        let g = Grant { site: 3, site_created: 77, access: vec![("team/app".into(), vec!["pull".into(), "push".into()])], exp: 1_000 };
         let t = sign_token(b"key", &g);
         assert_eq!(verify_token(b"key", &t, 999), Some(g.clone()));
         assert_eq!(verify_token(b"key", &t, 1_000), None, "expired");
@@ -461,7 +469,8 @@ mod tests {
         let (body, sig) = t.split_once('.').unwrap();
         let forged = format!("{}x.{sig}", body);
         assert_eq!(verify_token(b"key", &forged, 0), None);
-        assert!(g.allows(3, "team/app", "push") && !g.allows(4, "team/app", "pull") && !g.allows(3, "team/other", "pull"));
+        assert!(g.allows((3, 77), "team/app", "push") && !g.allows((4, 77), "team/app", "pull") && !g.allows((3, 77), "team/other", "pull"));
+        assert!(!g.allows((3, 78), "team/app", "pull"), "a site made later under the same id is another site");
         assert_eq!(
             requested_scopes(["repository:team/app:pull,push", "repository:Bad:pull registry:catalog:*"].into_iter()),
             vec![("team/app".to_string(), vec!["pull".to_string(), "push".to_string()])]

@@ -105,9 +105,13 @@ pub fn schema_version() -> Stmt {
 
 // ---------------------------------------------------------------- sites
 
+/// Creates a site with an id above every id ever given (never a deleted site's).
 pub fn create_site(name: &str, now: i64) -> Stmt {
     stmt(
-        "INSERT INTO sites(name, created_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING RETURNING id",
+        "INSERT INTO sites(id, name, created_at) \
+         SELECT MAX(COALESCE((SELECT MAX(id) FROM sites), 0), \
+                    COALESCE((SELECT CAST(value AS INTEGER) FROM schema_meta WHERE key = 'site_id_high'), 0)) + 1, ?1, ?2 \
+         WHERE true ON CONFLICT(name) DO NOTHING RETURNING id",
         vec![name.into(), now.into()],
     )
 }
@@ -125,30 +129,30 @@ pub fn list_sites(only: Option<i64>) -> Stmt {
     )
 }
 
-/// Deletes a site and everything that belongs to it, in one batch.
+/// Deletes a site and everything that belongs to it, in one batch: the rows
+/// of every table with a `release_id` column (of the site's releases), then of
+/// every table with a `site_id` column, then the site. The lists come from
+/// schema.sql at build time, so a table added later is covered. The site's id
+/// is recorded as used, so it is never given to another site.
 pub fn delete_site(site_id: i64) -> Vec<Stmt> {
+    use crate::schema::{RELEASE_TABLES, SITE_TABLES};
     let p = || vec![Val::Int(site_id)];
-    vec![
-        guard("EXISTS (SELECT 1 FROM sites WHERE id = ?1)", p()),
-        stmt("DELETE FROM release_changes WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
-        stmt("DELETE FROM path_versions WHERE site_id = ?1", p()),
-        stmt("DELETE FROM deb_dirty WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
-        stmt("DELETE FROM deb_ledgers WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
-        stmt("DELETE FROM deb_pending_signatures WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
-        stmt("DELETE FROM deb_dists WHERE site_id = ?1", p()),
-        stmt("DELETE FROM deb_keys WHERE site_id = ?1", p()),
-        stmt("DELETE FROM apk_dirty WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
-        stmt("DELETE FROM apk_pending_signatures WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)", p()),
-        stmt("DELETE FROM apk_settings WHERE site_id = ?1", p()),
-        stmt("DELETE FROM apk_keys WHERE site_id = ?1", p()),
-        stmt("DELETE FROM oci_uploads WHERE site_id = ?1", p()),
-        stmt("DELETE FROM oci_settings WHERE site_id = ?1", p()),
-        stmt("DELETE FROM releases WHERE site_id = ?1", p()),
-        stmt("DELETE FROM hostnames WHERE site_id = ?1", p()),
-        stmt("DELETE FROM tokens WHERE site_id = ?1", p()),
-        stmt("DELETE FROM sites WHERE id = ?1", p()),
-        guard_clear(),
-    ]
+    let mut out = vec![guard("EXISTS (SELECT 1 FROM sites WHERE id = ?1)", p())];
+    for t in RELEASE_TABLES {
+        out.push(stmt(format!("DELETE FROM {t} WHERE release_id IN (SELECT id FROM releases WHERE site_id = ?1)"), p()));
+    }
+    // `releases` is among them; it goes last so the statements above still find the ids.
+    for t in SITE_TABLES.iter().filter(|t| **t != "releases").chain(std::iter::once(&"releases")) {
+        out.push(stmt(format!("DELETE FROM {t} WHERE site_id = ?1"), p()));
+    }
+    out.push(stmt(
+        "INSERT INTO schema_meta(key, value) VALUES ('site_id_high', CAST(?1 AS TEXT)) ON CONFLICT(key) DO UPDATE \
+         SET value = CAST(MAX(CAST(schema_meta.value AS INTEGER), ?1) AS TEXT)",
+        p(),
+    ));
+    out.push(stmt("DELETE FROM sites WHERE id = ?1", p()));
+    out.push(guard_clear());
+    out
 }
 
 // ---------------------------------------------------------------- hostnames
@@ -215,12 +219,40 @@ pub fn insert_blob(sha256: &str, size: i64, now: i64) -> Stmt {
     )
 }
 
-/// How many of these digests are stored (at most 90 per statement: D1 binds 100 parameters).
-pub fn count_blobs(digests: &[&str]) -> Stmt {
-    let marks: Vec<String> = (1..=digests.len()).map(|i| format!("?{i}")).collect();
+/// Records that a site holds a stored blob (it proved possession, or the
+/// worker made the bytes for it). Nothing happens for a digest not stored.
+pub fn own_blob(site_id: i64, sha256: &str, now: i64) -> Stmt {
     stmt(
-        format!("SELECT COUNT(*) AS n FROM blobs WHERE sha256 IN ({})", marks.join(",")),
-        digests.iter().map(|d| Val::from(*d)).collect(),
+        "INSERT OR IGNORE INTO site_blobs(site_id, sha256, created_at) SELECT ?1, sha256, ?3 FROM blobs WHERE sha256 = ?2",
+        vec![site_id.into(), sha256.into(), now.into()],
+    )
+}
+
+/// Stores a blob's row and records that the site holds it, in one batch.
+pub fn insert_owned_blob(site_id: i64, sha256: &str, size: i64, now: i64) -> Vec<Stmt> {
+    vec![insert_blob(sha256, size, now), own_blob(site_id, sha256, now)]
+}
+
+/// A stored blob the site holds. Columns: sha256, size, created_at.
+pub fn site_blob(site_id: i64, sha256: &str) -> Stmt {
+    stmt(
+        "SELECT b.sha256, b.size, b.created_at FROM site_blobs o JOIN blobs b ON b.sha256 = o.sha256 \
+         WHERE o.site_id = ?1 AND o.sha256 = ?2",
+        vec![site_id.into(), sha256.into()],
+    )
+}
+
+/// Which of these digests the site holds (at most 90 per statement: D1 binds 100 parameters). Columns: sha256.
+pub fn site_blobs_among(site_id: i64, digests: &[&str]) -> Stmt {
+    let marks: Vec<String> = (2..=digests.len() + 1).map(|i| format!("?{i}")).collect();
+    let mut params = vec![Val::Int(site_id)];
+    params.extend(digests.iter().map(|d| Val::from(*d)));
+    stmt(
+        format!(
+            "SELECT o.sha256 FROM site_blobs o JOIN blobs b ON b.sha256 = o.sha256 WHERE o.site_id = ?1 AND o.sha256 IN ({})",
+            marks.join(",")
+        ),
+        params,
     )
 }
 
@@ -433,6 +465,29 @@ const ACTIVATION_TIME: &str =
 /// Statement 6 closes rows and statement 7 opens rows (their `changes` are the
 /// rows written for contents).
 pub fn activate(site_id: i64, release_id: i64, expected_active: Option<i64>, now: i64) -> Vec<Stmt> {
+    activate_when(site_id, release_id, "s.active_release_id IS ?3", expected_active.into(), now)
+}
+
+/// Activates a draft on top of whatever release is active at that moment, in
+/// one transaction: the draft is first re-based on the active release, so the
+/// swap cannot be lost to a concurrent one. Only for drafts whose changes
+/// stand on their own whatever they land on (a registry push: these paths
+/// get these blobs), never for drafts with generated indexes. The statement
+/// indexes of [`activate`] are one higher.
+pub fn activate_rebased(site_id: i64, release_id: i64, now: i64) -> Vec<Stmt> {
+    let mut out = vec![stmt(
+        "UPDATE releases SET parent_id = (SELECT active_release_id FROM sites WHERE id = ?1), \
+         parent_seq = COALESCE((SELECT r.seq FROM sites s JOIN releases r ON r.id = s.active_release_id WHERE s.id = ?1), 0) \
+         WHERE id = ?2 AND site_id = ?1 AND state = 'draft'",
+        vec![site_id.into(), release_id.into()],
+    )];
+    out.extend(activate_when(site_id, release_id, "s.active_release_id IS r.parent_id AND ?3 IS NULL", Val::Null, now));
+    out
+}
+
+/// [`activate`] with the compare-and-swap's condition (on `s`, the site, and
+/// `r`, the draft; ?3 is `expected`).
+fn activate_when(site_id: i64, release_id: i64, swap_condition: &str, expected: Val, now: i64) -> Vec<Stmt> {
     let sr = || vec![Val::Int(site_id), Val::Int(release_id)];
     // ?1 site, ?2 release
     let p = "(SELECT parent_seq FROM releases WHERE id = ?2)";
@@ -441,13 +496,15 @@ pub fn activate(site_id: i64, release_id: i64, expected_active: Option<i64>, now
     vec![
         // 0: precondition: a draft of this site, and the active release is the expected one
         guard(
-            "EXISTS (SELECT 1 FROM releases r JOIN sites s ON s.id = r.site_id \
-             WHERE r.id = ?2 AND s.id = ?1 AND r.state = 'draft' AND s.active_release_id IS ?3) \
-             AND NOT EXISTS (SELECT 1 FROM deb_dirty WHERE release_id = ?2) \
-             AND NOT EXISTS (SELECT 1 FROM deb_pending_signatures WHERE release_id = ?2) \
-             AND NOT EXISTS (SELECT 1 FROM apk_dirty WHERE release_id = ?2) \
-             AND NOT EXISTS (SELECT 1 FROM apk_pending_signatures WHERE release_id = ?2)",
-            vec![site_id.into(), release_id.into(), expected_active.into()],
+            &format!(
+                "EXISTS (SELECT 1 FROM releases r JOIN sites s ON s.id = r.site_id \
+                 WHERE r.id = ?2 AND s.id = ?1 AND r.state = 'draft' AND {swap_condition}) \
+                 AND NOT EXISTS (SELECT 1 FROM deb_dirty WHERE release_id = ?2) \
+                 AND NOT EXISTS (SELECT 1 FROM deb_pending_signatures WHERE release_id = ?2) \
+                 AND NOT EXISTS (SELECT 1 FROM apk_dirty WHERE release_id = ?2) \
+                 AND NOT EXISTS (SELECT 1 FROM apk_pending_signatures WHERE release_id = ?2)"
+            ),
+            vec![site_id.into(), release_id.into(), expected],
         ),
         // 1: allocate snapshot n
         stmt("UPDATE sites SET head_seq = head_seq + 1 WHERE id = ?1", vec![site_id.into()]),

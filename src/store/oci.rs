@@ -4,11 +4,11 @@ use super::{stmt, Stmt};
 
 /// The site a hostname belongs to, its active release, its registry settings
 /// and what `path` holds in that release: a registry read is this one query.
-/// Columns: id, name, active_release_id, seq, config (NULL: defaults),
+/// Columns: id, name, created_at, active_release_id, seq, config (NULL: defaults),
 /// sha256, size, content_type (NULL: no such path; pass "" for none).
 pub fn site_for_host(hostname: &str, path: &str) -> Stmt {
     stmt(
-        "SELECT s.id AS id, s.name AS name, s.active_release_id AS active_release_id, r.seq AS seq, o.config AS config, \
+        "SELECT s.id AS id, s.name AS name, s.created_at AS created_at, s.active_release_id AS active_release_id, r.seq AS seq, o.config AS config, \
                 v.sha256 AS sha256, v.size AS size, v.content_type AS content_type \
          FROM hostnames h JOIN sites s ON s.id = h.site_id LEFT JOIN releases r ON r.id = s.active_release_id \
          LEFT JOIN oci_settings o ON o.site_id = s.id \

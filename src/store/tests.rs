@@ -260,8 +260,67 @@ fn one_change_on_a_large_release_writes_two_rows() {
     assert!(plan.iter().all(|l| !l.starts_with("SCAN")), "{plan:?}");
 }
 
+/// A row owned by site `s` (release `r`) in each table that can hold one.
+fn owned_row(table: &str, s: i64, r: i64) -> String {
+    let sha = "a".repeat(64);
+    match table {
+        "hostnames" => format!("INSERT INTO hostnames VALUES ('h{s}.test', {s}, 1)"),
+        "site_blobs" => format!("INSERT INTO site_blobs VALUES ({s}, '{sha}', 1)"),
+        "releases" => format!("SELECT {r}"), // made by the test
+        "release_changes" => format!("INSERT INTO release_changes VALUES ({r}, 'p', '{sha}', 1, 't')"),
+        "path_versions" => format!("INSERT INTO path_versions VALUES ({s}, 'p', 1, 2, '{sha}', 1, 't')"),
+        "activation_plan" => format!("INSERT INTO activation_plan VALUES ({r}, 'p', NULL, NULL, NULL)"),
+        "tokens" => format!("INSERT INTO tokens VALUES ('tok{s}', '{sha}', 'n', {s}, 'read', 1, NULL, NULL)"),
+        "deb_dists" => format!("INSERT INTO deb_dists VALUES ({s}, 'stable', '{{}}')"),
+        "deb_dirty" => format!("INSERT INTO deb_dirty VALUES ({r}, 'stable', 'main', 'all')"),
+        "deb_ledgers" => format!("INSERT INTO deb_ledgers VALUES ({r}, 'stable', '{{}}')"),
+        "deb_keys" => format!("INSERT INTO deb_keys VALUES ({s}, 'k', 'f', 1)"),
+        "deb_pending_signatures" => format!("INSERT INTO deb_pending_signatures VALUES ({r}, 'stable', '{sha}')"),
+        "apk_settings" => format!("INSERT INTO apk_settings VALUES ({s}, '{{}}')"),
+        "apk_keys" => format!("INSERT INTO apk_keys VALUES ({s}, 'k', 1)"),
+        "apk_dirty" => format!("INSERT INTO apk_dirty VALUES ({r}, 'v3', 'main', 'noarch')"),
+        "apk_pending_signatures" => format!("INSERT INTO apk_pending_signatures VALUES ({r}, 'v3', 'main', 'x86_64', '{sha}')"),
+        "oci_uploads" => format!("INSERT INTO oci_uploads VALUES ('up{s}', {s}, 'app', 0, '[]', 1)"),
+        "oci_staged_blobs" => format!("INSERT INTO oci_staged_blobs VALUES ({s}, 'app', '{sha}', 1, 1)"),
+        "oci_settings" => format!("INSERT INTO oci_settings VALUES ({s}, '{{}}')"),
+        "oci_cache" => format!("INSERT INTO oci_cache VALUES ({s}, '', 'app', 'blob', '{sha}', '{sha}', 1, 't', 1)"),
+        other => panic!("schema.sql has a table {other} with a site_id or release_id column: add a row for it here"),
+    }
+}
+
 #[test]
-fn delete_site_removes_everything() {
+fn delete_site_removes_every_row_it_owned_and_its_id_is_never_given_again() {
+    use crate::schema::{RELEASE_TABLES, SITE_TABLES};
+    assert!(SITE_TABLES.contains(&"oci_cache") && SITE_TABLES.contains(&"releases") && RELEASE_TABLES.contains(&"release_changes"));
+    let mut db = Db::new();
+    let keep = db.site("b");
+    let s = db.site("a");
+    let (rs, rk) = (db.draft(s), db.draft(keep));
+    for t in SITE_TABLES.iter().chain(RELEASE_TABLES) {
+        for (site, rel) in [(s, rs), (keep, rk)] {
+            db.0.execute_batch(&owned_row(t, site, rel)).unwrap();
+        }
+    }
+    let owned = |db: &Db, site: i64, rel: i64| -> Vec<(String, i64)> {
+        let mut v: Vec<(String, i64)> = SITE_TABLES.iter().map(|t| (t.to_string(), db.count(&format!("SELECT COUNT(*) FROM {t} WHERE site_id = {site}")))).collect();
+        v.extend(RELEASE_TABLES.iter().map(|t| (t.to_string(), db.count(&format!("SELECT COUNT(*) FROM {t} WHERE release_id = {rel}")))));
+        v
+    };
+    assert!(owned(&db, s, rs).iter().all(|(_, n)| *n > 0), "{:?}", owned(&db, s, rs));
+    db.batch(delete_site(s)).unwrap();
+    assert!(owned(&db, s, rs).iter().all(|(_, n)| *n == 0), "left behind: {:?}", owned(&db, s, rs));
+    assert!(owned(&db, keep, rk).iter().all(|(_, n)| *n > 0), "the other site lost rows: {:?}", owned(&db, keep, rk));
+    assert_eq!(db.count("SELECT COUNT(*) FROM sites"), 1);
+    assert!(db.batch(delete_site(s)).is_err(), "deleting a missing site is refused");
+    // The highest id was deleted: the next site gets a new one, and so does the one after a second delete.
+    let n = db.int(create_site("c", 1));
+    assert!(n > s, "site id {n} reuses {s}");
+    db.batch(delete_site(n)).unwrap();
+    assert!(db.int(create_site("d", 1)) > n);
+}
+
+#[test]
+fn delete_site_removes_everything_served() {
     let mut db = Db::new();
     let s = db.site("a");
     let keep = db.site("b");
@@ -275,7 +334,23 @@ fn delete_site_removes_everything() {
     assert_eq!(db.serve("a.test", "a"), None);
     assert!(db.serve("b.test", "a").is_some());
     assert_eq!(db.count("SELECT COUNT(*) FROM releases"), 1);
-    assert!(db.batch(delete_site(s)).is_err(), "deleting a missing site is refused");
+}
+
+#[test]
+fn a_site_holds_only_the_blobs_it_proved() {
+    let mut db = Db::new();
+    let (a, b) = (db.site("a"), db.site("b"));
+    let sha = db.blob("private");
+    db.batch(vec![own_blob(a, &sha, 1)]).unwrap();
+    assert_eq!(db.rows(site_blob(a, &sha)).len(), 1);
+    assert_eq!(db.rows(site_blob(b, &sha)).len(), 0, "b never proved it holds a's blob");
+    let missing = "f".repeat(64);
+    db.batch(vec![own_blob(b, &missing, 1)]).unwrap();
+    assert_eq!(db.count("SELECT COUNT(*) FROM site_blobs WHERE site_id = 2"), 0, "no row for a digest not stored");
+    let held = db.rows(site_blobs_among(a, &[sha.as_str(), missing.as_str()]));
+    assert_eq!(held, vec![vec![Value::Text(sha.clone())]]);
+    db.batch(insert_owned_blob(b, &sha, 7, 1)).unwrap();
+    assert_eq!(db.rows(site_blob(b, &sha)).len(), 1);
 }
 
 #[test]
@@ -377,4 +452,38 @@ fn staged_blobs_belong_to_one_repository_until_swept() {
     assert!(db.rows(staged_blob(1, "team/app", "bb")).is_empty());
     assert_eq!(db.batch(vec![unstage_blob(1, "team/app", "aa")]).unwrap(), vec![1]);
     assert_eq!(db.rows(staged_blob(2, "team/app", "aa")).len(), 1);
+}
+
+#[test]
+fn a_rebased_activation_lands_on_whatever_is_active_and_loses_nothing() {
+    let mut db = Db::new();
+    let s = db.site("a");
+    let r0 = db.draft(s);
+    db.put(s, r0, "base", "x");
+    db.activate(s, r0, None).unwrap();
+    // Two pushes branch from the same release; the first one wins the swap.
+    let (r1, r2) = (db.draft(s), db.draft(s));
+    db.put(s, r1, "one", "a1");
+    db.put(s, r2, "two", "a2");
+    db.activate(s, r1, Some(r0)).unwrap();
+    assert!(db.activate(s, r2, Some(r0)).is_err(), "a plain compare-and-swap loses");
+    db.batch(activate_rebased(s, r2, 4)).unwrap();
+    assert_eq!(db.active(s), Some(r2));
+    for (p, c) in [("base", "x"), ("one", "a1"), ("two", "a2")] {
+        assert_eq!(db.served_content("a.test", p).as_deref(), Some(c), "{p}");
+    }
+    // After a rollback the active release (not the newest snapshot) is the base.
+    db.batch(rollback(s, r1, Some(r2), 5)).unwrap();
+    let r3 = db.draft(s);
+    let r4 = db.draft(s);
+    db.put(s, r4, "four", "b1");
+    db.put(s, r3, "three", "b2");
+    db.batch(activate_rebased(s, r3, 6)).unwrap();
+    db.batch(activate_rebased(s, r4, 7)).unwrap();
+    assert_eq!(db.serve("a.test", "two"), None, "rolled back before these pushes");
+    for (p, c) in [("base", "x"), ("one", "a1"), ("three", "b2"), ("four", "b1")] {
+        assert_eq!(db.served_content("a.test", p).as_deref(), Some(c), "{p}");
+    }
+    // Only drafts: an active release is not activated again.
+    assert!(db.batch(activate_rebased(s, r4, 8)).is_err());
 }

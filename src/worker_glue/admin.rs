@@ -195,7 +195,7 @@ async fn dispatch(mut req: Request, env: &Env) -> ApiResult {
         }
         ListTokens => list_tokens(&ctx, query("site")).await,
         RevokeToken(id) => revoke_token(&ctx, &id).await,
-        PutBlob(sha) => put_blob(&ctx, &mut req, &sha).await,
+        PutBlob(sha) => put_blob(&ctx, &mut req, &sha, query("site")).await,
         ShowBlob(sha) => {
             if !ctx.who.can_on_some_site(Scope::Read) {
                 return Err(ApiError::forbidden());
@@ -497,18 +497,27 @@ async fn revoke_token(ctx: &Ctx<'_>, id: &str) -> ApiResult {
     Ok((204, Value::Null))
 }
 
-async fn put_blob(ctx: &Ctx<'_>, req: &mut Request, sha: &str) -> ApiResult {
-    if !ctx.who.can_on_some_site(Scope::Publish) {
-        return Err(ApiError::forbidden());
-    }
-    let (size, created) = store_upload(ctx, req, sha).await?;
+async fn put_blob(ctx: &Ctx<'_>, req: &mut Request, sha: &str, site: Option<String>) -> ApiResult {
+    // The site that will hold the blob: the one named, else the token's own.
+    // A global token naming none stores it for no site (it can give it to any).
+    let site_id = match (site, ctx.who.confined_to()) {
+        (Some(s), _) => Some(ctx.site(&s, Scope::Publish).await?.id),
+        (None, Some(own)) if ctx.who.can(Scope::Publish, Some(own)) => Some(own),
+        (None, None) if ctx.who.can(Scope::Publish, None) => None,
+        _ => return Err(ApiError::forbidden()),
+    };
+    let (size, created) = store_upload(ctx, req, sha, site_id).await?;
     Ok((if created { 201 } else { 200 }, json!({"sha256": sha, "size": size, "created": created})))
 }
 
-/// Streams a request body into R2 under its digest (R2 checks the sha256) and
-/// indexes it. Returns the blob's size and whether it was new; an existing
-/// blob is left as it is.
-pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str) -> std::result::Result<(u64, bool), ApiError> {
+/// Streams a request body into R2 under its digest (R2 checks the sha256 as
+/// the bytes pass, and refuses a mismatch) and indexes it; `site` then holds
+/// it. The body is skipped only when `site` holds the blob already (or, with
+/// no site, when the store has it): a site that does not must send the bytes,
+/// even for a digest the store has, so a digest alone never makes content
+/// reachable in a site. Returns the size and whether the blob is new to the
+/// site (to the store, without a site).
+pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str, site: Option<i64>) -> std::result::Result<(u64, bool), ApiError> {
     let length: u64 = req
         .headers()
         .get("content-length")
@@ -529,10 +538,15 @@ pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str) ->
     struct B {
         size: i64,
     }
-    if let Some(existing) = ctx.db.first::<B>(store::blob(sha)).await? {
+    let held = match site {
+        Some(id) => ctx.db.first::<B>(store::site_blob(id, sha)).await?,
+        None => ctx.db.first::<B>(store::blob(sha)).await?,
+    };
+    if let Some(existing) = held {
         // Content-addressed: the stored bytes are already right; never rewritten.
         return Ok((existing.size as u64, false));
     }
+    let stored_before = site.is_some() && ctx.db.first::<Value>(store::blob(sha)).await?.is_some();
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
     let digest = hex::decode(sha).map_err(|_| ApiError::bad_request("invalid digest"))?;
     let data = match req.inner().body() {
@@ -540,7 +554,8 @@ pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str) ->
         _ => Data::Empty,
     };
     // R2 computes sha256 as the body streams through and refuses the object on a
-    // mismatch, so nothing is stored under a wrong digest.
+    // mismatch, so nothing is stored under a wrong digest (and a stored object
+    // is only ever rewritten with the same bytes).
     let put = bucket.put(store::blob_key(sha), data).sha256(digest).execute().await;
     let object = match put {
         Ok(Some(o)) => o,
@@ -555,11 +570,51 @@ pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str) ->
         }
     };
     if object.size() != length {
-        let _ = bucket.delete(store::blob_key(sha)).await;
+        if !stored_before {
+            let _ = bucket.delete(store::blob_key(sha)).await;
+        }
         return Err(ApiError::bad_request(format!("received {} bytes, Content-Length said {length}", object.size())));
     }
-    ctx.db.run(store::insert_blob(sha, length as i64, ctx.now)).await?;
+    match site {
+        Some(id) => {
+            ctx.db.batch(store::insert_owned_blob(id, sha, length as i64, ctx.now)).await.map_err(|e| batch_err(e, "storing the blob"))?;
+        }
+        None => {
+            ctx.db.run(store::insert_blob(sha, length as i64, ctx.now)).await?;
+        }
+    }
     Ok((length, true))
+}
+
+/// The digests among `digests` that the site does not hold (see
+/// `site_blobs` in schema.sql). A global token (the operator) may give a
+/// site any stored blob by digest: that is recorded first.
+pub(super) async fn not_held(ctx: &Ctx<'_>, site_id: i64, digests: &[&str]) -> std::result::Result<Vec<String>, ApiError> {
+    #[derive(Deserialize)]
+    struct H {
+        sha256: String,
+    }
+    let mut missing = vec![];
+    for chunk in digests.chunks(90) {
+        if ctx.who.confined_to().is_none() {
+            ctx.db
+                .batch(chunk.iter().map(|d| store::own_blob(site_id, d, ctx.now)).collect())
+                .await
+                .map_err(|e| batch_err(e, "recording the site's blobs"))?;
+        }
+        let held: Vec<H> = ctx.db.all(store::site_blobs_among(site_id, chunk)).await?;
+        missing.extend(chunk.iter().filter(|d| !held.iter().any(|h| h.sha256 == **d)).map(|d| d.to_string()));
+    }
+    Ok(missing)
+}
+
+/// The refusal for digests a site does not hold. It reads the same whether
+/// another site stored the bytes or nobody did.
+pub(super) fn not_held_error(site: &str, missing: &[String]) -> ApiError {
+    ApiError::unprocessable(format!(
+        "site {site} holds no blob with sha256 {}: upload the bytes first (PUT /api/v1/blobs/sha256/<hex>?site={site})",
+        missing.join(", ")
+    ))
 }
 
 /// Stores bytes made by the worker (indexes, signatures) as a blob; returns its sha256.
@@ -583,7 +638,7 @@ pub(super) async fn paths_under(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow,
 /// The digest and size of a package being added: a raw body streams to R2
 /// under the `?sha256=` it names (R2 checks it while the bytes pass through),
 /// or JSON `{"sha256"}` names a blob uploaded before.
-pub(super) async fn package_blob(ctx: &Ctx<'_>, req: &mut Request, query: &dyn Fn(&str) -> Option<String>) -> std::result::Result<(String, u64), ApiError> {
+pub(super) async fn package_blob(ctx: &Ctx<'_>, req: &mut Request, site: &SiteRow, query: &dyn Fn(&str) -> Option<String>) -> std::result::Result<(String, u64), ApiError> {
     let is_json = req.headers().get("content-type").ok().flatten().map_or(false, |t| t.starts_with("application/json"));
     let sha = if is_json {
         #[derive(Deserialize)]
@@ -602,23 +657,29 @@ pub(super) async fn package_blob(ctx: &Ctx<'_>, req: &mut Request, query: &dyn F
         return Err(ApiError::bad_request("sha256 is 64 lower-case hex characters"));
     }
     if !is_json {
-        store_upload(ctx, req, &sha).await?;
+        let (size, _) = store_upload(ctx, req, &sha, Some(site.id)).await?;
+        return Ok((sha, size));
+    }
+    let missing = not_held(ctx, site.id, &[sha.as_str()]).await?;
+    if !missing.is_empty() {
+        return Err(not_held_error(&site.name, &missing));
     }
     #[derive(Deserialize)]
     struct B {
         size: i64,
     }
-    let size = ctx.db.first::<B>(store::blob(&sha)).await?.ok_or_else(|| ApiError::unprocessable(format!("no blob stored for sha256 {sha}")))?.size;
+    let size = ctx.db.first::<B>(store::site_blob(site.id, &sha)).await?.ok_or_else(|| not_held_error(&site.name, &[sha.clone()]))?.size;
     Ok((sha, size as u64))
 }
 
-pub(super) async fn store_bytes(ctx: &Ctx<'_>, data: Vec<u8>) -> std::result::Result<String, ApiError> {
+pub(super) async fn store_bytes(ctx: &Ctx<'_>, site_id: i64, data: Vec<u8>) -> std::result::Result<String, ApiError> {
     let sha = crate::auth::sha256_hex(&data);
-    store_hashed_bytes(ctx, data, sha).await
+    store_hashed_bytes(ctx, site_id, data, sha).await
 }
 
 /// [`store_bytes`] for bytes whose sha256 (hex) the caller already computed.
-pub(super) async fn store_hashed_bytes(ctx: &Ctx<'_>, data: Vec<u8>, sha: String) -> std::result::Result<String, ApiError> {
+/// The site holds what the worker made for it.
+pub(super) async fn store_hashed_bytes(ctx: &Ctx<'_>, site_id: i64, data: Vec<u8>, sha: String) -> std::result::Result<String, ApiError> {
     let len = data.len() as i64;
     if ctx.db.first::<Value>(store::blob(&sha)).await?.is_none() {
         let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -629,7 +690,9 @@ pub(super) async fn store_hashed_bytes(ctx: &Ctx<'_>, data: Vec<u8>, sha: String
             .execute()
             .await
             .map_err(|e| ApiError::internal(format!("storing a generated file failed: {e}")))?;
-        ctx.db.run(store::insert_blob(&sha, len, ctx.now)).await?;
+        ctx.db.batch(store::insert_owned_blob(site_id, &sha, len, ctx.now)).await.map_err(|e| batch_err(e, "storing a generated file"))?;
+    } else {
+        ctx.db.run(store::own_blob(site_id, &sha, ctx.now)).await?;
     }
     Ok(sha)
 }
@@ -654,6 +717,13 @@ async fn show_blob(ctx: &Ctx<'_>, sha: &str) -> ApiResult {
     struct B {
         size: i64,
         created_at: i64,
+    }
+    // A site's token sees only what its site holds: whether another tenant
+    // stored some content is not for it to learn.
+    if let Some(own) = ctx.who.confined_to() {
+        if ctx.db.first::<B>(store::site_blob(own, sha)).await?.is_none() {
+            return Err(ApiError::not_found("no such blob"));
+        }
     }
     let row: Option<B> = ctx.db.first(store::blob(sha)).await?;
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -693,25 +763,13 @@ async fn create_release(ctx: &Ctx<'_>, s: &str, b: api::CreateReleaseBody) -> Ap
 async fn apply_changes(ctx: &Ctx<'_>, s: &str, r: i64, changes: Vec<api::Change>) -> ApiResult {
     let site = ctx.site(s, Scope::Publish).await?;
     ctx.draft(site.id, r).await?;
-    // Every put must name a stored blob.
+    // Every put must name a blob the site holds.
     let mut digests: Vec<&str> = changes.iter().filter_map(|c| c.sha256.as_deref()).collect();
     digests.sort_unstable();
     digests.dedup();
-    for chunk in digests.chunks(90) {
-        #[derive(Deserialize)]
-        struct N {
-            n: i64,
-        }
-        let n = ctx.db.first::<N>(store::count_blobs(chunk)).await?.map_or(0, |n| n.n);
-        if n as usize != chunk.len() {
-            let mut missing = vec![];
-            for d in chunk {
-                if ctx.db.first::<Value>(store::blob(d)).await?.is_none() {
-                    missing.push(d.to_string());
-                }
-            }
-            return Err(ApiError::unprocessable(format!("no blob stored for sha256 {}", missing.join(", "))));
-        }
+    let missing = not_held(ctx, site.id, &digests).await?;
+    if !missing.is_empty() {
+        return Err(not_held_error(&site.name, &missing));
     }
     ctx.db
         .batch(store::apply_changes(site.id, r, &changes))

@@ -153,7 +153,7 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, b: &str,
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.draft(site.id, r).await?;
     let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
-    let (sha, size) = package_blob(ctx, req, query).await?;
+    let (sha, size) = package_blob(ctx, req, &site, query).await?;
     let head = read_blob_range(ctx, &sha, 0, size.min(package::HEAD_BYTES)).await?;
     let layout = package::read_head(&head, size).map_err(bad_package)?;
     let info = package::parse_pkginfo(&layout.pkginfo).map_err(bad_package)?;
@@ -282,11 +282,11 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
             Some(signer) => {
                 let mut file = index::signature_stream(&name_of_key, &signer.sign(&stream), 0);
                 file.extend_from_slice(&stream);
-                let sha = store_bytes(ctx, file).await?;
+                let sha = store_bytes(ctx, site.id, file).await?;
                 changes.push(Change { path: index_path, sha256: Some(sha), content_type: Some("application/gzip".into()) });
             }
             None => {
-                let sha = store_bytes(ctx, stream).await?;
+                let sha = store_bytes(ctx, site.id, stream).await?;
                 extra.push(sql::set_pending(rel.id, b, r, a, Some(&sha)));
                 if existing.contains_key(&index_path) {
                     changes.push(Change { path: index_path, sha256: None, content_type: None });
@@ -304,7 +304,7 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         }
     }
     let pem = index::public_pem(&public);
-    let key_sha = store_bytes(ctx, pem.into_bytes()).await?;
+    let key_sha = store_bytes(ctx, site.id, pem.into_bytes()).await?;
     changes.push(Change { path: format!("{KEYS_DIR}{name_of_key}"), sha256: Some(key_sha), content_type: Some("application/x-pem-file".into()) });
     extra.push(sql::clear_dirty(rel.id, b, r));
     let generated = super::now_ms();
@@ -361,7 +361,7 @@ async fn upload_signature(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, b: 
     let cfg = settings(ctx, site.id).await?;
     let mut file = index::signature_stream(&key_name(&cfg, &site, &key), &signature, 0);
     file.extend_from_slice(&stream);
-    let sha = store_bytes(ctx, file).await?;
+    let sha = store_bytes(ctx, site.id, file).await?;
     let changes = [Change { path: format!("{b}/{repo_name}/{a}/{INDEX}"), sha256: Some(sha), content_type: Some("application/gzip".into()) }];
     let mut stmts = vec![sql::pending_is(rel.id, b, repo_name, a, &p.stream_sha256)];
     stmts.extend(store::apply_changes_with(site.id, rel.id, &changes, vec![sql::set_pending(rel.id, b, repo_name, a, None)]));

@@ -121,7 +121,7 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d: &str,
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.draft(site.id, r).await?;
     let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
-    let (sha, size) = package_blob(ctx, req, query).await?;
+    let (sha, size) = package_blob(ctx, req, &site, query).await?;
     let head = read_blob_range(ctx, &sha, 0, size.min(package::HEAD_BYTES as u64)).await?;
     let member = package::locate_control(&head, size).map_err(bad_package)?;
     let control = read_blob_range(ctx, &sha, member.offset, member.size).await?;
@@ -377,7 +377,7 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
                     let t = super::now_ms();
                     let file = index::IndexFile::of(path.clone(), &data);
                     let hashed = super::now_ms();
-                    let sha = store_hashed_bytes(ctx, data, file.sha256.clone()).await?;
+                    let sha = store_hashed_bytes(ctx, site.id, data, file.sha256.clone()).await?;
                     phases.hash += hashed - t;
                     phases.store += super::now_ms() - hashed;
                     digests.push(sql::put_index_digest(&sha, &file.sha512));
@@ -444,15 +444,15 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         components: components.clone(),
     };
     let release_text = index::release(&meta, &files);
-    let release_sha = store_bytes(ctx, release_text.clone().into_bytes()).await?;
+    let release_sha = store_bytes(ctx, site.id, release_text.clone().into_bytes()).await?;
     changes.push(Change { path: format!("{dists_prefix}Release"), sha256: Some(release_sha.clone()), content_type: Some("text/plain; charset=utf-8".into()) });
 
     let public = match (&signer, &client_key) {
         (Some(signer), _) => {
             let inrelease = signer.clearsign(&release_text).map_err(|e| ApiError::internal(e.0))?;
             let detached = signer.detach_sign(release_text.as_bytes()).map_err(|e| ApiError::internal(e.0))?;
-            let in_sha = store_bytes(ctx, inrelease.into_bytes()).await?;
-            let gpg_sha = store_bytes(ctx, detached.into_bytes()).await?;
+            let in_sha = store_bytes(ctx, site.id, inrelease.into_bytes()).await?;
+            let gpg_sha = store_bytes(ctx, site.id, detached.into_bytes()).await?;
             changes.push(Change { path: format!("{dists_prefix}InRelease"), sha256: Some(in_sha), content_type: Some("text/plain; charset=utf-8".into()) });
             changes.push(Change { path: format!("{dists_prefix}Release.gpg"), sha256: Some(gpg_sha), content_type: Some("application/pgp-signature".into()) });
             signer.public_key()
@@ -470,8 +470,8 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         (None, None) => unreachable!("a signer or a client key was required above"),
     };
     let (binary, armored) = sign::export_public(&public).map_err(|e| ApiError::internal(e.0))?;
-    let bin_sha = store_bytes(ctx, binary).await?;
-    let asc_sha = store_bytes(ctx, armored.into_bytes()).await?;
+    let bin_sha = store_bytes(ctx, site.id, binary).await?;
+    let asc_sha = store_bytes(ctx, site.id, armored.into_bytes()).await?;
     changes.push(Change { path: KEYRING_GPG.into(), sha256: Some(bin_sha), content_type: Some("application/pgp-keys".into()) });
     changes.push(Change { path: KEYRING_ASC.into(), sha256: Some(asc_sha), content_type: Some("application/pgp-keys".into()) });
 
@@ -526,8 +526,8 @@ async fn upload_signatures(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d:
     let release = read_text(ctx, &row).await?;
     sign::verify_inrelease(&key, &body.inrelease, &release).map_err(|e| ApiError::new(422, "bad_signature", e.0))?;
     sign::verify_detached(&key, body.release_gpg.as_bytes(), release.as_bytes()).map_err(|e| ApiError::new(422, "bad_signature", e.0))?;
-    let in_sha = store_bytes(ctx, body.inrelease.into_bytes()).await?;
-    let gpg_sha = store_bytes(ctx, body.release_gpg.into_bytes()).await?;
+    let in_sha = store_bytes(ctx, site.id, body.inrelease.into_bytes()).await?;
+    let gpg_sha = store_bytes(ctx, site.id, body.release_gpg.into_bytes()).await?;
     let changes = vec![
         Change { path: format!("dists/{d}/InRelease"), sha256: Some(in_sha), content_type: Some("text/plain; charset=utf-8".into()) },
         Change { path: format!("dists/{d}/Release.gpg"), sha256: Some(gpg_sha), content_type: Some("application/pgp-signature".into()) },

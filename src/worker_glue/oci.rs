@@ -36,6 +36,7 @@ struct Site {
     id: i64,
     #[allow(dead_code)]
     name: String,
+    created_at: f64,
     active_release_id: Option<i64>,
     seq: Option<i64>,
     /// The registry settings (JSON), if any were stored.
@@ -64,6 +65,13 @@ struct Ctx<'a> {
     now: i64,
     /// A release path read with the site (a GET or HEAD of a manifest or blob).
     prefetched: Option<(String, Option<(String, u64, String)>)>,
+}
+
+impl Ctx<'_> {
+    /// What names this site and no other, ever: its id and creation time.
+    fn site_key(&self) -> (i64, i64) {
+        (self.site.id, self.site.created_at as i64)
+    }
 }
 
 /// A site's registry settings (defaults when none are stored).
@@ -159,7 +167,9 @@ async fn caller(ctx: &Ctx<'_>, req: &Request) -> R<Caller> {
     } else if let Some(t) = header.strip_prefix("Bearer ") {
         let t = t.trim();
         if let Some(g) = oci::verify_token(&token_key(ctx.env), t, ctx.now) {
-            return Ok(Caller::Grant(g));
+            // Another site's token (or a deleted site's whose id came back) is no token here.
+            let (id, created) = ctx.site_key();
+            return if g.is_for(id, created) { Ok(Caller::Grant(g)) } else { Err(OciError::unauthorized()) };
         }
         t.to_string()
     } else {
@@ -188,7 +198,7 @@ fn token_key(env: &Env) -> Vec<u8> {
 fn may(ctx: &Ctx<'_>, who: &Caller, name: &str, action: &str) -> bool {
     match who {
         Caller::Anonymous => action == "pull" && ctx.cfg.anonymous_pull,
-        Caller::Grant(g) => g.allows(ctx.site.id, name, action) || (action == "pull" && ctx.cfg.anonymous_pull),
+        Caller::Grant(g) => g.allows(ctx.site_key(), name, action) || (action == "pull" && ctx.cfg.anonymous_pull),
         Caller::Token(p) => {
             p.can(if action == "push" { Scope::Publish } else { Scope::Read }, Some(ctx.site.id)) || (action == "pull" && ctx.cfg.anonymous_pull)
         }
@@ -226,7 +236,7 @@ async fn issue_token(ctx: &Ctx<'_>, req: &Request, url: &Url) -> R<Response> {
             (name, granted)
         })
         .collect();
-    let grant = oci::Grant { site: ctx.site.id, access, exp: ctx.now + oci::TOKEN_TTL_MS };
+    let grant = oci::Grant { site: ctx.site.id, site_created: ctx.site_key().1, access, exp: ctx.now + oci::TOKEN_TTL_MS };
     let token = oci::sign_token(&token_key(ctx.env), &grant);
     json_response(200, &json!({"token": token, "access_token": token, "expires_in": oci::TOKEN_TTL_MS / 1000,
                                "issued_at": js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ctx.now as f64)).to_iso_string().as_string()}))
@@ -386,26 +396,37 @@ async fn get_blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) -> R<Resp
     }
 }
 
-/// Applies changes to the site in a new release: draft from the active one,
-/// activate by compare-and-swap, again from the new active one on a race.
+/// Applies changes to the site in a new release: a draft from the active one,
+/// activated on top of whatever is active when the swap runs (re-based in the
+/// same transaction), so concurrent pushes to one site all land. The draft is
+/// made once; should it vanish (deleted through the admin API), a new one is
+/// made after a jittered, growing pause, until a deadline.
 async fn commit(ctx: &Ctx<'_>, changes: &[Change], note: &str) -> R<()> {
-    for _ in 0..8 {
+    let deadline = now_ms() + 30_000;
+    let mut pause_ms = 20u64;
+    loop {
         let draft: ReleaseRow = ctx
             .db
             .first(store::create_release_from_active(ctx.site.id, Some(note), ctx.now))
             .await
             .map_err(|e| internal(e.message))?
             .ok_or_else(|| internal("no draft was created"))?;
-        ctx.db.batch(store::apply_changes(ctx.site.id, draft.id, changes)).await.map_err(|e| internal(batch_message(e)))?;
-        match ctx.db.batch(store::activate(ctx.site.id, draft.id, draft.parent_id, now_ms())).await {
-            Ok(_) => return Ok(()),
-            Err(BatchError::Precondition) => {
-                let _ = ctx.db.batch(store::delete_draft(ctx.site.id, draft.id)).await;
-            }
+        match ctx.db.batch(store::apply_changes(ctx.site.id, draft.id, changes)).await {
+            Ok(_) => match ctx.db.batch(store::activate_rebased(ctx.site.id, draft.id, now_ms())).await {
+                Ok(_) => return Ok(()),
+                Err(BatchError::Precondition) => {}
+                Err(BatchError::Failed(e)) => return Err(internal(e.message)),
+            },
+            Err(BatchError::Precondition) => {}
             Err(BatchError::Failed(e)) => return Err(internal(e.message)),
         }
+        let _ = ctx.db.batch(store::delete_draft(ctx.site.id, draft.id)).await;
+        if now_ms() > deadline {
+            return Err(OciError::new(503, "UNAVAILABLE", "the site kept changing; try again"));
+        }
+        worker::Delay::from(std::time::Duration::from_millis(pause_ms / 2 + rand::random::<u64>() % pause_ms)).await;
+        pause_ms = (pause_ms * 2).min(2_000);
     }
-    Err(OciError::new(503, "UNAVAILABLE", "the site kept changing; try again"))
 }
 
 fn batch_message(e: BatchError) -> String {
@@ -432,6 +453,15 @@ async fn blob_size(ctx: &Ctx<'_>, hex: &str) -> R<Option<u64>> {
         size: f64,
     }
     Ok(ctx.db.first::<B>(store::blob(hex)).await.map_err(|e| internal(e.message))?.map(|b| b.size as u64))
+}
+
+/// The size of a stored blob this site holds (see `site_blobs`).
+async fn held_size(ctx: &Ctx<'_>, hex: &str) -> R<Option<u64>> {
+    #[derive(Deserialize)]
+    struct B {
+        size: f64,
+    }
+    Ok(ctx.db.first::<B>(store::site_blob(ctx.site.id, hex)).await.map_err(|e| internal(e.message))?.map(|b| b.size as u64))
 }
 
 fn content_length(req: &Request) -> Option<u64> {
@@ -513,8 +543,9 @@ async fn put_unsized_body(ctx: &Ctx<'_>, req: &mut Request, key: &str) -> R<u64>
 /// A blob stored under its digest (checked) becomes the repository's: staged
 /// until the manifest that references it brings it into a release.
 async fn adopt(ctx: &Ctx<'_>, name: &str, hex: &str, size: u64) -> R<Response> {
-    ctx.db.run(store::insert_blob(hex, size as i64, ctx.now)).await.map_err(|e| internal(e.message))?;
-    ctx.db.run(sql::stage_blob(ctx.site.id, name, hex, size as i64, ctx.now)).await.map_err(|e| internal(e.message))?;
+    let mut stmts = store::insert_owned_blob(ctx.site.id, hex, size as i64, ctx.now);
+    stmts.push(sql::stage_blob(ctx.site.id, name, hex, size as i64, ctx.now));
+    ctx.db.batch(stmts).await.map_err(|e| internal(batch_message(e)))?;
     created(format!("/v2/{name}/blobs/sha256:{hex}"), hex)
 }
 
@@ -712,11 +743,7 @@ async fn put_manifest(ctx: &Ctx<'_>, req: &mut Request, name: &str, reference: &
             return Err(OciError::new(400, "MANIFEST_BLOB_UNKNOWN", format!("manifest sha256:{m} is not in {name}")));
         }
     }
-    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
-    if blob_size(ctx, &hex).await?.is_none() {
-        bucket.put(store::blob_key(&hex), Data::Bytes(body.clone())).sha256(hex::decode(&hex).map_err(internal)?).execute().await.map_err(internal)?;
-        ctx.db.run(store::insert_blob(&hex, body.len() as i64, ctx.now)).await.map_err(|e| internal(e.message))?;
-    }
+    store_small(ctx, body.to_vec()).await?;
     let mut changes =
         vec![Change { path: oci::manifest_path(name, &hex), sha256: Some(hex.clone()), content_type: Some(info.media_type.clone()) }];
     changes.extend(joining.iter().map(|b| blob_change(name, b)));
@@ -850,14 +877,17 @@ async fn delete_blob(ctx: &Ctx<'_>, name: &str, hex: &str) -> R<Response> {
     empty(202, headers()).map_err(internal)
 }
 
-/// Stores a small generated file (a referrer descriptor) under its digest.
+/// Stores small bytes in hand (a manifest, a referrer descriptor) under their
+/// digest; the site holds them.
 async fn store_small(ctx: &Ctx<'_>, data: Vec<u8>) -> R<String> {
     let hex = crate::auth::sha256_hex(&data);
     if blob_size(ctx, &hex).await?.is_none() {
         let len = data.len() as i64;
         let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
         bucket.put(store::blob_key(&hex), Data::Bytes(data)).sha256(hex::decode(&hex).map_err(internal)?).execute().await.map_err(internal)?;
-        ctx.db.run(store::insert_blob(&hex, len, ctx.now)).await.map_err(|e| internal(e.message))?;
+        ctx.db.batch(store::insert_owned_blob(ctx.site.id, &hex, len, ctx.now)).await.map_err(|e| internal(batch_message(e)))?;
+    } else {
+        ctx.db.run(store::own_blob(ctx.site.id, &hex, ctx.now)).await.map_err(|e| internal(e.message))?;
     }
     Ok(hex)
 }

@@ -258,9 +258,12 @@ pub(super) async fn blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) ->
         return Err(unknown());
     }
     let path = format!("blobs/sha256:{hex}");
-    // Stored already (for another site or repository): the upstream only has
-    // to confirm this repository has it.
-    let known = super::blob_size(ctx, hex).await?;
+    // Held by this site already (pushed, or fetched for another repository or
+    // upstream): the upstream only has to confirm this repository has it. A
+    // blob only another site holds is never adopted on an upstream's word:
+    // it is downloaded (and checked) like any other, and a HEAD answers with
+    // what the upstream said, nothing from the store.
+    let known = super::held_size(ctx, hex).await?;
     if known.is_some() || req.method() == Method::Head {
         let h = call(ctx, &t, Method::Head, &path, None).await?;
         return match h.status_code() {
@@ -343,10 +346,9 @@ async fn keep(
         to_store?;
         stored?;
         let db = crate::worker_glue::db::Db(env.d1(crate::worker_glue::DB_BINDING)?);
-        db.run(store::insert_blob(&hex, size as i64, now)).await.map_err(|e| Error::RustError(e.message))?;
-        db.run(sql::cache(site, &upstream, &repo, "blob", &hex, Some(&hex), Some(size as i64), Some("application/octet-stream"), now))
-            .await
-            .map_err(|e| Error::RustError(e.message))?;
+        let mut stmts = store::insert_owned_blob(site, &hex, size as i64, now);
+        stmts.push(sql::cache(site, &upstream, &repo, "blob", &hex, Some(&hex), Some(size as i64), Some("application/octet-stream"), now));
+        db.batch(stmts).await.map_err(|e| Error::RustError(super::batch_message(e)))?;
         Ok(())
     }
     .await;

@@ -63,6 +63,12 @@ pub fn validate(path: &str) -> Result<(), PathError> {
     Ok(())
 }
 
+/// Whether a file name inside a package stays below the root it is unpacked
+/// into: not absolute, no `..` segment (`./usr/bin/x` and `usr/bin/x` are fine).
+pub fn safe_member_name(name: &[u8]) -> bool {
+    !name.is_empty() && !name.starts_with(b"/") && !name.contains(&0) && name.split(|b| *b == b'/').all(|s| s != b"..")
+}
+
 /// Turns the raw (still percent-encoded) path of a request URL into the
 /// release path it names. `/` and paths ending in `/` name `index.html` below them.
 pub fn from_request(raw: &str) -> Result<String, PathError> {

@@ -12,6 +12,8 @@ use std::io::Read;
 
 /// Bytes at the start of a package that must hold its signature and control streams.
 pub const HEAD_BYTES: u64 = 4 << 20;
+/// Largest data stream (decompressed) whose names are read at ingest.
+const MAX_DATA_TAR: u64 = 256 << 20;
 const MAX_CONTROL_TAR: u64 = 16 << 20;
 const MAX_PKGINFO: u64 = 1 << 20;
 
@@ -97,6 +99,9 @@ pub struct Layout {
 /// Finds the signature and control streams in the head of a package of
 /// `total` bytes and reads `.PKGINFO`.
 pub fn read_head(head: &[u8], total: u64) -> Result<Layout, ApkError> {
+    if total == 0 {
+        return err("the package is empty (0 bytes)");
+    }
     let truncated = || {
         if (head.len() as u64) < total {
             ApkError(format!("the signature and control streams must lie within the first {HEAD_BYTES} bytes"))
@@ -146,6 +151,17 @@ pub fn check_data(head: &[u8], total: u64, layout: &Layout, info: &PkgInfo) -> R
     let data = &head[layout.control.0 + layout.control.1..];
     if hex::encode(sha2::Sha256::digest(data)) != info.datahash {
         return err("the data stream does not match the datahash in .PKGINFO (corrupt or tampered package)");
+    }
+    // The datahash holds, so the stream is what the packager made: its names
+    // must still stay below the root apk unpacks into.
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(data).take(MAX_DATA_TAR));
+    let bad = |e: std::io::Error| ApkError(format!("the data stream is not a readable tar: {e}"));
+    for entry in archive.entries().map_err(bad)? {
+        let entry = entry.map_err(bad)?;
+        let name = entry.path_bytes();
+        if !crate::path::safe_member_name(&name) {
+            return err(format!("the data stream has a file name that leaves the package root: {:?}", String::from_utf8_lossy(&name)));
+        }
     }
     Ok(())
 }
@@ -255,12 +271,56 @@ pub fn valid_name(n: &str) -> bool {
         && n.bytes().all(|c| c.is_ascii_alphanumeric() || b"+-._".contains(&c))
 }
 
-/// apk versions: digits and dots, optional letter, `_suffix[N]`s, `-rN`.
+/// apk-tools' version grammar (`apk_version_validate`): digits with
+/// `.digits` parts, one optional lower-case letter, any number of
+/// `_alpha|_beta|_pre|_rc|_cvs|_svn|_git|_hg|_p` suffixes each with optional
+/// digits, an optional `~<hex>` commit hash, an optional `-r<digits>`.
 pub fn valid_version(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 128
-        && v.bytes().next().map_or(false, |c| c.is_ascii_digit())
-        && v.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-~+".contains(&c))
+    const SUFFIXES: [&str; 9] = ["alpha", "beta", "pre", "rc", "cvs", "svn", "git", "hg", "p"];
+    let b = v.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > start
+    };
+    if v.len() > 128 || !digits(&mut i) {
+        return false;
+    }
+    while i < b.len() && b[i] == b'.' {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    if i < b.len() && b[i].is_ascii_lowercase() {
+        i += 1;
+    }
+    while i < b.len() && b[i] == b'_' {
+        i += 1;
+        let Some(s) = SUFFIXES.iter().filter(|s| v[i..].starts_with(**s)).max_by_key(|s| s.len()) else { return false };
+        i += s.len();
+        digits(&mut i);
+    }
+    if i < b.len() && b[i] == b'~' {
+        i += 1;
+        let start = i;
+        while i < b.len() && (b[i].is_ascii_digit() || (b'a'..=b'f').contains(&b[i])) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    if v[i..].starts_with("-r") {
+        i += 2;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == b.len()
 }
 
 pub fn valid_arch(a: &str) -> bool {

@@ -16,6 +16,12 @@ pub const HEAD_BYTES: usize = 8 + AR_HEADER + 16 + AR_HEADER;
 pub const MAX_CONTROL_MEMBER: u64 = 16 << 20;
 const MAX_CONTROL_TAR: u64 = 64 << 20;
 const MAX_CONTROL_FILE: u64 = 1 << 20;
+/// Packages up to this size have their data member read whole at ingest
+/// (every entry to its end, every name checked); larger ones are checked for
+/// a complete data member (and an intact xz footer) without unpacking it.
+pub const DATA_CHECK_BYTES: u64 = 16 << 20;
+/// Largest data.tar (decompressed) read at ingest.
+const MAX_DATA_TAR: u64 = 1 << 30;
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct DebError(pub String);
@@ -71,6 +77,9 @@ fn ar_header(h: &[u8]) -> Result<ArHeader, DebError> {
 /// Finds the control member from the start of a package (at least
 /// [`HEAD_BYTES`] of it, or all of it if shorter) and its total size.
 pub fn locate_control(head: &[u8], total_size: u64) -> Result<ControlMember, DebError> {
+    if total_size == 0 {
+        return err("the package is empty (0 bytes)");
+    }
     if head.len() < AR_MAGIC.len() || &head[..AR_MAGIC.len()] != AR_MAGIC {
         return err("not a Debian package: no ar archive signature");
     }
@@ -107,16 +116,86 @@ pub fn locate_control(head: &[u8], total_size: u64) -> Result<ControlMember, Deb
     Ok(ControlMember { offset, size: second.size, compression })
 }
 
-/// Reads the `control` file out of the (compressed) control member.
-pub fn read_control(member: &[u8], compression: Compression) -> Result<Paragraph, DebError> {
-    let reader: Box<dyn Read + '_> = match compression {
+fn decoder<'a>(member: &'a [u8], compression: Compression, what: &str) -> Result<Box<dyn Read + 'a>, DebError> {
+    Ok(match compression {
         Compression::None => Box::new(member),
         Compression::Gzip => Box::new(flate2::read::GzDecoder::new(member)),
         Compression::Xz => Box::new(lzma_rust2::XzReader::new(member, true)),
-        Compression::Zstd => Box::new(
-            ruzstd::decoding::StreamingDecoder::new(member).map_err(|e| DebError(format!("control.tar.zst is not valid zstd: {e}")))?,
-        ),
+        Compression::Zstd => {
+            Box::new(ruzstd::decoding::StreamingDecoder::new(member).map_err(|e| DebError(format!("{what}.zst is not valid zstd: {e}")))?)
+        }
+    })
+}
+
+/// Where the data member's ar header lies: right after the control member (padded to an even offset).
+pub fn data_header_offset(control: &ControlMember) -> u64 {
+    control.offset + control.size + (control.size & 1)
+}
+
+/// Where the data member lies, from the bytes at [`data_header_offset`]
+/// (up to one ar header's worth; fewer when the package ends there). A
+/// package whose data member is missing or shorter than its header says is
+/// refused.
+pub fn locate_data(header: &[u8], at: u64, total_size: u64) -> Result<ControlMember, DebError> {
+    if header.is_empty() {
+        return err("the package has no data.tar member after its control member");
+    }
+    let h = ar_header(header)?;
+    let compression = match h.name.as_str() {
+        "data.tar" => Compression::None,
+        "data.tar.gz" => Compression::Gzip,
+        "data.tar.xz" => Compression::Xz,
+        "data.tar.zst" => Compression::Zstd,
+        other => return err(format!("third member is {other:?}; expected data.tar[.gz|.xz|.zst]")),
     };
+    let offset = at + AR_HEADER as u64;
+    let present = total_size.saturating_sub(offset);
+    if h.size > present {
+        return err(format!("the package is truncated inside its data member ({present} of {} bytes)", h.size));
+    }
+    Ok(ControlMember { offset, size: h.size, compression })
+}
+
+/// What can be told of a data member from its last bytes alone: an xz
+/// stream ends with the footer magic `YZ`.
+pub fn check_data_tail(tail: &[u8], compression: Compression) -> Result<(), DebError> {
+    if compression == Compression::Xz && !tail.ends_with(b"YZ") {
+        return err("data.tar.xz does not end with an xz stream footer: the member is truncated or corrupt");
+    }
+    Ok(())
+}
+
+/// Reads the whole data member: the compressed stream must be complete and
+/// valid, every tar entry readable to its end, and no file name may leave
+/// the directory the package is unpacked into.
+pub fn check_data(member: &[u8], compression: Compression) -> Result<(), DebError> {
+    let bad = |e: std::io::Error| DebError(format!("data.tar is truncated or corrupt: {e}"));
+    let mut archive = tar::Archive::new(decoder(member, compression, "data.tar")?.take(MAX_DATA_TAR + 1));
+    let mut seen = false;
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let name = entry.path_bytes().into_owned();
+        if !crate::path::safe_member_name(&name) {
+            return err(format!("data.tar has a file name that leaves the package root: {:?}", String::from_utf8_lossy(&name)));
+        }
+        std::io::copy(&mut entry, &mut std::io::sink()).map_err(bad)?;
+        seen = true;
+    }
+    if !seen {
+        return err("data.tar is empty or not a tar archive");
+    }
+    // The end-of-archive blocks and the compressed stream's own trailer (gzip's CRC, xz's index).
+    let mut rest = archive.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(bad)?;
+    if rest.limit() == 0 {
+        return err(format!("data.tar unpacks to more than {MAX_DATA_TAR} bytes"));
+    }
+    Ok(())
+}
+
+/// Reads the `control` file out of the (compressed) control member.
+pub fn read_control(member: &[u8], compression: Compression) -> Result<Paragraph, DebError> {
+    let reader = decoder(member, compression, "control.tar")?;
     let mut archive = tar::Archive::new(reader.take(MAX_CONTROL_TAR));
     let entries = archive.entries().map_err(|e| DebError(format!("control.tar is unreadable: {e}")))?;
     for entry in entries {
@@ -127,12 +206,18 @@ pub fn read_control(member: &[u8], compression: Compression) -> Result<Paragraph
             if entry.header().entry_type() != tar::EntryType::Regular {
                 return err("control in control.tar is not a regular file");
             }
+            if entry.header().size().map_or(true, |n| n > MAX_CONTROL_FILE) {
+                return err(format!("the control file is larger than {MAX_CONTROL_FILE} bytes"));
+            }
             let mut text = String::new();
             entry
                 .by_ref()
-                .take(MAX_CONTROL_FILE)
+                .take(MAX_CONTROL_FILE + 1)
                 .read_to_string(&mut text)
                 .map_err(|e| DebError(format!("the control file is not UTF-8 text: {e}")))?;
+            if text.len() as u64 > MAX_CONTROL_FILE {
+                return err(format!("the control file is larger than {MAX_CONTROL_FILE} bytes"));
+            }
             return Paragraph::parse(&text).map_err(|e| DebError(format!("control file: {e}")));
         }
     }
@@ -182,11 +267,19 @@ pub fn check(control: Paragraph) -> Result<DebInfo, DebError> {
     Ok(DebInfo { control, package, version, architecture, source })
 }
 
-/// Reads and checks a whole package held in memory (tests, tools).
+/// Reads and checks a whole package held in memory (tests, tools), as the
+/// worker does one of at most [`DATA_CHECK_BYTES`].
 pub fn inspect(deb: &[u8]) -> Result<DebInfo, DebError> {
     let m = locate_control(&deb[..deb.len().min(HEAD_BYTES)], deb.len() as u64)?;
     let member = &deb[m.offset as usize..(m.offset + m.size) as usize];
-    check(read_control(member, m.compression)?)
+    let info = check(read_control(member, m.compression)?)?;
+    let at = data_header_offset(&m);
+    let header = deb.get(at as usize..).unwrap_or(&[]);
+    let d = locate_data(&header[..header.len().min(AR_HEADER)], at, deb.len() as u64)?;
+    let data = &deb[d.offset as usize..(d.offset + d.size) as usize];
+    check_data_tail(data, d.compression)?;
+    check_data(data, d.compression)?;
+    Ok(info)
 }
 
 /// `<package>_<version without epoch>_<arch>.deb`

@@ -506,7 +506,7 @@ async fn put_blob(ctx: &Ctx<'_>, req: &mut Request, sha: &str, site: Option<Stri
         (None, None) if ctx.who.can(Scope::Publish, None) => None,
         _ => return Err(ApiError::forbidden()),
     };
-    let (size, created) = store_upload(ctx, req, sha, site_id).await?;
+    let (size, created) = store_upload(ctx, req, sha, site_id, true).await?;
     Ok((if created { 201 } else { 200 }, json!({"sha256": sha, "size": size, "created": created})))
 }
 
@@ -516,8 +516,11 @@ async fn put_blob(ctx: &Ctx<'_>, req: &mut Request, sha: &str, site: Option<Stri
 /// no site, when the store has it): a site that does not must send the bytes,
 /// even for a digest the store has, so a digest alone never makes content
 /// reachable in a site. Returns the size and whether the blob is new to the
-/// site (to the store, without a site).
-pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str, site: Option<i64>) -> std::result::Result<(u64, bool), ApiError> {
+/// site (to the store, without a site). With `index` false, new bytes are
+/// stored but not indexed: the caller indexes them with
+/// [`store::insert_owned_blob`] once it has accepted them (a package), and
+/// bytes it refuses stay in R2 unindexed, never served nor referenceable.
+pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str, site: Option<i64>, index: bool) -> std::result::Result<(u64, bool), ApiError> {
     let length: u64 = req
         .headers()
         .get("content-length")
@@ -576,6 +579,7 @@ pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str, si
         return Err(ApiError::bad_request(format!("received {} bytes, Content-Length said {length}", object.size())));
     }
     match site {
+        _ if !index => {}
         Some(id) => {
             ctx.db.batch(store::insert_owned_blob(id, sha, length as i64, ctx.now)).await.map_err(|e| batch_err(e, "storing the blob"))?;
         }
@@ -635,10 +639,20 @@ pub(super) async fn paths_under(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow,
     }
 }
 
-/// The digest and size of a package being added: a raw body streams to R2
-/// under the `?sha256=` it names (R2 checks it while the bytes pass through),
-/// or JSON `{"sha256"}` names a blob uploaded before.
-pub(super) async fn package_blob(ctx: &Ctx<'_>, req: &mut Request, site: &SiteRow, query: &dyn Fn(&str) -> Option<String>) -> std::result::Result<(String, u64), ApiError> {
+/// A package being added: its digest and size, and the statements that
+/// index its bytes for the site (empty when the site held them already).
+/// They go into the batch that adds the package, so a refused package leaves
+/// no blob row (its raw bytes, when new, stay in R2 unindexed).
+pub(super) struct PackageBlob {
+    pub sha: String,
+    pub size: u64,
+    pub index: Vec<store::Stmt>,
+}
+
+/// A package being added: a raw body streams to R2 under the `?sha256=` it
+/// names (R2 checks it while the bytes pass through), or JSON `{"sha256"}`
+/// names a blob the site holds.
+pub(super) async fn package_blob(ctx: &Ctx<'_>, req: &mut Request, site: &SiteRow, query: &dyn Fn(&str) -> Option<String>) -> std::result::Result<PackageBlob, ApiError> {
     let is_json = req.headers().get("content-type").ok().flatten().map_or(false, |t| t.starts_with("application/json"));
     let sha = if is_json {
         #[derive(Deserialize)]
@@ -657,8 +671,9 @@ pub(super) async fn package_blob(ctx: &Ctx<'_>, req: &mut Request, site: &SiteRo
         return Err(ApiError::bad_request("sha256 is 64 lower-case hex characters"));
     }
     if !is_json {
-        let (size, _) = store_upload(ctx, req, &sha, Some(site.id)).await?;
-        return Ok((sha, size));
+        let (size, new) = store_upload(ctx, req, &sha, Some(site.id), false).await?;
+        let index = if new { store::insert_owned_blob(site.id, &sha, size as i64, ctx.now) } else { vec![] };
+        return Ok(PackageBlob { sha, size, index });
     }
     let missing = not_held(ctx, site.id, &[sha.as_str()]).await?;
     if !missing.is_empty() {
@@ -669,7 +684,7 @@ pub(super) async fn package_blob(ctx: &Ctx<'_>, req: &mut Request, site: &SiteRo
         size: i64,
     }
     let size = ctx.db.first::<B>(store::site_blob(site.id, &sha)).await?.ok_or_else(|| not_held_error(&site.name, &[sha.clone()]))?.size;
-    Ok((sha, size as u64))
+    Ok(PackageBlob { sha, size: size as u64, index: vec![] })
 }
 
 pub(super) async fn store_bytes(ctx: &Ctx<'_>, site_id: i64, data: Vec<u8>) -> std::result::Result<String, ApiError> {
@@ -699,6 +714,9 @@ pub(super) async fn store_hashed_bytes(ctx: &Ctx<'_>, site_id: i64, data: Vec<u8
 
 /// Reads `length` bytes at `offset` of a stored blob.
 pub(super) async fn read_blob_range(ctx: &Ctx<'_>, sha: &str, offset: u64, length: u64) -> std::result::Result<Vec<u8>, ApiError> {
+    if length == 0 {
+        return Ok(vec![]);
+    }
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
     let object = bucket
         .get(store::blob_key(sha))

@@ -1,7 +1,7 @@
 //! APK repositories in the admin API: ingest, removal, publishing of signed
 //! `APKINDEX.tar.gz` per architecture, and client-side signing.
 
-use super::admin::{batch_err, paths_under, json_body, package_blob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::apk::{index, package, repo};
 use crate::auth::Scope;
@@ -153,7 +153,7 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, b: &str,
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.draft(site.id, r).await?;
     let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
-    let (sha, size) = package_blob(ctx, req, &site, query).await?;
+    let PackageBlob { sha, size, index } = package_blob(ctx, req, &site, query).await?;
     let head = read_blob_range(ctx, &sha, 0, size.min(package::HEAD_BYTES)).await?;
     let layout = package::read_head(&head, size).map_err(bad_package)?;
     let info = package::parse_pkginfo(&layout.pkginfo).map_err(bad_package)?;
@@ -176,10 +176,9 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, b: &str,
         sql::insert_package(&sha, &info.name, &info.version, &arch, &identity, &record, &layout.pkginfo, ctx.now),
         sql::mark_dirty(rel.id, b, repo_name, &arch),
     ];
-    ctx.db
-        .batch(store::apply_changes_with(site.id, rel.id, &changes, extra))
-        .await
-        .map_err(|e| batch_err(e, &format!("release {r} stopped being a draft")))?;
+    let mut stmts = index;
+    stmts.extend(store::apply_changes_with(site.id, rel.id, &changes, extra));
+    ctx.db.batch(stmts).await.map_err(|e| batch_err(e, &format!("release {r} stopped being a draft")))?;
     Ok((
         201,
         json!({"name": info.name, "version": info.version, "arch": arch, "branch": b, "repository": repo_name,

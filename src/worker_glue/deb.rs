@@ -1,7 +1,7 @@
 //! Debian repositories in the admin API: ingest, removal, publishing
 //! (Packages, Release, InRelease, Release.gpg, by-hash) and client-side signing.
 
-use super::admin::{batch_err, paths_under, json_body, package_blob, read_blob_range, store_bytes, store_hashed_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, store_hashed_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
 use crate::deb::{index, package, repo, sign};
@@ -121,11 +121,23 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d: &str,
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.draft(site.id, r).await?;
     let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
-    let (sha, size) = package_blob(ctx, req, &site, query).await?;
+    let PackageBlob { sha, size, index } = package_blob(ctx, req, &site, query).await?;
     let head = read_blob_range(ctx, &sha, 0, size.min(package::HEAD_BYTES as u64)).await?;
     let member = package::locate_control(&head, size).map_err(bad_package)?;
     let control = read_blob_range(ctx, &sha, member.offset, member.size).await?;
     let info = package::check(package::read_control(&control, member.compression).map_err(bad_package)?).map_err(bad_package)?;
+    // The data member: present and complete, and read whole when small enough.
+    let at = package::data_header_offset(&member);
+    let header = read_blob_range(ctx, &sha, at.min(size), size.saturating_sub(at).min(60)).await?;
+    let data = package::locate_data(&header, at, size).map_err(bad_package)?;
+    if size <= package::DATA_CHECK_BYTES {
+        let bytes = read_blob_range(ctx, &sha, data.offset, data.size).await?;
+        package::check_data_tail(&bytes, data.compression).map_err(bad_package)?;
+        package::check_data(&bytes, data.compression).map_err(bad_package)?;
+    } else {
+        let tail = read_blob_range(ctx, &sha, data.offset + data.size.saturating_sub(2), data.size.min(2)).await?;
+        package::check_data_tail(&tail, data.compression).map_err(bad_package)?;
+    }
     let pool = package::pool_path(c, &info);
     let filename = package::filename(&info);
     if let Some(existing) = path_row(ctx, &site, &rel, &pool).await? {
@@ -144,10 +156,9 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d: &str,
         sql::insert_package(&sha, &info.package, &info.version, &info.architecture, &info.source, &info.control.render(), ctx.now),
         sql::mark_dirty(rel.id, d, c, &info.architecture),
     ];
-    ctx.db
-        .batch(store::apply_changes_with(site.id, rel.id, &changes, extra))
-        .await
-        .map_err(|e| batch_err(e, &format!("release {r} stopped being a draft")))?;
+    let mut stmts = index;
+    stmts.extend(store::apply_changes_with(site.id, rel.id, &changes, extra));
+    ctx.db.batch(stmts).await.map_err(|e| batch_err(e, &format!("release {r} stopped being a draft")))?;
     Ok((
         201,
         json!({"package": info.package, "version": info.version, "architecture": info.architecture, "dist": d, "component": c,

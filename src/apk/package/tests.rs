@@ -120,3 +120,13 @@ fn malformed_packages_are_named() {
     assert!(parse_pkginfo(&format!("pkgname = ../a\npkgver = 1\narch = x86_64\n{dh}")).unwrap_err().0.contains("invalid pkgname"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn versions_follow_apk_tools_grammar() {
+    for ok in ["1", "1.2.3", "1.2.3-r0", "1.0a", "2.0_rc1", "1.0_alpha_p2-r10", "0.1_git20240101-r3", "1.2.3_p", "1.0~abc123-r1", "1.0_hg1"] {
+        assert!(valid_version(ok), "{ok} is valid");
+    }
+    for bad in ["", "1.0-rX", "1..0-r0", "1.0-r", "a1.0", "1.0_foo", "1.0ab", "1.0-r1-r2", "1.0.", "1.0~", "1.0~xyz", "1.0_", "-r1", "1.0 ", "1.0-1"] {
+        assert!(!valid_version(bad), "{bad:?} is not a version apk accepts");
+    }
+}

@@ -72,3 +72,72 @@ fn malformed_packages_are_named() {
     let no_version = build_deb(&dir, "Package: hello\nArchitecture: all\nMaintainer: T <t@t>\nDescription: x\n", "xz");
     assert!(e(&no_version).contains("no Version"));
 }
+
+/// An ar member: header and body (padded to an even length).
+fn ar_member(name: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", name, 0, 0, 0, 100644, body.len()).into_bytes();
+    out.extend_from_slice(body);
+    if body.len() % 2 == 1 {
+        out.push(b'\n');
+    }
+    out
+}
+
+/// A .deb whose data.tar (uncompressed) holds one file under `name`, exactly as written.
+fn deb_with_data_name(good: &[u8], name: &[u8]) -> Vec<u8> {
+    let m = locate_control(&good[..HEAD_BYTES], good.len() as u64).unwrap();
+    let mut deb = good[..data_header_offset(&m) as usize].to_vec();
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    tar.extend_from_slice(b"root");
+    tar.resize(512 * 2 + 1024, 0);
+    deb.extend(ar_member("data.tar", &tar));
+    deb
+}
+
+#[test]
+fn broken_packages_are_refused_whole() {
+    let dir = tmp("whole");
+    let e = |bytes: &[u8]| inspect(bytes).unwrap_err().0;
+    for z in ["gzip", "xz", "zstd", "none"] {
+        let good = build_deb(&dir, CONTROL, z);
+        inspect(&good).unwrap();
+        // dpkg-deb -c fails on these; so must Wharf.
+        for cut in [2, 60, good.len() / 3] {
+            let m = locate_control(&good[..HEAD_BYTES], good.len() as u64).unwrap();
+            let short = &good[..good.len() - cut];
+            if (short.len() as u64) < m.offset + m.size {
+                continue;
+            }
+            assert!(e(short).contains("truncated"), "{z} cut by {cut}: {}", e(short));
+        }
+        // A data member that is complete in length but corrupt inside.
+        let m = locate_control(&good[..HEAD_BYTES], good.len() as u64).unwrap();
+        let at = data_header_offset(&m) as usize + 60;
+        let mut corrupt = good.clone();
+        let mid = at + (good.len() - at) / 2;
+        for b in &mut corrupt[mid..mid + 8] {
+            *b ^= 0xa5;
+        }
+        if z != "none" {
+            assert!(inspect(&corrupt).is_err(), "{z}: corrupt data member accepted");
+        }
+    }
+    assert_eq!(e(b""), "the package is empty (0 bytes)");
+    let good = build_deb(&dir, CONTROL, "gzip");
+    let no_data = &good[..data_header_offset(&locate_control(&good[..HEAD_BYTES], good.len() as u64).unwrap()) as usize];
+    assert!(e(no_data).contains("no data.tar member"), "{}", e(no_data));
+    inspect(&deb_with_data_name(&good, b"./usr/share/doc/t/README")).unwrap();
+    for evil in [&b"../../etc/passwd"[..], b"./usr/../../etc/shadow", b"/etc/passwd"] {
+        assert!(e(&deb_with_data_name(&good, evil)).contains("leaves the package root"), "{:?}", String::from_utf8_lossy(evil));
+    }
+    // A control file over 1 MiB is refused, not cut.
+    let long = format!("{CONTROL} {}\n", "x".repeat(1 << 20));
+    let big = build_deb(&dir, &long, "xz");
+    assert!(e(&big).contains("control file is larger"), "{}", e(&big));
+}

@@ -57,7 +57,7 @@ pub(super) struct SiteRow {
 
 impl SiteRow {
     fn json(&self) -> Value {
-        json!({"name": self.name, "active_release": self.active_release_id, "head_seq": self.head_seq, "created_at": self.created_at})
+        json!({"id": self.id, "name": self.name, "active_release": self.active_release_id, "head_seq": self.head_seq, "created_at": self.created_at})
     }
 }
 

@@ -130,6 +130,11 @@ def test_bad_paths_are_refused(wharf, admin, site):
     for path in ["/../../etc/passwd", "/pool/../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd"]:
         status, _, _ = wharf.raw("GET", host, path)
         assert status == 404, path
+    # A raw backslash is turned into '/' by the runtime before the worker sees
+    # the URL (encoded, %5c, it survives and is refused above): `/..\..\x.deb`
+    # arrives as `/x.deb` of the same site.
+    assert wharf.raw("GET", host, "/..\\..\\x.deb")[:3:2] == (200, b"root")
+    assert wharf.raw("GET", host, "/pool\\x.deb")[:3:2] == (200, b"x")
     assert wharf.raw("POST", host, "/pool/x.deb")[0] == 405
 
 

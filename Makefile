@@ -1,5 +1,5 @@
 # Two commands: `make dev` runs Wharf locally, `make test` runs every test.
-.PHONY: dev test setup build deploy bench bench-debian bench-apk bench-oci
+.PHONY: dev test setup build deploy bench bench-debian bench-apk bench-oci fuzz
 
 dev:
 	scripts/dev
@@ -27,3 +27,6 @@ bench-apk:
 
 bench-oci:
 	bench/run-oci
+
+fuzz:
+	bench/fuzz

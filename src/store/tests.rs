@@ -487,3 +487,19 @@ fn a_rebased_activation_lands_on_whatever_is_active_and_loses_nothing() {
     // Only drafts: an active release is not activated again.
     assert!(db.batch(activate_rebased(s, r4, 8)).is_err());
 }
+
+#[test]
+fn schema_5_applies_again_and_counts_what_sites_referenced_as_held() {
+    let mut db = Db::new();
+    let s = db.site("a");
+    let r = db.draft(s);
+    db.put(s, r, "p", "a1");
+    db.activate(s, r, None).unwrap();
+    // A database from before schema 5 had no site_blobs rows.
+    db.0.execute_batch("DELETE FROM site_blobs").unwrap();
+    db.0.execute_batch(crate::schema::SCHEMA_SQL).unwrap();
+    let sha = crate::auth::sha256_hex(b"a1");
+    assert_eq!(db.rows(site_blob(s, &sha)).len(), 1, "what the site's releases referenced counts as held");
+    db.0.execute_batch(crate::schema::SCHEMA_SQL).unwrap();
+    assert_eq!(db.count("SELECT COUNT(*) FROM site_blobs"), 1);
+}

@@ -1,4 +1,4 @@
-"""20 publishers race: each branches from the active release, adds its file and
+"""30 publishers race: each branches from the active release, adds its file and
 activates with retry on 409. Compare-and-swap must lose nothing."""
 
 from concurrent.futures import ThreadPoolExecutor
@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from wharf import ApiError
 
 
-def test_twenty_concurrent_publishers(wharf, admin, unique):
+def test_thirty_concurrent_publishers(wharf, admin, unique):
     host = f"{unique}.pkgs.test"
     admin.site(unique, host)
     admin.publish(unique, {"base.txt": b"base"})
@@ -27,13 +27,13 @@ def test_twenty_concurrent_publishers(wharf, admin, unique):
                 admin.call("DELETE", f"/sites/{unique}/releases/{rel}", expect=204)
         raise AssertionError(f"publisher {i} never got through")
 
-    with ThreadPoolExecutor(20) as pool:
-        released = list(pool.map(publisher, range(20)))
+    with ThreadPoolExecutor(30) as pool:
+        released = list(pool.map(publisher, range(30)))
 
-    assert len(set(released)) == 20
+    assert len(set(released)) == 30
     active = admin.call("GET", f"/sites/{unique}")["active_release"]
     paths = admin.call("GET", f"/sites/{unique}/releases/{active}/paths")["paths"]
-    assert sorted(p["path"] for p in paths) == sorted(["base.txt"] + [f"files/{i}.txt" for i in range(20)])
-    for i in range(20):
+    assert sorted(p["path"] for p in paths) == sorted(["base.txt"] + [f"files/{i}.txt" for i in range(30)])
+    for i in range(30):
         assert wharf.get(host, f"/files/{i}.txt").content == f"publisher {i}".encode()
     assert sum(retries) > 0, "the publishers really did race"

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from debian import Hosts  # noqa: E402
 from wharf import Wharf  # noqa: E402
 
 
@@ -28,3 +29,11 @@ def unique():
     """A fresh short name for sites and hostnames in each test."""
     _counter[0] += 1
     return f"t{_counter[0]}"
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    """Test hostnames mapped to 127.0.0.1 in /etc/hosts for one module, removed afterwards."""
+    h = Hosts()
+    yield h
+    h.cleanup()

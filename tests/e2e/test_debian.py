@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from debian import Apt, Gpg, Hosts, build_deb, sha256
+from debian import Apt, Gpg, build_deb, sha256
 from wharf import Wharf
 
-
-@pytest.fixture(scope="module")
-def hosts():
-    h = Hosts()
-    yield h
-    h.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from apk import build_apk
-from debian import Hosts, build_deb
+from debian import build_deb
 from test_oci import OCI_MANIFEST, oci_layout, push_blob, push_image, skopeo
 from upstream import LoopbackServer, QuietHandler
 from wharf import ApiError, Wharf
@@ -29,12 +29,6 @@ def w(tmp_path_factory):
     yield w
     w.stop()
 
-
-@pytest.fixture(scope="module")
-def hosts():
-    h = Hosts()
-    yield h
-    h.cleanup()
 
 
 class FakeRegistry(LoopbackServer):

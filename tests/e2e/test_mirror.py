@@ -104,7 +104,7 @@ def test_cold_pull_then_warm_pull_with_the_upstream_stopped(env, tmp_path):
     # on the upstream's word (a HEAD): it pulls and checks them itself, since an
     # upstream a tenant controls could claim any digest.
     blob_path = f"/v2/team/app/blobs/sha256:{sha(image['layer'])}"
-    gets, heads = e.open.requests_seen("GET", blob_path), e.open.requests_seen("HEAD", blob_path)
+    gets = e.open.requests_seen("GET", blob_path)
     reg2 = site(e, "mirror-cold2", upstreams=[{"url": e.open.url}])
     skopeo("copy", "--src-tls-verify=false", f"docker://{reg2}/team/app:v1", f"dir:{tmp_path / 'second'}")
     assert (tmp_path / "second" / sha(image["layer"])).read_bytes() == image["layer"]

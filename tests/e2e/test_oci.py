@@ -12,7 +12,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from debian import Hosts
 from wharf import Wharf
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -24,12 +23,6 @@ def reg(tmp_path_factory):
     yield w
     w.stop()
 
-
-@pytest.fixture(scope="module")
-def hosts():
-    h = Hosts()
-    yield h
-    h.cleanup()
 
 
 def sha(b: bytes) -> str:

@@ -257,8 +257,18 @@ pub fn release_path(raw: &str) -> Result<String, ApiError> {
     Ok(p)
 }
 
+/// A release path is refused, never cleaned: `.` and `..` segments are 422
+/// (the path is well-formed but names no file a release can hold), other
+/// malformed paths 400.
 pub fn check_release_path(p: &str) -> Result<(), ApiError> {
-    path::validate(p).map_err(|e| ApiError::bad_request(format!("invalid path {p:?}: {}", e.message())))?;
+    path::validate(p).map_err(|e| {
+        let m = format!("invalid path {p:?}: {}", e.message());
+        if e == path::PathError::Traversal {
+            ApiError::unprocessable(m)
+        } else {
+            ApiError::bad_request(m)
+        }
+    })?;
     if p.starts_with(crate::store::INTERNAL_PREFIX) {
         return Err(ApiError::bad_request(format!("paths under {} are reserved for Wharf", crate::store::INTERNAL_PREFIX)));
     }
@@ -476,7 +486,7 @@ mod tests {
         assert_eq!(route("GET", "/api/v1/sites/A_B").unwrap_err().status, 404);
         assert_eq!(route("GET", "/api/v1/sites/a/releases/0").unwrap_err().status, 404);
         assert_eq!(route("PUT", "/api/v1/blobs/sha256/xyz").unwrap_err().status, 400);
-        assert_eq!(route("PUT", "/api/v1/sites/a/releases/3/paths/a/../b").unwrap_err().status, 400);
+        assert_eq!(route("PUT", "/api/v1/sites/a/releases/3/paths/a/../b").unwrap_err().status, 422);
         assert_eq!(route("PUT", "/api/v1/sites/a/releases/3/paths/a%2f..").unwrap_err().status, 400);
         assert_eq!(route("PUT", "/api/v1/sites/a/releases/3/paths/a//b").unwrap_err().status, 400);
     }
@@ -494,7 +504,7 @@ mod tests {
         assert_eq!(empty.validate().unwrap_err().status, 400);
         assert!(parse_json::<ChangesBody>(br#"{"bogus":1}"#).is_err());
         let bad: ChangesBody = parse_json(br#"{"delete":["../x"]}"#).unwrap();
-        assert_eq!(bad.validate().unwrap_err().status, 400);
+        assert_eq!(bad.validate().unwrap_err().status, 422);
     }
 
     #[test]

@@ -182,7 +182,9 @@ def test_release_lifecycle_and_bad_inputs(wharf, admin, unique):
     admin.call("PUT", f"/sites/{unique}/releases/{rel}/paths/c", {"sha256": sha(b"a"), "content_type": "bad"}, expect=400)
     admin.call("PUT", f"/sites/{unique}/releases/{rel}/paths/a%2f..%2fb", {"sha256": sha(b"a")}, expect=400)
     admin.call("PUT", f"/sites/{unique}/releases/{rel}/paths/a%00", {"sha256": sha(b"a")}, expect=400)
-    admin.call("POST", f"/sites/{unique}/releases/{rel}/changes", {"delete": ["../x"]}, expect=400)
+    admin.call("POST", f"/sites/{unique}/releases/{rel}/changes", {"delete": ["../x"]}, expect=422)
+    admin.call("POST", f"/sites/{unique}/releases/{rel}/changes", {"put": [{"path": "a/./b", "sha256": sha(b"a")}]}, expect=422)
+    admin.call("POST", f"/sites/{unique}/releases/{rel}/changes", {"put": [{"path": "a/../b", "sha256": sha(b"a")}]}, expect=422)
     admin.call("POST", f"/sites/{unique}/releases/{rel}/changes", {"put": [{"path": "x//y", "sha256": sha(b"a")}]}, expect=400)
     # A batch with one missing blob changes nothing.
     admin.call("POST", f"/sites/{unique}/releases/{rel}/changes",

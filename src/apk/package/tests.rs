@@ -27,9 +27,14 @@ pub struct Built {
 }
 
 pub fn build_apk(dir: &Path, pkginfo: &str, sign_with: Option<(&Path, &str)>) -> Built {
+    build_apk_with(dir, pkginfo, sign_with, "")
+}
+
+/// [`build_apk`] with more GNU tar options for the data stream (`--transform`, `-P`).
+pub fn build_apk_with(dir: &Path, pkginfo: &str, sign_with: Option<(&Path, &str)>, tar_options: &str) -> Built {
     std::fs::create_dir_all(dir.join("d/usr/bin")).unwrap();
     std::fs::write(dir.join("d/usr/bin/hello"), "#!/bin/sh\necho hi\n").unwrap();
-    let data = run(dir, "tar --owner=0 --group=0 --mtime=@1700000000 -C d -cf - usr | gzip -9n");
+    let data = run(dir, &format!("tar --owner=0 --group=0 --mtime=@1700000000 {tar_options} -C d -cf - usr | gzip -9n"));
     let pkginfo = format!("{pkginfo}datahash = {}\n", hex::encode(sha2::Sha256::digest(&data)));
     std::fs::create_dir_all(dir.join("c")).unwrap();
     std::fs::write(dir.join("c/.PKGINFO"), pkginfo).unwrap();
@@ -129,4 +134,25 @@ fn versions_follow_apk_tools_grammar() {
     for bad in ["", "1.0-rX", "1..0-r0", "1.0-r", "a1.0", "1.0_foo", "1.0ab", "1.0-r1-r2", "1.0.", "1.0~", "1.0~xyz", "1.0_", "-r1", "1.0 ", "1.0-1"] {
         assert!(!valid_version(bad), "{bad:?} is not a version apk accepts");
     }
+}
+
+#[test]
+fn a_data_stream_whose_names_leave_the_root_is_refused() {
+    let dir = tmp("evil-names");
+    let check = |b: &Built| -> Result<(), ApkError> {
+        let layout = read_head(&b.apk, b.apk.len() as u64)?;
+        let info = parse_pkginfo(&layout.pkginfo)?;
+        check_data(&b.apk, b.apk.len() as u64, &layout, &info)
+    };
+    check(&build_apk(&dir, PKGINFO, None)).unwrap();
+    for (what, opts) in [
+        ("dot-dot", "-P --transform 's,^usr/bin/hello,../../etc/passwd,'"),
+        ("absolute", "-P --transform 's,^usr/bin/hello,/etc/passwd,'"),
+        ("inner dot-dot", "-P --transform 's,^usr/bin/hello,usr/../../etc/shadow,'"),
+    ] {
+        let e = check(&build_apk_with(&dir, PKGINFO, None, opts)).unwrap_err().0;
+        assert!(e.contains("leaves the package root"), "{what}: {e}");
+    }
+    let e = read_head(b"", 0).unwrap_err().0;
+    assert_eq!(e, "the package is empty (0 bytes)");
 }

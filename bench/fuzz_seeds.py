@@ -24,6 +24,14 @@ with tempfile.TemporaryDirectory() as tmp:
     for z in ("gzip", "xz", "zstd", "none"):
         seed("deb_package", f"hello-{z}.deb", build_deb(Path(tmp), "hello", "1:1.2-3", "amd64", z, extra="Depends: libc6 (>= 2.36)\n"))
     ctrl = subprocess.run(["dpkg-deb", "-f", str(next(Path(tmp).glob("*.gzip.deb")))], capture_output=True, check=True).stdout
+    for deb in Path(tmp).glob("*.deb"):
+        # The data member, for the archive check: the byte before it says how to split it.
+        data, at = deb.read_bytes(), 8
+        while at + 60 <= len(data):
+            name, size = data[at:at + 16].decode().strip().rstrip("/"), int(data[at + 48:at + 58])
+            if name.startswith("data.tar"):
+                seed("package_archive", f"{deb.stem}-{name}", b"\x07" + data[at + 60:at + 60 + size])
+            at += 60 + size + size % 2
 seed("deb_control", "control", ctrl)
 seed("deb_control", "multi", "Package: a\nVersion: 1.0~rc1-2+b1\nArchitecture: all\nDescription: x\n long\n .\n more\n")
 apk = build_apk("hello", "1.2.3-r0", "x86_64", depends=["so:libc.musl-x86_64.so.1"])

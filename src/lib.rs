@@ -13,6 +13,7 @@ pub mod mirror;
 pub mod http;
 pub mod oci;
 pub mod path;
+pub mod tarcheck;
 pub mod schema;
 pub mod store;
 

@@ -12,8 +12,9 @@ use std::io::Read;
 
 /// Bytes at the start of a package that must hold its signature and control streams.
 pub const HEAD_BYTES: u64 = 4 << 20;
-/// Largest data stream (decompressed) whose names are read at ingest.
-const MAX_DATA_TAR: u64 = 256 << 20;
+/// Largest data stream (decompressed) accepted: a bound on the work a
+/// decompression bomb can cause, far above real packages.
+const MAX_DATA_TAR: u64 = 64 << 30;
 const MAX_CONTROL_TAR: u64 = 16 << 20;
 const MAX_PKGINFO: u64 = 1 << 20;
 
@@ -141,29 +142,60 @@ pub fn read_head(head: &[u8], total: u64) -> Result<Layout, ApkError> {
     Ok(Layout { signature, control, pkginfo })
 }
 
-/// Checks the data stream against `.PKGINFO`'s datahash when the whole
-/// package is at hand (`head` is all `total` bytes); larger packages are
-/// checked by apk when it installs them.
+/// Checks the data stream when the whole package is at hand (`head` is all
+/// `total` bytes); the worker streams larger ones through [`DataCheck`].
 pub fn check_data(head: &[u8], total: u64, layout: &Layout, info: &PkgInfo) -> Result<(), ApkError> {
     if (head.len() as u64) < total {
         return Ok(());
     }
-    let data = &head[layout.control.0 + layout.control.1..];
-    if hex::encode(sha2::Sha256::digest(data)) != info.datahash {
-        return err("the data stream does not match the datahash in .PKGINFO (corrupt or tampered package)");
+    let mut check = DataCheck::new();
+    check.push(&head[data_offset(layout)..]);
+    check.finish(info)
+}
+
+/// Where the data stream starts: right after the control stream.
+pub fn data_offset(layout: &Layout) -> usize {
+    layout.control.0 + layout.control.1
+}
+
+/// The data stream checked as it streams past: its sha256 against
+/// `.PKGINFO`'s datahash, and its tar (complete, no name leaving the root).
+pub struct DataCheck {
+    hash: sha2::Sha256,
+    tar: crate::tarcheck::Check,
+    refused: Option<String>,
+}
+
+impl Default for DataCheck {
+    fn default() -> Self {
+        DataCheck::new()
     }
-    // The datahash holds, so the stream is what the packager made: its names
-    // must still stay below the root apk unpacks into.
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(data).take(MAX_DATA_TAR));
-    let bad = |e: std::io::Error| ApkError(format!("the data stream is not a readable tar: {e}"));
-    for entry in archive.entries().map_err(bad)? {
-        let entry = entry.map_err(bad)?;
-        let name = entry.path_bytes();
-        if !crate::path::safe_member_name(&name) {
-            return err(format!("the data stream has a file name that leaves the package root: {:?}", String::from_utf8_lossy(&name)));
+}
+
+impl DataCheck {
+    pub fn new() -> DataCheck {
+        DataCheck { hash: sha2::Sha256::new(), tar: crate::tarcheck::Check::new(crate::tarcheck::Compression::Gzip, MAX_DATA_TAR), refused: None }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.hash.update(chunk);
+        if self.refused.is_none() {
+            self.refused = self.tar.push(chunk).err();
         }
     }
-    Ok(())
+
+    pub fn finish(self, info: &PkgInfo) -> Result<(), ApkError> {
+        if hex::encode(self.hash.finalize()) != info.datahash {
+            return err("the data stream does not match the datahash in .PKGINFO (corrupt or tampered package)");
+        }
+        // The datahash holds, so the stream is what the packager made: it must
+        // still unpack whole and stay below the root apk unpacks into.
+        let refused = match self.refused {
+            Some(e) => Err(e),
+            None => self.tar.finish(),
+        };
+        refused.map_err(|e| ApkError(format!("the data stream is refused: {e}")))
+    }
 }
 
 /// apk's package identity (`C:`): `Q1` and the base64 of the SHA-1 of the

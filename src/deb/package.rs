@@ -16,12 +16,9 @@ pub const HEAD_BYTES: usize = 8 + AR_HEADER + 16 + AR_HEADER;
 pub const MAX_CONTROL_MEMBER: u64 = 16 << 20;
 const MAX_CONTROL_TAR: u64 = 64 << 20;
 const MAX_CONTROL_FILE: u64 = 1 << 20;
-/// Packages up to this size have their data member read whole at ingest
-/// (every entry to its end, every name checked); larger ones are checked for
-/// a complete data member (and an intact xz footer) without unpacking it.
-pub const DATA_CHECK_BYTES: u64 = 16 << 20;
-/// Largest data.tar (decompressed) read at ingest.
-const MAX_DATA_TAR: u64 = 1 << 30;
+/// Largest data.tar (decompressed) accepted: a bound on the work a
+/// decompression bomb can cause, far above real packages.
+pub const MAX_DATA_TAR: u64 = 64 << 30;
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct DebError(pub String);
@@ -36,13 +33,7 @@ fn err<T>(m: impl Into<String>) -> Result<T, DebError> {
     Err(DebError(m.into()))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Xz,
-    Zstd,
-}
+pub use crate::tarcheck::Compression;
 
 /// Where the control member lies in the package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,41 +147,17 @@ pub fn locate_data(header: &[u8], at: u64, total_size: u64) -> Result<ControlMem
     Ok(ControlMember { offset, size: h.size, compression })
 }
 
-/// What can be told of a data member from its last bytes alone: an xz
-/// stream ends with the footer magic `YZ`.
-pub fn check_data_tail(tail: &[u8], compression: Compression) -> Result<(), DebError> {
-    if compression == Compression::Xz && !tail.ends_with(b"YZ") {
-        return err("data.tar.xz does not end with an xz stream footer: the member is truncated or corrupt");
-    }
-    Ok(())
+/// Reads the whole data member held in memory: the compressed stream must be
+/// complete and valid, every tar entry present to its end, and no file name
+/// may leave the directory the package is unpacked into. The worker streams
+/// the member through [`crate::tarcheck::Check`] instead, to the same effect.
+pub fn check_data(member: &[u8], compression: Compression) -> Result<(), DebError> {
+    crate::tarcheck::check(member, compression, MAX_DATA_TAR).map_err(data_error)
 }
 
-/// Reads the whole data member: the compressed stream must be complete and
-/// valid, every tar entry readable to its end, and no file name may leave
-/// the directory the package is unpacked into.
-pub fn check_data(member: &[u8], compression: Compression) -> Result<(), DebError> {
-    let bad = |e: std::io::Error| DebError(format!("data.tar is truncated or corrupt: {e}"));
-    let mut archive = tar::Archive::new(decoder(member, compression, "data.tar")?.take(MAX_DATA_TAR + 1));
-    let mut seen = false;
-    for entry in archive.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
-        let name = entry.path_bytes().into_owned();
-        if !crate::path::safe_member_name(&name) {
-            return err(format!("data.tar has a file name that leaves the package root: {:?}", String::from_utf8_lossy(&name)));
-        }
-        std::io::copy(&mut entry, &mut std::io::sink()).map_err(bad)?;
-        seen = true;
-    }
-    if !seen {
-        return err("data.tar is empty or not a tar archive");
-    }
-    // The end-of-archive blocks and the compressed stream's own trailer (gzip's CRC, xz's index).
-    let mut rest = archive.into_inner();
-    std::io::copy(&mut rest, &mut std::io::sink()).map_err(bad)?;
-    if rest.limit() == 0 {
-        return err(format!("data.tar unpacks to more than {MAX_DATA_TAR} bytes"));
-    }
-    Ok(())
+/// A data member refused by the check, as the reason the package is refused.
+pub fn data_error(e: String) -> DebError {
+    DebError(format!("data.tar is refused: {e}"))
 }
 
 /// Reads the `control` file out of the (compressed) control member.
@@ -268,7 +235,7 @@ pub fn check(control: Paragraph) -> Result<DebInfo, DebError> {
 }
 
 /// Reads and checks a whole package held in memory (tests, tools), as the
-/// worker does one of at most [`DATA_CHECK_BYTES`].
+/// worker does one it streams from R2.
 pub fn inspect(deb: &[u8]) -> Result<DebInfo, DebError> {
     let m = locate_control(&deb[..deb.len().min(HEAD_BYTES)], deb.len() as u64)?;
     let member = &deb[m.offset as usize..(m.offset + m.size) as usize];
@@ -276,9 +243,7 @@ pub fn inspect(deb: &[u8]) -> Result<DebInfo, DebError> {
     let at = data_header_offset(&m);
     let header = deb.get(at as usize..).unwrap_or(&[]);
     let d = locate_data(&header[..header.len().min(AR_HEADER)], at, deb.len() as u64)?;
-    let data = &deb[d.offset as usize..(d.offset + d.size) as usize];
-    check_data_tail(data, d.compression)?;
-    check_data(data, d.compression)?;
+    check_data(&deb[d.offset as usize..(d.offset + d.size) as usize], d.compression)?;
     Ok(info)
 }
 

@@ -729,6 +729,38 @@ pub(super) async fn read_blob_range(ctx: &Ctx<'_>, sha: &str, offset: u64, lengt
     body.bytes().await.map_err(|e| ApiError::internal(format!("reading blob {sha}: {e}")))
 }
 
+/// Streams `length` bytes at `offset` of a stored blob through `f`, a chunk
+/// at a time (never the whole range in memory). Stops at `f`'s first error,
+/// which is returned inside the Ok.
+pub(super) async fn for_each_chunk<E>(
+    ctx: &Ctx<'_>,
+    sha: &str,
+    offset: u64,
+    length: u64,
+    mut f: impl FnMut(&[u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<std::result::Result<(), E>, ApiError> {
+    use futures_util::StreamExt;
+    if length == 0 {
+        return Ok(Ok(()));
+    }
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
+    let object = bucket
+        .get(store::blob_key(sha))
+        .range(Range::OffsetWithLength { offset, length })
+        .execute()
+        .await
+        .map_err(|e| ApiError::internal(format!("reading blob {sha}: {e}")))?
+        .ok_or_else(|| ApiError::internal(format!("blob {sha} is missing from R2")))?;
+    let mut stream = object.body().ok_or_else(|| ApiError::internal("blob has no body"))?.stream().map_err(|e| ApiError::internal(e.to_string()))?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::internal(format!("reading blob {sha}: {e}")))?;
+        if let Err(e) = f(&chunk) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(()))
+}
+
 /// A blob as the index (D1) and the store (R2) each see it.
 async fn show_blob(ctx: &Ctx<'_>, sha: &str) -> ApiResult {
     #[derive(Deserialize)]

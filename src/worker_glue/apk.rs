@@ -1,7 +1,7 @@
 //! APK repositories in the admin API: ingest, removal, publishing of signed
 //! `APKINDEX.tar.gz` per architecture, and client-side signing.
 
-use super::admin::{batch_err, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, for_each_chunk, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::apk::{index, package, repo};
 use crate::auth::Scope;
@@ -157,7 +157,20 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, b: &str,
     let head = read_blob_range(ctx, &sha, 0, size.min(package::HEAD_BYTES)).await?;
     let layout = package::read_head(&head, size).map_err(bad_package)?;
     let info = package::parse_pkginfo(&layout.pkginfo).map_err(bad_package)?;
-    package::check_data(&head, size, &layout, &info).map_err(bad_package)?;
+    if (head.len() as u64) < size {
+        // Not all at hand: the data stream is streamed from R2 through the same check.
+        let at = package::data_offset(&layout) as u64;
+        let mut check = package::DataCheck::new();
+        for_each_chunk(ctx, &sha, at, size - at, |chunk| {
+            check.push(chunk);
+            Ok::<(), ()>(())
+        })
+        .await?
+        .ok();
+        check.finish(&info).map_err(bad_package)?;
+    } else {
+        package::check_data(&head, size, &layout, &info).map_err(bad_package)?;
+    }
     let (at, len) = layout.control;
     let identity = package::identity(&head[at..at + len]);
     let record = package::index_record(&info, &identity, size);

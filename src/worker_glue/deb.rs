@@ -1,7 +1,7 @@
 //! Debian repositories in the admin API: ingest, removal, publishing
 //! (Packages, Release, InRelease, Release.gpg, by-hash) and client-side signing.
 
-use super::admin::{batch_err, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, store_hashed_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, for_each_chunk, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, store_hashed_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
 use crate::deb::{index, package, repo, sign};
@@ -126,18 +126,13 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d: &str,
     let member = package::locate_control(&head, size).map_err(bad_package)?;
     let control = read_blob_range(ctx, &sha, member.offset, member.size).await?;
     let info = package::check(package::read_control(&control, member.compression).map_err(bad_package)?).map_err(bad_package)?;
-    // The data member: present and complete, and read whole when small enough.
+    // The data member: present, complete, and streamed whole through the check.
     let at = package::data_header_offset(&member);
     let header = read_blob_range(ctx, &sha, at.min(size), size.saturating_sub(at).min(60)).await?;
     let data = package::locate_data(&header, at, size).map_err(bad_package)?;
-    if size <= package::DATA_CHECK_BYTES {
-        let bytes = read_blob_range(ctx, &sha, data.offset, data.size).await?;
-        package::check_data_tail(&bytes, data.compression).map_err(bad_package)?;
-        package::check_data(&bytes, data.compression).map_err(bad_package)?;
-    } else {
-        let tail = read_blob_range(ctx, &sha, data.offset + data.size.saturating_sub(2), data.size.min(2)).await?;
-        package::check_data_tail(&tail, data.compression).map_err(bad_package)?;
-    }
+    let mut check = crate::tarcheck::Check::new(data.compression, package::MAX_DATA_TAR);
+    for_each_chunk(ctx, &sha, data.offset, data.size, |chunk| check.push(chunk)).await?.map_err(|e| bad_package(package::data_error(e)))?;
+    check.finish().map_err(|e| bad_package(package::data_error(e)))?;
     let pool = package::pool_path(c, &info);
     let filename = package::filename(&info);
     if let Some(existing) = path_row(ctx, &site, &rel, &pool).await? {

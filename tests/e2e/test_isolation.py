@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import subprocess
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
@@ -296,3 +297,35 @@ def test_twenty_concurrent_skopeo_pushes_without_retries_all_land(w, hosts, tmp_
     assert not failed, failed[:3]
     tags = w.get(host, "/v2/team/app/tags/list").json()["tags"]
     assert sorted(tags) == sorted(f"t{i}" for i in range(20))
+
+
+def test_large_packages_are_streamed_through_the_whole_check(w, tmp_path):
+    """Packages larger than what the worker reads in one piece (the APK head is
+    4 MiB) are checked whole as they stream from R2: data and names."""
+    admin = w.admin
+    admin.site("iso-big", "big.iso.test")
+    rel = admin.draft("iso-big")
+    noise = os.urandom(6 << 20)  # incompressible: the package is > 6 MiB
+    ok = build_apk("bigpkg", "1.0-r0", "x86_64", payload=noise)
+    assert len(ok) > 6 << 20
+    add = lambda apk, expect: admin.call("POST", f"/sites/iso-big/releases/{rel}/apk/v3.20/main/packages?sha256={sha(apk)}", data=apk,
+                                         expect=expect, headers={"Content-Type": "application/octet-stream"})
+    add(ok, 201)
+    evil = build_apk("evilpkg", "1.0-r0", "x86_64", payload=noise, data_path="../../etc/cron.d/evil")
+    assert "leaves the package root" in add(evil, 422)["error"]["message"]
+    # A large .deb whose data member is complete in length but corrupt inside.
+    root = tmp_path / "bigdeb"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "usr/share/big").mkdir(parents=True)
+    (root / "usr/share/big/noise").write_bytes(noise)
+    (root / "DEBIAN/control").write_text("Package: bigdeb\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: T <t@example.com>\nDescription: big\n")
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(tmp_path / "big.deb")], check=True, capture_output=True)
+    deb = (tmp_path / "big.deb").read_bytes()
+    upload_deb(admin, "iso-big", rel, deb, 201)
+    corrupt = bytearray(deb)
+    mid = len(corrupt) - (3 << 20)
+    corrupt[mid:mid + 64] = bytes(b ^ 0x5A for b in corrupt[mid:mid + 64])
+    corrupt = bytes(corrupt)
+    assert subprocess.run(["dpkg-deb", "-c", "/dev/stdin"], input=corrupt, capture_output=True).returncode != 0
+    r = upload_deb(admin, "iso-big", rel, corrupt, 422)
+    assert "data.tar is refused" in r["error"]["message"], r

@@ -36,7 +36,7 @@ fn owned_tables(schema: &str) -> (Vec<String>, Vec<String>) {
     for line in schema.lines() {
         let l = line.trim();
         if let Some(rest) = l.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
-            table = Some(rest.split(|c: char| c == ' ' || c == '(').next().unwrap().to_string());
+            table = Some(rest.split([' ', '(']).next().unwrap().to_string());
             continue;
         }
         if l.starts_with(')') {

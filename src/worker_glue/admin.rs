@@ -683,7 +683,7 @@ pub(super) async fn package_blob(ctx: &Ctx<'_>, req: &mut Request, site: &SiteRo
     struct B {
         size: i64,
     }
-    let size = ctx.db.first::<B>(store::site_blob(site.id, &sha)).await?.ok_or_else(|| not_held_error(&site.name, &[sha.clone()]))?.size;
+    let size = ctx.db.first::<B>(store::site_blob(site.id, &sha)).await?.ok_or_else(|| not_held_error(&site.name, std::slice::from_ref(&sha)))?.size;
     Ok(PackageBlob { sha, size: size as u64, index: vec![] })
 }
 

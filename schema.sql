@@ -164,11 +164,8 @@ CREATE TABLE IF NOT EXISTS deb_ledgers (
   PRIMARY KEY (release_id, dist)
 ) WITHOUT ROWID;
 
--- SHA512 of generated index files (Release lists it; blobs are keyed by SHA256).
-CREATE TABLE IF NOT EXISTS deb_index_digests (
-  sha256 TEXT PRIMARY KEY,
-  sha512 TEXT NOT NULL
-);
+-- (Schema 5: Release lists SHA256 only, so the SHA512 of index files is no longer kept.)
+DROP TABLE IF EXISTS deb_index_digests;
 
 -- A site's public key for client-side signing (binary OpenPGP, hex).
 CREATE TABLE IF NOT EXISTS deb_keys (

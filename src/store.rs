@@ -302,6 +302,11 @@ pub fn list_releases(site_id: i64, before: i64, limit: u32) -> Stmt {
     )
 }
 
+/// How many changes a draft records. Columns: n.
+pub fn count_changes(release_id: i64) -> Stmt {
+    stmt("SELECT COUNT(*) AS n FROM release_changes WHERE release_id = ?1", vec![release_id.into()])
+}
+
 /// Deletes a draft and its changes.
 pub fn delete_draft(site_id: i64, release_id: i64) -> Vec<Stmt> {
     let p = || vec![Val::Int(site_id), Val::Int(release_id)];

@@ -1,7 +1,7 @@
 //! Debian index files: `Packages` (+ .gz, .xz) and `Release`, deterministic:
 //! the same packages and metadata always give the same bytes.
 
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Digest, Sha256};
 use std::io::Write;
 
 /// One package as it appears in a `Packages` file.
@@ -58,7 +58,6 @@ pub struct IndexFile {
     pub path: String,
     pub size: u64,
     pub sha256: String,
-    pub sha512: String,
 }
 
 impl IndexFile {
@@ -67,7 +66,6 @@ impl IndexFile {
             path,
             size: data.len() as u64,
             sha256: hex::encode(Sha256::digest(data)),
-            sha512: hex::encode(Sha512::digest(data)),
         }
     }
 }
@@ -90,7 +88,9 @@ pub fn release_date(secs: u64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).replace("GMT", "UTC")
 }
 
-/// The `Release` file of a dist.
+/// The `Release` file of a dist. It lists SHA256 only (as Debian's archive
+/// lists SHA256 besides MD5Sum): apt fetches `by-hash/<strongest listed>/`,
+/// and SHA256 is what Wharf serves by hash.
 pub fn release(meta: &ReleaseMeta, files: &[IndexFile]) -> String {
     let mut files: Vec<&IndexFile> = files.iter().collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -108,10 +108,6 @@ pub fn release(meta: &ReleaseMeta, files: &[IndexFile]) -> String {
     out.push_str("SHA256:\n");
     for f in &files {
         out.push_str(&format!(" {} {:>width$} {}\n", f.sha256, f.size, f.path));
-    }
-    out.push_str("SHA512:\n");
-    for f in &files {
-        out.push_str(&format!(" {} {:>width$} {}\n", f.sha512, f.size, f.path));
     }
     out
 }
@@ -225,7 +221,8 @@ mod tests {
         assert!(r.starts_with("Origin: Wharf\nLabel: Wharf\nSuite: stable\nCodename: bookworm\nDate: Tue, 14 Nov 2023 22:13:20 UTC\nValid-Until: Tue, 21 Nov 2023 22:13:20 UTC\n"));
         assert!(r.contains("Architectures: amd64 arm64\nComponents: main\nAcquire-By-Hash: yes\nSHA256:\n"));
         assert!(r.contains(" 2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881 1 main/binary-amd64/Packages\n"));
-        assert!(r.contains("SHA512:\n"));
+        // Only what is served by hash is listed: apt asks by-hash for the strongest hash listed.
+        assert!(!r.contains("SHA512") && !r.contains("MD5Sum"));
     }
 
     #[test]

@@ -107,17 +107,6 @@ pub fn put_ledger(release_id: i64, dist: &str, ledger: &str) -> Stmt {
     )
 }
 
-pub fn put_index_digest(sha256: &str, sha512: &str) -> Stmt {
-    stmt(
-        "INSERT INTO deb_index_digests(sha256, sha512) VALUES (?1, ?2) ON CONFLICT(sha256) DO NOTHING",
-        vec![sha256.into(), sha512.into()],
-    )
-}
-
-pub fn index_digest(sha256: &str) -> Stmt {
-    stmt("SELECT sha512 FROM deb_index_digests WHERE sha256 = ?1", vec![sha256.into()])
-}
-
 pub fn public_key(site_id: i64) -> Stmt {
     stmt("SELECT public_key, fingerprint FROM deb_keys WHERE site_id = ?1", vec![site_id.into()])
 }

@@ -291,7 +291,8 @@ async fn dispatch(mut req: Request, env: &Env) -> ApiResult {
         }
         Activate(s, r) => {
             let b: api::ActivateBody = api::parse_json_or_default(&json_body(&mut req).await?)?;
-            activate(&ctx, &s, r, b).await
+            let allow_empty = query("allow_empty").is_some_and(|v| v == "true" || v == "1");
+            activate(&ctx, &s, r, b, allow_empty).await
         }
         Rollback(s) => {
             let b: api::RollbackBody = api::parse_json_or_default(&json_body(&mut req).await?)?;
@@ -828,7 +829,7 @@ async fn apply_changes(ctx: &Ctx<'_>, s: &str, r: i64, changes: Vec<api::Change>
     Ok((200, json!({"release": r, "changed": changes.len()})))
 }
 
-async fn activate(ctx: &Ctx<'_>, s: &str, r: i64, b: api::ActivateBody) -> ApiResult {
+async fn activate(ctx: &Ctx<'_>, s: &str, r: i64, b: api::ActivateBody, allow_empty: bool) -> ApiResult {
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.release(site.id, r).await?;
     if rel.state != "draft" {
@@ -837,6 +838,21 @@ async fn activate(ctx: &Ctx<'_>, s: &str, r: i64, b: api::ActivateBody) -> ApiRe
     let expected = b.expected_active.unwrap_or(rel.parent_id);
     super::deb::prepare_activation(ctx, &site, &rel).await?;
     super::apk::prepare_activation(ctx, &site, &rel).await?;
+    // A draft that changes nothing on top of the active release is almost
+    // always a mistake (an upload that failed before it): say so.
+    if !allow_empty && rel.parent_id == site.active_release_id {
+        #[derive(Deserialize)]
+        struct N {
+            n: i64,
+        }
+        if ctx.db.first::<N>(store::count_changes(rel.id)).await?.map_or(0, |n| n.n) == 0 {
+            return Err(ApiError::new(
+                422,
+                "empty_release",
+                format!("release {r} changes nothing on top of the active release; add files first, or activate with ?allow_empty=true"),
+            ));
+        }
+    }
     activate_prepared(ctx, &site, r, expected).await
 }
 

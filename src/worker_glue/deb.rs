@@ -350,7 +350,6 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     let mut phases = Phases::default();
     let mut changes: Vec<Change> = Vec::new();
     let mut files: Vec<index::IndexFile> = Vec::new();
-    let mut digests = Vec::new();
     for c in &components {
         for a in &archs {
             let paths = index::packages_paths(c, a);
@@ -386,7 +385,6 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
                     let sha = store_hashed_bytes(ctx, site.id, data, file.sha256.clone()).await?;
                     phases.hash += hashed - t;
                     phases.store += super::now_ms() - hashed;
-                    digests.push(sql::put_index_digest(&sha, &file.sha512));
                     changes.push(Change { path: format!("{dists_prefix}{path}"), sha256: Some(sha.clone()), content_type: Some(ct.into()) });
                     changes.push(Change {
                         path: format!("{dists_prefix}{}", index::by_hash_path(path, &sha)),
@@ -398,17 +396,7 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
             } else {
                 for path in &paths {
                     let row = &existing[&format!("{dists_prefix}{path}")];
-                    #[derive(Deserialize)]
-                    struct S {
-                        sha512: String,
-                    }
-                    let sha512 = ctx
-                        .db
-                        .first::<S>(sql::index_digest(&row.sha256))
-                        .await?
-                        .ok_or_else(|| ApiError::internal(format!("no SHA512 recorded for {}; publish with ?full=true", row.path)))?
-                        .sha512;
-                    files.push(index::IndexFile { path: path.clone(), size: row.size as u64, sha256: row.sha256.clone(), sha512 });
+                    files.push(index::IndexFile { path: path.clone(), size: row.size as u64, sha256: row.sha256.clone() });
                 }
             }
         }
@@ -481,7 +469,7 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     changes.push(Change { path: KEYRING_GPG.into(), sha256: Some(bin_sha), content_type: Some("application/pgp-keys".into()) });
     changes.push(Change { path: KEYRING_ASC.into(), sha256: Some(asc_sha), content_type: Some("application/pgp-keys".into()) });
 
-    let mut extra = digests;
+    let mut extra = Vec::new();
     extra.push(sql::clear_dirty(rel.id, d));
     extra.push(sql::put_ledger(rel.id, d, &serde_json::to_string(&ledger).expect("serialisable")));
     extra.push(sql::set_pending(rel.id, d, client_key.as_ref().map(|_| release_sha.as_str())));

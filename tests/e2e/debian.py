@@ -122,3 +122,63 @@ Acquire::http::Proxy "DIRECT";
 
 def sha256(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
+
+
+class StagingProxy:
+    """An HTTP proxy for apt in front of Wharf that logs every request apt makes
+    (method, path, status) and can run a step right after it has fetched an
+    InRelease and before apt gets it: a release switch staged between apt's
+    InRelease and index fetches."""
+
+    def __init__(self, upstream_port: int):
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.log, self.after_inrelease = [], None
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                u = urlsplit(self.path)
+                path = u.path + (f"?{u.query}" if u.query else "")
+                c = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("proxy-") and k.lower() != "host"}
+                headers["Host"] = u.netloc
+                c.request(self.command, path, headers=headers)
+                r = c.getresponse()
+                body = r.read()
+                c.close()
+                outer.log.append((self.command, u.path, r.status))
+                if u.path.endswith("/InRelease") and outer.after_inrelease:
+                    step, outer.after_inrelease = outer.after_inrelease, None
+                    step()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command == "GET":
+                    self.wfile.write(body)
+
+            do_HEAD = do_GET
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def option(self) -> tuple[str, str]:
+        """apt-get options that send its HTTP requests through this proxy."""
+        return "-o", f"Acquire::http::Proxy=http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -57,9 +57,11 @@ class Wharf:
     """One running worker. `state` is its private D1/R2 folder."""
 
     def __init__(self, state: Path, schema: Path | None = ROOT / "schema.sql", extra_vars: dict | None = None,
-                 https: bool = False):
+                 https: bool = False, env_file: Path | None = None):
         """`https`: serve over TLS with wrangler's self-signed certificate (registry
-        clients such as skopeo try TLS first even with --tls-verify=false)."""
+        clients such as skopeo try TLS first even with --tls-verify=false).
+        `env_file`: a dotenv file of variables, as `make dev` keeps in .dev.vars
+        (by default an empty one, so a developer's .dev.vars never leaks in)."""
         self.state = state
         self.scheme = "https" if https else "http"
         self.port = free_port()
@@ -70,6 +72,10 @@ class Wharf:
         vars_.update(extra_vars or {})
         cmd = [str(WRANGLER), "dev", "--persist-to", str(state), "--ip", "127.0.0.1", "--port", str(self.port),
                "--inspector-port", str(free_port()), "--log-level", "warn", "--local-protocol", self.scheme]
+        if env_file is None:
+            env_file = state / "empty.env"
+            env_file.write_text("")
+        cmd += ["--env-file", str(env_file)]
         for k, v in vars_.items():
             cmd += ["--var", f"{k}:{v}"]
         self.log = open(state / "wrangler.log", "wb")

@@ -1,8 +1,10 @@
 """The README's recipes, run as written (extracted from README.md, not copied)."""
 
 import hashlib
+import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from wharf import ROOT, Wharf
@@ -10,12 +12,21 @@ from wharf import ROOT, Wharf
 README = (ROOT / "README.md").read_text()
 
 
-def block_after(heading: str) -> str:
-    """The first ```sh block after a heading of the README."""
-    at = README.index(heading)
+def block_after(*headings: str) -> str:
+    """The first ```sh block after the headings of the README (each searched after the one before)."""
+    at = 0
+    for h in headings:
+        at = README.index(h, at)
     m = re.compile(r"```sh\n(.*?)```", re.S).search(README, at)
-    assert m, f"no sh block after {heading!r}"
+    assert m, f"no sh block after {headings!r}"
     return m.group(1)
+
+
+def run_block(script: str, cwd: Path, env: dict) -> str:
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env={**os.environ, **env},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"the README's block failed:\n{script}\n{r.stdout}\n{r.stderr}"
+    return r.stdout
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +101,86 @@ def test_the_local_keys_make_dev_creates_sign_what_is_published(tmp_path):
         assert [rec["P"] for rec in records] == ["hello"]
     finally:
         w.stop()
+
+
+@pytest.fixture(scope="module")
+def recipes(tmp_path_factory):
+    """A worker set up as `make dev` sets one up (local keys), admin API on localhost."""
+    tmp = tmp_path_factory.mktemp("recipes")
+    subprocess.run([str(ROOT / "scripts/dev-keys"), str(tmp / "dev.vars")], check=True, capture_output=True)
+    w = Wharf(tmp / "state", env_file=tmp / "dev.vars", extra_vars={"ADMIN_HOSTNAMES": "localhost,admin.wharf.test"})
+    yield w
+    w.stop()
+
+
+def gpgv_ok(keyring: Path, signed: Path, data: Path | None = None) -> bool:
+    return subprocess.run(["gpgv", "--keyring", str(keyring), str(signed), *([str(data)] if data else [])], capture_output=True).returncode == 0
+
+
+def test_the_debian_recipes_run_as_written(recipes, tmp_path):
+    from debian import Gpg, build_deb
+
+    w, admin, host = recipes, recipes.admin, "apt.recipes.test"
+    admin.site("apt", host)
+    token = admin.make_token("publish", "apt").token
+    api = f"http://localhost:{w.port}"
+    (tmp_path / "dist").mkdir()
+    for name in ("hello", "tool"):
+        (tmp_path / "dist" / f"{name}.deb").write_bytes(build_deb(tmp_path, name, "1.0", "amd64", "xz"))
+    # Publishing from CI, with the server's key.
+    ci = block_after("## Debian repositories", "### Publishing (from CI)").replace("https://admin.pkgs.example.com", api)
+    run_block(ci, tmp_path, {"WHARF_TOKEN": token})
+    (tmp_path / "keyring.gpg").write_bytes(w.get(host, "/keys/wharf-archive-keyring.gpg").content)
+    (tmp_path / "InRelease").write_bytes(w.get(host, "/dists/stable/InRelease").content)
+    assert gpgv_ok(tmp_path / "keyring.gpg", tmp_path / "InRelease")
+    packages = w.get(host, "/dists/stable/main/binary-amd64/Packages").text
+    assert "Package: hello\n" in packages and "Package: tool\n" in packages
+
+    # Client-side signing, with a key that never reaches the server.
+    gpg = Gpg(tmp_path / "gnupg").generate("Recipe Signer <signer@example.com>")
+    admin.call("PUT", "/sites/apt/deb/dists/stable", {"signing": "client"})
+    admin.call("PUT", "/sites/apt/deb/key", data=gpg.public(armor=True))
+    rel = admin.draft("apt")
+    deb = build_deb(tmp_path, "signed", "2.0", "amd64", "xz")
+    admin.call("POST", f"/sites/apt/releases/{rel}/deb/stable/main/packages?sha256={hashlib.sha256(deb).hexdigest()}", data=deb,
+               expect=201, headers={"Content-Type": "application/vnd.debian.binary-package"})
+    signing = block_after("## Debian repositories", "**Client-side signing**")
+    run_block(signing, tmp_path, {"API": f"{api}/api/v1", "AUTH": f"Authorization: Bearer {token}", "REL": str(rel),
+                                   "GNUPGHOME": str(tmp_path / "gnupg")})
+    (tmp_path / "client.gpg").write_bytes(gpg.public())
+    (tmp_path / "InRelease").write_bytes(w.get(host, "/dists/stable/InRelease").content)
+    assert gpgv_ok(tmp_path / "client.gpg", tmp_path / "InRelease")
+    assert "Package: signed\n" in w.get(host, "/dists/stable/main/binary-amd64/Packages").text
+
+
+def test_the_apk_recipes_run_as_written(recipes, tmp_path):
+    from apk import build_apk, check_index, rsa_key
+
+    w, admin, host = recipes, recipes.admin, "apk.recipes.test"
+    admin.site("apk", host)
+    admin.call("PUT", "/sites/apk/apk/settings", {"architectures": ["x86_64"]})
+    token = admin.make_token("publish", "apk").token
+    env = {"API": f"http://localhost:{w.port}/api/v1", "AUTH": f"Authorization: Bearer {token}"}
+    (tmp_path / "packages/main/x86_64").mkdir(parents=True)
+    for name in ("hello", "tool"):
+        (tmp_path / "packages/main/x86_64" / f"{name}-1.0-r0.apk").write_bytes(build_apk(name, "1.0-r0", "x86_64"))
+    run_block(block_after("## APK repositories", "### Publishing (from CI)"), tmp_path, env)
+    rel = admin.call("GET", "/sites/apk")["active_release"]
+    paths = [p["path"] for p in admin.call("GET", f"/sites/apk/releases/{rel}/paths")["paths"]]
+    key_name = [p for p in paths if p.startswith("keys/apk/")][0].rsplit("/", 1)[1]
+    (tmp_path / "server.pub").write_bytes(w.get(host, f"/keys/apk/{key_name}").content)
+    _, records = check_index(w.get(host, "/v3.20/main/x86_64/APKINDEX.tar.gz").content, tmp_path / "server.pub", key_name, tmp_path)
+    assert sorted(r["P"] for r in records) == ["hello", "tool"]
+
+    # Client-side signing with the recipe's key file name.
+    key, pub = rsa_key(tmp_path, "my-key")
+    key.rename(tmp_path / "my-key.rsa")
+    admin.call("PUT", "/sites/apk/apk/settings", {"architectures": ["x86_64"], "signing": "client"})
+    client_name = admin.call("PUT", "/sites/apk/apk/key", {"public_key": pub.read_text()})["key_name"]
+    rel = admin.draft("apk")
+    apk = build_apk("signed", "2.0-r0", "x86_64")
+    admin.call("POST", f"/sites/apk/releases/{rel}/apk/v3.20/main/packages?sha256={hashlib.sha256(apk).hexdigest()}", data=apk,
+               expect=201, headers={"Content-Type": "application/octet-stream"})
+    run_block(block_after("## APK repositories", "**Client-side signing**"), tmp_path, {**env, "REL": str(rel)})
+    _, records = check_index(w.get(host, "/v3.20/main/x86_64/APKINDEX.tar.gz").content, pub, client_name, tmp_path)
+    assert sorted(r["P"] for r in records) == ["hello", "signed", "tool"]

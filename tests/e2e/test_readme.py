@@ -1,6 +1,7 @@
 """The README's recipes, run as written (extracted from README.md, not copied)."""
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -184,3 +185,47 @@ def test_the_apk_recipes_run_as_written(recipes, tmp_path):
     run_block(block_after("## APK repositories", "**Client-side signing**"), tmp_path, {**env, "REL": str(rel)})
     _, records = check_index(w.get(host, "/v3.20/main/x86_64/APKINDEX.tar.gz").content, pub, client_name, tmp_path)
     assert sorted(r["P"] for r in records) == ["hello", "signed", "tool"]
+
+
+def test_make_dev_serves_the_quickstart_over_http_and_registries_over_https(tmp_path, hosts):
+    """scripts/dev (what `make dev` runs) with its state and .dev.vars moved
+    aside: the README's block works on its plain-HTTP port, skopeo pushes and
+    pulls over its HTTPS port, and what it prints is what the README says."""
+    import time
+
+    from test_oci import oci_layout, skopeo
+    from wharf import free_port, stop_process_group
+
+    port, https_port = free_port(), free_port()
+    env = {**os.environ, "PORT": str(port), "HTTPS_PORT": str(https_port), "WHARF_STATE": str(tmp_path / "state"),
+           "DEV_VARS": str(tmp_path / "dev.vars"), "WRANGLER_SEND_METRICS": "false"}
+    log = open(tmp_path / "dev.log", "w")
+    dev = subprocess.Popen([str(ROOT / "scripts/dev")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while True:
+            r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: localhost",
+                                f"http://127.0.0.1:{port}/api/v1/health"], capture_output=True, text=True)
+            if r.stdout == "200":
+                break
+            assert dev.poll() is None and time.time() < deadline, (tmp_path / "dev.log").read_text()[-3000:]
+            time.sleep(1)
+        printed = (tmp_path / "dev.log").read_text()
+        token = re.search(r"Root token: (\S+)", printed).group(1)
+        assert "DEB_SIGNING_KEY=" in (tmp_path / "dev.vars").read_text()
+        script = block_after("## Using it locally").replace("<token>", token).replace(":8787", f":{port}")
+        for line in script.splitlines():
+            assert line in printed, f"make dev does not print the README's line {line!r}"
+        out = run_block(script, tmp_path, {})
+        assert out.rstrip().endswith("hello from wharf"), out
+        # A registry client over HTTPS, no TLS stall: push and pull a small image.
+        hosts.add("demo.localhost")
+        oci_layout(tmp_path / "img", "v1", {"hi.txt": b"hi\n"})
+        ref = f"docker://demo.localhost:{https_port}/app:v1"
+        skopeo("copy", "--dest-tls-verify=false", "--dest-creds", f"ci:{token}", f"oci:{tmp_path / 'img'}:v1", ref)
+        info = json.loads(skopeo("inspect", "--tls-verify=false", ref).stdout)
+        assert info["Digest"].startswith("sha256:")
+    finally:
+        stop_process_group(dev)
+        log.close()

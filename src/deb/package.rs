@@ -65,6 +65,17 @@ fn ar_header(h: &[u8]) -> Result<ArHeader, DebError> {
     Ok(ArHeader { name, size })
 }
 
+/// The compression of an ar member named `<stem>[.gz|.xz|.zst]`.
+fn tar_member(name: &str, stem: &str) -> Option<Compression> {
+    match name.strip_prefix(stem)? {
+        "" => Some(Compression::None),
+        ".gz" => Some(Compression::Gzip),
+        ".xz" => Some(Compression::Xz),
+        ".zst" => Some(Compression::Zstd),
+        _ => None,
+    }
+}
+
 /// Finds the control member from the start of a package (at least
 /// [`HEAD_BYTES`] of it, or all of it if shorter) and its total size.
 pub fn locate_control(head: &[u8], total_size: u64) -> Result<ControlMember, DebError> {
@@ -90,13 +101,8 @@ pub fn locate_control(head: &[u8], total_size: u64) -> Result<ControlMember, Deb
     }
     let second_at = version_start + first.size as usize + (first.size as usize & 1);
     let second = ar_header(head.get(second_at..).unwrap_or(&[]))?;
-    let compression = match second.name.as_str() {
-        "control.tar" => Compression::None,
-        "control.tar.gz" => Compression::Gzip,
-        "control.tar.xz" => Compression::Xz,
-        "control.tar.zst" => Compression::Zstd,
-        other => return err(format!("second member is {other:?}; expected control.tar[.gz|.xz|.zst]")),
-    };
+    let compression = tar_member(&second.name, "control.tar")
+        .ok_or_else(|| DebError(format!("second member is {:?}; expected control.tar[.gz|.xz|.zst]", second.name)))?;
     let offset = (second_at + AR_HEADER) as u64;
     if second.size > MAX_CONTROL_MEMBER {
         return err("the control member is larger than 16 MiB");
@@ -132,13 +138,8 @@ pub fn locate_data(header: &[u8], at: u64, total_size: u64) -> Result<ControlMem
         return err("the package has no data.tar member after its control member");
     }
     let h = ar_header(header)?;
-    let compression = match h.name.as_str() {
-        "data.tar" => Compression::None,
-        "data.tar.gz" => Compression::Gzip,
-        "data.tar.xz" => Compression::Xz,
-        "data.tar.zst" => Compression::Zstd,
-        other => return err(format!("third member is {other:?}; expected data.tar[.gz|.xz|.zst]")),
-    };
+    let compression =
+        tar_member(&h.name, "data.tar").ok_or_else(|| DebError(format!("third member is {:?}; expected data.tar[.gz|.xz|.zst]", h.name)))?;
     let offset = at + AR_HEADER as u64;
     let present = total_size.saturating_sub(offset);
     if h.size > present {

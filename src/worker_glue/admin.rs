@@ -718,16 +718,21 @@ pub(super) async fn read_blob_range(ctx: &Ctx<'_>, sha: &str, offset: u64, lengt
     if length == 0 {
         return Ok(vec![]);
     }
+    let object = blob_range(ctx, sha, offset, length).await?;
+    let body = object.body().ok_or_else(|| ApiError::internal("blob has no body"))?;
+    body.bytes().await.map_err(|e| ApiError::internal(format!("reading blob {sha}: {e}")))
+}
+
+/// `length` bytes at `offset` of a stored blob, from R2.
+async fn blob_range(ctx: &Ctx<'_>, sha: &str, offset: u64, length: u64) -> std::result::Result<Object, ApiError> {
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
-    let object = bucket
+    bucket
         .get(store::blob_key(sha))
         .range(Range::OffsetWithLength { offset, length })
         .execute()
         .await
         .map_err(|e| ApiError::internal(format!("reading blob {sha}: {e}")))?
-        .ok_or_else(|| ApiError::internal(format!("blob {sha} is indexed but missing from R2")))?;
-    let body = object.body().ok_or_else(|| ApiError::internal("blob has no body"))?;
-    body.bytes().await.map_err(|e| ApiError::internal(format!("reading blob {sha}: {e}")))
+        .ok_or_else(|| ApiError::internal(format!("blob {sha} is missing from R2")))
 }
 
 /// Streams `length` bytes at `offset` of a stored blob through `f`, a chunk
@@ -744,14 +749,7 @@ pub(super) async fn for_each_chunk<E>(
     if length == 0 {
         return Ok(Ok(()));
     }
-    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
-    let object = bucket
-        .get(store::blob_key(sha))
-        .range(Range::OffsetWithLength { offset, length })
-        .execute()
-        .await
-        .map_err(|e| ApiError::internal(format!("reading blob {sha}: {e}")))?
-        .ok_or_else(|| ApiError::internal(format!("blob {sha} is missing from R2")))?;
+    let object = blob_range(ctx, sha, offset, length).await?;
     let mut stream = object.body().ok_or_else(|| ApiError::internal("blob has no body"))?.stream().map_err(|e| ApiError::internal(e.to_string()))?;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::internal(format!("reading blob {sha}: {e}")))?;

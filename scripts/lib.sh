@@ -8,4 +8,3 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 wasm_bindgen_version() {
   awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$ROOT/Cargo.lock"
 }
-WORKER_BUILD_VERSION=0.8.7

@@ -302,6 +302,21 @@ pub fn list_releases(site_id: i64, before: i64, limit: u32) -> Stmt {
     )
 }
 
+/// Which of these (path, sha256) puts name a path the site has published
+/// (in any activated snapshot) with another blob (at most 45 pairs: D1 binds
+/// 100 parameters). Columns: path.
+pub fn published_with_other_blob(site_id: i64, puts: &[(&str, &str)]) -> Stmt {
+    let mut params = vec![Val::Int(site_id)];
+    let mut terms = Vec::new();
+    for (i, (path, sha)) in puts.iter().enumerate() {
+        terms.push(format!("(path = ?{} AND sha256 <> ?{})", 2 * i + 2, 2 * i + 3));
+        params.push((*path).into());
+        params.push((*sha).into());
+    }
+    let any = if terms.is_empty() { "0".to_string() } else { terms.join(" OR ") };
+    stmt(format!("SELECT DISTINCT path FROM path_versions WHERE site_id = ?1 AND ({any})"), params)
+}
+
 /// How many changes a draft records. Columns: n.
 pub fn count_changes(release_id: i64) -> Stmt {
     stmt("SELECT COUNT(*) AS n FROM release_changes WHERE release_id = ?1", vec![release_id.into()])

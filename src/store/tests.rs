@@ -503,3 +503,22 @@ fn schema_5_applies_again_and_counts_what_sites_referenced_as_held() {
     db.0.execute_batch(crate::schema::SCHEMA_SQL).unwrap();
     assert_eq!(db.count("SELECT COUNT(*) FROM site_blobs"), 1);
 }
+
+#[test]
+fn a_published_path_is_known_with_the_blob_it_had() {
+    let mut db = Db::new();
+    let s = db.site("a");
+    let r = db.draft(s);
+    db.put(s, r, "pool/x.deb", "a1");
+    db.activate(s, r, None).unwrap();
+    let (a1, a2) = (crate::auth::sha256_hex(b"a1"), crate::auth::sha256_hex(b"a2"));
+    let other = |db: &Db, puts: &[(&str, &str)]| db.rows(published_with_other_blob(s, puts)).len();
+    assert_eq!(other(&db, &[("pool/x.deb", &a1)]), 0, "the same bytes again");
+    assert_eq!(other(&db, &[("pool/x.deb", &a2), ("pool/new.deb", &a2)]), 1, "other bytes under a published path");
+    // Still known after the path is deleted from the active release.
+    let r2 = db.draft(s);
+    db.delete(s, r2, "pool/x.deb");
+    db.activate(s, r2, Some(r)).unwrap();
+    assert_eq!(other(&db, &[("pool/x.deb", &a2)]), 1);
+    assert_eq!(db.rows(published_with_other_blob(2, &[("pool/x.deb", &a2)])).len(), 0, "per site");
+}

@@ -613,6 +613,38 @@ pub(super) async fn not_held(ctx: &Ctx<'_>, site_id: i64, digests: &[&str]) -> s
     Ok(missing)
 }
 
+/// Paths served as immutable (`http::is_immutable_path`: pool files, package
+/// files, by-hash and registry blobs) are cached for a year by clients and
+/// CDNs, so once a release of the site published one, it never gets other
+/// bytes: a put of other bytes there is refused (409), as Debian's archive
+/// never reuses a pool file name. Publish new content under a new version.
+pub(super) async fn refuse_republished(ctx: &Ctx<'_>, site_id: i64, changes: &[api::Change]) -> std::result::Result<(), ApiError> {
+    #[derive(Deserialize)]
+    struct P {
+        path: String,
+    }
+    let puts: Vec<(&str, &str)> = changes
+        .iter()
+        .filter_map(|c| Some((c.path.as_str(), c.sha256.as_deref()?)))
+        .filter(|(p, _)| !p.starts_with(store::INTERNAL_PREFIX) && crate::http::is_immutable_path(p))
+        .collect();
+    for chunk in puts.chunks(45) {
+        let clash: Vec<P> = ctx.db.all(store::published_with_other_blob(site_id, chunk)).await?;
+        if let Some(p) = clash.first() {
+            return Err(ApiError::new(
+                409,
+                "immutable_path",
+                format!(
+                    "{} was published with other bytes and is served as immutable (clients and CDNs keep it for a year); \
+                     publish the new content under a new version or name",
+                    p.path
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The refusal for digests a site does not hold. It reads the same whether
 /// another site stored the bytes or nobody did.
 pub(super) fn not_held_error(site: &str, missing: &[String]) -> ApiError {
@@ -820,6 +852,7 @@ async fn apply_changes(ctx: &Ctx<'_>, s: &str, r: i64, changes: Vec<api::Change>
     if !missing.is_empty() {
         return Err(not_held_error(&site.name, &missing));
     }
+    refuse_republished(ctx, site.id, &changes).await?;
     ctx.db
         .batch(store::apply_changes(site.id, r, &changes))
         .await

@@ -1,7 +1,7 @@
 //! APK repositories in the admin API: ingest, removal, publishing of signed
 //! `APKINDEX.tar.gz` per architecture, and client-side signing.
 
-use super::admin::{batch_err, for_each_chunk, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::apk::{index, package, repo};
 use crate::auth::Scope;
@@ -184,6 +184,10 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, b: &str,
             )));
         }
     }
+    // The served file of an arch-specific package is known now (a noarch one's
+    // are checked when publishing places them in every architecture).
+    let served = Change { path: format!("{b}/{repo_name}/{arch}/{}", package::filename(&info.name, &info.version)), sha256: Some(sha.clone()), content_type: None };
+    refuse_republished(ctx, site.id, std::slice::from_ref(&served)).await?;
     let changes = [Change { path: member, sha256: Some(sha.clone()), content_type: Some(APK_TYPE.into()) }];
     let extra = vec![
         sql::insert_package(&sha, &info.name, &info.version, &arch, &identity, &record, &layout.pkginfo, ctx.now),
@@ -319,6 +323,7 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     let key_sha = store_bytes(ctx, site.id, pem.into_bytes()).await?;
     changes.push(Change { path: format!("{KEYS_DIR}{name_of_key}"), sha256: Some(key_sha), content_type: Some("application/x-pem-file".into()) });
     extra.push(sql::clear_dirty(rel.id, b, r));
+    refuse_republished(ctx, site.id, &changes).await?;
     let generated = super::now_ms();
     ctx.db
         .batch(store::apply_changes_with(site.id, rel.id, &changes, extra))

@@ -1,7 +1,7 @@
 //! Debian repositories in the admin API: ingest, removal, publishing
 //! (Packages, Release, InRelease, Release.gpg, by-hash) and client-side signing.
 
-use super::admin::{batch_err, for_each_chunk, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, store_hashed_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, store_hashed_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
 use crate::deb::{index, package, repo, sign};
@@ -151,6 +151,7 @@ async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d: &str,
         sql::insert_package(&sha, &info.package, &info.version, &info.architecture, &info.source, &info.control.render(), ctx.now),
         sql::mark_dirty(rel.id, d, c, &info.architecture),
     ];
+    refuse_republished(ctx, site.id, &changes).await?;
     let mut stmts = index;
     stmts.extend(store::apply_changes_with(site.id, rel.id, &changes, extra));
     ctx.db.batch(stmts).await.map_err(|e| batch_err(e, &format!("release {r} stopped being a draft")))?;

@@ -124,6 +124,9 @@ def test_ingest_errors_duplicates_and_removal(apkwharf, server_key, unique, tmp_
     assert sorted((p["name"], p["version"]) for p in listed) == [("tool", "3.0-r1"), ("tool", "3.1-r0")]
     admin.activate(unique, rel)
     assert apkwharf.get(host, "/v3.20/main/x86_64/tool-3.0-r1.apk").content == other
+    # Published package files are served immutable: their bytes never change.
+    r = upload(admin, unique, admin.draft(unique), good, replace="true", expect=409)
+    assert r["error"]["code"] == "immutable_path", r
     assert apkwharf.get(host, "/_wharf/apk/v3.20/main/x86_64/tool-3.0-r1.apk").status_code == 404
 
     rel2 = admin.draft(unique)

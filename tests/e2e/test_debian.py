@@ -268,3 +268,26 @@ def test_apt_with_an_rsa4096_key_and_a_signing_subkey(tmp_path, hosts, debs, uni
         assert apt.candidate("wharf-tool") == "1.0-1"
     finally:
         w.stop()
+
+
+def test_a_published_pool_file_never_gets_other_bytes(debwharf, debs, unique, tmp_path):
+    """Pool files are served `immutable` (cached for a year): once published,
+    their path never gets other bytes, by package replace or by hand."""
+    admin, host = debwharf.admin, f"{unique}.wharf.test"
+    admin.site(unique, host)
+    rel = admin.draft(unique)
+    upload_raw(admin, unique, rel, debs["hello1"])
+    other = build_deb(tmp_path, "wharf-hello", "1.0", "all", "xz")
+    upload_raw(admin, unique, rel, other, replace="true")  # still a draft: nothing published yet
+    admin.activate(unique, rel)
+    pool = "pool/main/w/wharf-hello/wharf-hello_1.0_all.deb"
+    r = debwharf.get(host, f"/{pool}")
+    assert r.content == other and "immutable" in r.headers["Cache-Control"]
+    rel2 = admin.draft(unique)
+    err = upload_raw(admin, unique, rel2, debs["hello1"], replace="true", expect=409)
+    assert err["error"]["code"] == "immutable_path" and pool in err["error"]["message"]
+    err = admin.call("PUT", f"/sites/{unique}/releases/{rel2}/paths/{pool}", {"sha256": admin.blob(b"anything")}, expect=409)
+    assert err["error"]["code"] == "immutable_path"
+    # The same bytes again are fine, and so are other bytes under a path that is not immutable.
+    upload_raw(admin, unique, rel2, other, replace="true")
+    admin.call("PUT", f"/sites/{unique}/releases/{rel2}/paths/index.html", {"sha256": admin.blob(b"<p>new</p>")}, expect=200)

@@ -263,6 +263,8 @@ async fn dispatch(ctx: &Ctx<'_>, req: &mut Request, route: OciRoute, query: &dyn
     match (&route, &repo) {
         // Clients learn how to authenticate from the base endpoint's challenge.
         (OciRoute::Base, _) if matches!(who, Caller::Anonymous) => return challenge(req, ctx, None),
+        // Another site's API token is no login here (docker login must fail).
+        (OciRoute::Base, _) if matches!(&who, Caller::Token(p) if !p.can(Scope::Read, Some(ctx.site.id))) => return challenge(req, ctx, None),
         (_, Some(name)) => {
             let action = if matches!(m, Method::Get | Method::Head) { "pull" } else { "push" };
             if !may(ctx, &who, name, action) {

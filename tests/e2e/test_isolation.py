@@ -131,15 +131,29 @@ def test_a_deleted_sites_data_never_reaches_the_next_site(w):
 
 
 def test_a_registry_token_works_on_its_own_site_only(w):
+    """Site A's registry token, and site A's API token as the Basic password,
+    get nothing on site B: not /v2/, not a push, not a pull of B's private image."""
     admin = w.admin
     admin.site("iso-t1", "t1.iso.test")
     admin.site("iso-t2", "t2.iso.test")
-    t1 = registry_token(w, "t1.iso.test", admin.make_token("publish", "iso-t1").token, "repository:app:pull,push")
+    admin.call("PUT", "/sites/iso-t2/oci/settings", {"anonymous_pull": False})
+    b_auth = {"Authorization": f"Bearer {admin.make_token('publish', 'iso-t2').token}"}
+    push_image(w, "t2.iso.test", "app", "v1", b_auth, payload=b"site B's private layer")
+    a_api = admin.make_token("publish", "iso-t1").token
+    t1 = registry_token(w, "t1.iso.test", a_api, "repository:app:pull,push")
     bearer = {"Authorization": f"Bearer {t1}"}
     assert w.get("t1.iso.test", "/v2/", headers=bearer).status_code == 200
     assert w.get("t1.iso.test", "/v2/app/blobs/uploads/", method="POST", headers=bearer).status_code == 202
-    assert w.get("t2.iso.test", "/v2/", headers=bearer).status_code == 401
-    assert w.get("t2.iso.test", "/v2/app/blobs/uploads/", method="POST", headers=bearer).status_code == 401
+    basic = {"Authorization": "Basic " + base64.b64encode(f"ci:{a_api}".encode()).decode()}
+    for auth in (bearer, basic):
+        assert w.get("t2.iso.test", "/v2/", headers=auth).status_code == 401
+        assert w.get("t2.iso.test", "/v2/app/blobs/uploads/", method="POST", headers=auth).status_code in (401, 403)
+        r = w.get("t2.iso.test", "/v2/app/manifests/v1", headers=auth)
+        assert r.status_code in (401, 403) and b"layers" not in r.content, r.status_code
+    # Site A's API token cannot even get a token for B's repository with pull or push in it.
+    r = w.get("t2.iso.test", "/v2/token?scope=repository:app:pull,push", headers=basic)
+    granted = json.loads(base64.urlsafe_b64decode(r.json()["token"].split(".")[0] + "==")) if r.status_code == 200 else {"access": []}
+    assert all(not actions for _, actions in granted["access"]), granted
 
 
 @pytest.fixture(scope="module")

@@ -728,20 +728,9 @@ pub(super) async fn store_bytes(ctx: &Ctx<'_>, site_id: i64, data: Vec<u8>) -> s
 /// [`store_bytes`] for bytes whose sha256 (hex) the caller already computed.
 /// The site holds what the worker made for it.
 pub(super) async fn store_hashed_bytes(ctx: &Ctx<'_>, site_id: i64, data: Vec<u8>, sha: String) -> std::result::Result<String, ApiError> {
-    let len = data.len() as i64;
-    if ctx.db.first::<Value>(store::blob(&sha)).await?.is_none() {
-        let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
-        let digest = hex::decode(&sha).expect("hex");
-        bucket
-            .put(store::blob_key(&sha), Data::Bytes(data))
-            .sha256(digest)
-            .execute()
-            .await
-            .map_err(|e| ApiError::internal(format!("storing a generated file failed: {e}")))?;
-        ctx.db.batch(store::insert_owned_blob(site_id, &sha, len, ctx.now)).await.map_err(|e| batch_err(e, "storing a generated file"))?;
-    } else {
-        ctx.db.run(store::own_blob(site_id, &sha, ctx.now)).await?;
-    }
+    super::store_owned_bytes(ctx.env, &ctx.db, site_id, data, &sha, ctx.now)
+        .await
+        .map_err(|e| ApiError::internal(format!("storing a generated file failed: {e}")))?;
     Ok(sha)
 }
 

@@ -31,6 +31,31 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     }
 }
 
+/// Stores bytes in hand (an index, a signature, a manifest) under their
+/// sha256 unless the store has them (R2 checks the digest), and records that
+/// the site holds them. Returns a message on failure.
+pub(crate) async fn store_owned_bytes(env: &Env, db: &db::Db, site_id: i64, data: Vec<u8>, sha: &str, now: i64) -> std::result::Result<(), String> {
+    use crate::store;
+    let len = data.len() as i64;
+    if db.first::<serde_json::Value>(store::blob(sha)).await.map_err(|e| e.message)?.is_none() {
+        let digest = hex::decode(sha).map_err(|e| e.to_string())?;
+        env.bucket(BUCKET_BINDING)
+            .map_err(|e| e.to_string())?
+            .put(store::blob_key(sha), Data::Bytes(data))
+            .sha256(digest)
+            .execute()
+            .await
+            .map_err(|e| e.to_string())?;
+        db.batch(store::insert_owned_blob(site_id, sha, len, now)).await.map_err(|e| match e {
+            db::BatchError::Precondition => "a precondition failed".to_string(),
+            db::BatchError::Failed(e) => e.message,
+        })?;
+    } else {
+        db.run(store::own_blob(site_id, sha, now)).await.map_err(|e| e.message)?;
+    }
+    Ok(())
+}
+
 pub fn now_ms() -> i64 {
     js_sys::Date::now() as i64
 }

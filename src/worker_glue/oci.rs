@@ -449,14 +449,6 @@ fn created(location: String, hex: &str) -> R<Response> {
     empty(201, h).map_err(internal)
 }
 
-async fn blob_size(ctx: &Ctx<'_>, hex: &str) -> R<Option<u64>> {
-    #[derive(Deserialize)]
-    struct B {
-        size: f64,
-    }
-    Ok(ctx.db.first::<B>(store::blob(hex)).await.map_err(|e| internal(e.message))?.map(|b| b.size as u64))
-}
-
 /// The size of a stored blob this site holds (see `site_blobs`).
 async fn held_size(ctx: &Ctx<'_>, hex: &str) -> R<Option<u64>> {
     #[derive(Deserialize)]
@@ -883,14 +875,7 @@ async fn delete_blob(ctx: &Ctx<'_>, name: &str, hex: &str) -> R<Response> {
 /// digest; the site holds them.
 async fn store_small(ctx: &Ctx<'_>, data: Vec<u8>) -> R<String> {
     let hex = crate::auth::sha256_hex(&data);
-    if blob_size(ctx, &hex).await?.is_none() {
-        let len = data.len() as i64;
-        let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
-        bucket.put(store::blob_key(&hex), Data::Bytes(data)).sha256(hex::decode(&hex).map_err(internal)?).execute().await.map_err(internal)?;
-        ctx.db.batch(store::insert_owned_blob(ctx.site.id, &hex, len, ctx.now)).await.map_err(|e| internal(batch_message(e)))?;
-    } else {
-        ctx.db.run(store::own_blob(ctx.site.id, &hex, ctx.now)).await.map_err(|e| internal(e.message))?;
-    }
+    super::store_owned_bytes(ctx.env, &ctx.db, ctx.site.id, data, &hex, ctx.now).await.map_err(internal)?;
     Ok(hex)
 }
 

@@ -3,13 +3,14 @@ worker on workerd, with Debian's docker-registry started here on loopback as the
 upstream: open, and behind the Docker token flow with credentials."""
 
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from debian import Hosts
 from test_oci import oci_layout, oci_multi_arch_layout, sha, skopeo
-from upstream import RedirectingFront, TokenServer, Upstream
+from upstream import Front, RedirectingFront, TokenServer, Upstream
 from wharf import Wharf
 
 USER, PASSWORD = "mirror-user", "s3cret-" + os.urandom(4).hex()
@@ -158,8 +159,10 @@ def test_a_corrupted_upstream_blob_is_rejected_and_not_cached(env, tmp_path):
     try:
         r = skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/team/bad:v1", f"dir:{tmp_path / 'bad'}", check=False)
         assert r.returncode != 0 and "digest" in r.stderr.lower(), r.stderr
-        # The copy R2 was given failed its sha256 check: nothing is stored or cached.
-        time.sleep(3)
+        # The copy R2 was given failed its sha256 check (the worker says so once
+        # the background copy is over): nothing is stored or cached.
+        line = e.wharf.wait_log(f"mirror: sha256:{sha(image['layer'])} from")
+        assert "was not cached" in line, line
         assert not any(x["kind"] == "blob" and x["reference"] == sha(image["layer"]) for x in cache(e, "mirror-bad"))
         status = e.wharf.admin.call("GET", f"/blobs/sha256/{sha(image['layer'])}", expect=404)
         assert status["error"]["code"] == "not_found"
@@ -175,10 +178,8 @@ def test_a_private_upstream_behind_the_docker_token_flow(env, tmp_path):
     image = seed(e, e.private, "team/secret:v1", os.urandom(1 << 20), creds=f"{USER}:{PASSWORD}")
     private = {"prefix": "private", "url": e.private.url, "username": USER, "password_secret": "UPSTREAM_PASSWORD"}
     reg = site(e, "mirror-private", upstreams=[private])
-    before = e.token.requests
     skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/private/team/secret:v1", f"dir:{tmp_path / 'p'}")
     assert (tmp_path / "p" / sha(image["layer"])).read_bytes() == image["layer"]
-    assert e.token.requests > before
     assert skopeo("list-tags", "--tls-verify=false", f"docker://{reg}/private/team/secret").stdout.count('"v1"') == 1
     # Names outside the prefix have no upstream here.
     r = e.wharf.get(reg.split(":")[0], "/v2/team/secret/manifests/v1")
@@ -232,18 +233,27 @@ insecure = true
 def test_a_client_that_leaves_mid_blob_does_not_stop_the_cache_fill(env):
     e = env
     image = seed(e, e.open, "team/leaver:v1", os.urandom(8 << 20))
-    reg = site(e, "mirror-leaver", upstreams=[{"url": e.open.url}])
-    r = e.wharf.get(reg.split(":")[0], f"/v2/team/leaver/blobs/sha256:{sha(image['layer'])}", stream=True)
-    assert r.status_code == 200 and int(r.headers["Content-Length"]) == len(image["layer"])
-    assert len(next(r.iter_content(4096))) > 0
-    r.close()  # gone after the first chunk
-    assert wait_cached(e, "mirror-leaver", "blob", sha(image["layer"]))["size"] == len(image["layer"])
-    e.open.stop()
-    try:  # served from R2 now, whole
+    front = Front(e.open)
+    # The upstream sends the first 64 KiB, then nothing until the client has
+    # gone: the rest of the copy to R2 can only happen without the client.
+    go_on = threading.Event()
+    front.hold = (sha(image["layer"]), 64 << 10, go_on)
+    try:
+        reg = site(e, "mirror-leaver", upstreams=[{"url": front.url}])
+        r = e.wharf.get(reg.split(":")[0], f"/v2/team/leaver/blobs/sha256:{sha(image['layer'])}", stream=True)
+        assert r.status_code == 200 and int(r.headers["Content-Length"]) == len(image["layer"])
+        assert len(next(r.iter_content(4096))) > 0
+        r.close()  # gone after the first chunk, while the upstream holds the rest
+        go_on.set()
+        assert wait_cached(e, "mirror-leaver", "blob", sha(image["layer"]))["size"] == len(image["layer"])
+        front.stop()
+        # Served from R2 now, whole, with the upstream gone.
         again = e.wharf.get(reg.split(":")[0], f"/v2/team/leaver/blobs/sha256:{sha(image['layer'])}")
         assert again.status_code == 200 and again.content == image["layer"]
+        assert front.seen[("GET", f"/v2/team/leaver/blobs/sha256:{sha(image['layer'])}")] == 1
     finally:
-        e.open.start()
+        go_on.set()
+        front.stop()
 
 
 def test_a_multi_arch_index_through_the_mirror(env, tmp_path):
@@ -298,3 +308,99 @@ def test_upstream_404s_are_cached_briefly_and_the_cache_can_be_purged(env):
     # Settings are checked.
     for bad in ([{"url": e.open.url}, {"url": e.open.url}], [{"prefix": "a/b", "url": e.open.url}], [{"url": "ftp://x"}]):
         e.wharf.admin.call("PUT", "/sites/mirror-404/oci/settings", {"upstreams": bad}, expect=422)
+
+
+def test_a_manifest_is_checked_against_its_digest_before_it_is_cached(env):
+    e = env
+    image = seed(e, e.open, "team/lying:v1", b"manifest check")
+    digest = f"sha256:{sha(image['manifest'])}"
+    front = Front(e.open)
+    try:
+        reg = site(e, "mirror-lying", upstreams=[{"url": front.url}], tag_ttl_seconds=0)
+        host = reg.split(":")[0]
+        accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+        # Other bytes under the upstream's own Docker-Content-Digest: by tag and by digest.
+        front.tamper = True
+        for ref in ("v1", digest):
+            r = e.wharf.get(host, f"/v2/team/lying/manifests/{ref}", headers=accept)
+            assert r.status_code == 502 and "not cached" in r.json()["errors"][0]["message"], r.text
+        # Without Docker-Content-Digest a manifest asked by digest is still checked against it.
+        front.strip_digest = True
+        r = e.wharf.get(host, f"/v2/team/lying/manifests/{digest}", headers=accept)
+        assert r.status_code == 502, r.text
+        assert cache(e, "mirror-lying") == []
+        # Honest again, still without the header: by tag the digest is the bytes'.
+        front.tamper = False
+        r = e.wharf.get(host, "/v2/team/lying/manifests/v1", headers=accept)
+        assert r.status_code == 200 and r.content == image["manifest"] and r.headers["Docker-Content-Digest"] == digest
+        assert wait_cached(e, "mirror-lying", "tag", "v1")["sha256"] == sha(image["manifest"])
+        assert front.seen[("GET", f"/v2/team/lying/manifests/{digest}")] == 2  # asked each time, never from a cache
+    finally:
+        front.stop()
+
+
+@pytest.mark.parametrize("status,code", [(503, "UNAVAILABLE"), (429, "TOOMANYREQUESTS")])
+def test_stale_if_error_on_5xx_and_429_serves_the_cache_and_caches_no_error(env, tmp_path, status, code):
+    e = env
+    repo = f"team/flaky{status}"
+    image = seed(e, e.open, f"{repo}:v1", os.urandom(256 << 10))
+    front = Front(e.open)
+    name = f"mirror-flaky{status}"
+    try:
+        reg = site(e, name, upstreams=[{"url": front.url}], tag_ttl_seconds=0, not_found_ttl_seconds=3600)
+        host = reg.split(":")[0]
+        skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/{repo}:v1", f"dir:{tmp_path / 'warm'}")
+        wait_cached(e, name, "blob", sha(image["layer"]))
+        before = {(x["kind"], x["reference"]): x["sha256"] for x in cache(e, name)}
+
+        front.status = status
+        heads = front.seen[("HEAD", f"/v2/{repo}/manifests/v1")]
+        skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/{repo}:v1", f"dir:{tmp_path / 'stale'}")
+        assert (tmp_path / "stale" / sha(image["layer"])).read_bytes() == image["layer"]
+        # The tag was revalidated (TTL 0), the upstream refused, the cache answered.
+        assert front.seen[("HEAD", f"/v2/{repo}/manifests/v1")] == heads + 1
+        assert {(x["kind"], x["reference"]): x["sha256"] for x in cache(e, name)} == before
+
+        # What was never cached: the upstream's refusal is passed on, and not remembered.
+        seed(e, e.open, f"{repo}:v2", b"second")
+        r = e.wharf.get(host, f"/v2/{repo}/manifests/v2")
+        assert r.status_code == status and r.json()["errors"][0]["code"] == code, r.text
+        r = e.wharf.get(host, f"/v2/{repo}/blobs/sha256:{'ab' * 32}")
+        assert r.status_code == status and r.json()["errors"][0]["code"] == code, r.text
+        assert {(x["kind"], x["reference"]): x["sha256"] for x in cache(e, name)} == before
+        front.status = None
+        assert digest_of(f"{reg}/{repo}:v2").startswith("sha256:")  # at once, despite not_found_ttl_seconds
+    finally:
+        front.stop()
+
+
+def test_upstream_tokens_are_reused_per_site_and_repository_until_they_expire(env, tmp_path):
+    e = env
+    for repo in ("team/tok-a", "team/tok-b", "team/tok-short"):
+        seed(e, e.private, f"{repo}:v1", os.urandom(64 << 10), creds=f"{USER}:{PASSWORD}")
+    private = {"prefix": "p", "url": e.private.url, "username": USER, "password_secret": "UPSTREAM_PASSWORD"}
+    reg = site(e, "mirror-tokens", upstreams=[private], tag_ttl_seconds=0)
+    scope = "repository:{}:pull".format
+    e.token.scopes.clear()
+    # A full pull (tag HEAD, manifest, config, layer): one token.
+    skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/p/team/tok-a:v1", f"dir:{tmp_path / 'a1'}")
+    assert e.token.scopes == {scope("team/tok-a"): 1}
+    # Pulled again (the tag revalidated upstream): the same token.
+    skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/p/team/tok-a:v1", f"dir:{tmp_path / 'a2'}")
+    assert e.token.scopes == {scope("team/tok-a"): 1}
+    # Another repository: its own token, once.
+    for n in (1, 2):
+        skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/p/team/tok-b:v1", f"dir:{tmp_path / f'b{n}'}")
+    assert e.token.scopes == {scope("team/tok-a"): 1, scope("team/tok-b"): 1}
+    # Another site never uses this site's token.
+    reg2 = site(e, "mirror-tokens2", upstreams=[private], tag_ttl_seconds=0)
+    skopeo("copy", "--src-tls-verify=false", f"docker://{reg2}/p/team/tok-a:v1", f"dir:{tmp_path / 'other'}")
+    assert e.token.scopes == {scope("team/tok-a"): 2, scope("team/tok-b"): 1}
+    # A token that expires at once (Wharf stops using a token 5 s early) is
+    # never reused: each of the pull's four upstream requests gets its own.
+    e.token.expires_in = 5
+    try:
+        skopeo("copy", "--src-tls-verify=false", f"docker://{reg}/p/team/tok-short:v1", f"dir:{tmp_path / 'short'}")
+    finally:
+        e.token.expires_in = 300
+    assert e.token.scopes[scope("team/tok-short")] == 4

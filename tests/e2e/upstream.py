@@ -9,6 +9,7 @@ import os
 import subprocess
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -48,8 +49,10 @@ class LoopbackServer:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if getattr(self, "httpd", None):
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
 
 
 class TokenServer(LoopbackServer):
@@ -57,6 +60,8 @@ class TokenServer(LoopbackServer):
 
     def __init__(self, root: Path, user: str, password: str):
         self.root, self.requests = root, 0
+        self.scopes: Counter[str] = Counter()  # tokens given, per scope
+        self.expires_in = 300
         key, cert = root / "token-key.pem", root / "token-cert.pem"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=wharf-test-tokens",
                         "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
@@ -75,6 +80,7 @@ class TokenServer(LoopbackServer):
                     return
                 q = parse_qs(urlparse(self.path).query)
                 access = []
+                server.scopes.update(q.get("scope", [""]))
                 for scope in q.get("scope", []):
                     kind, name, actions = scope.split(":")
                     access.append({"type": kind, "name": name, "actions": actions.split(",")})
@@ -82,10 +88,11 @@ class TokenServer(LoopbackServer):
                 header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
                 claims = {"iss": ISSUER, "sub": user, "aud": q.get("service", [""])[0], "exp": now + 300, "nbf": now - 10,
                           "iat": now, "jti": os.urandom(8).hex(), "access": access}
+                expires_in = server.expires_in
                 signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
                 sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key)], input=signing_input.encode(),
                                      check=True, capture_output=True).stdout
-                body = json.dumps({"token": f"{signing_input}.{b64url(sig)}", "expires_in": 300}).encode()
+                body = json.dumps({"token": f"{signing_input}.{b64url(sig)}", "expires_in": expires_in}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -191,6 +198,68 @@ class RedirectingFront(LoopbackServer):
                 keep = {k: v for k, v in r.headers.items() if k.lower() in ("content-type", "docker-content-digest", "link")}
                 keep["Content-Length"] = r.headers.get("Content-Length", str(len(r.content)))
                 self.reply(r.status_code, keep, r.content)
+
+            do_GET = do_HEAD = handle_any
+
+        self.serve(Handler)
+
+
+class Front(LoopbackServer):
+    """A server of the tests in front of an open Upstream, passing registry
+    requests through unless told to misbehave, and counting what it was asked
+    (`seen[(method, path)]`):
+
+    - `status`: answer every registry request with this status (503, 429);
+    - `tamper`: manifests come with a byte appended (the upstream's
+      `Docker-Content-Digest` left as it was);
+    - `strip_digest`: manifests come without `Docker-Content-Digest`;
+    - `hold`: `(hex, n, event)`: a GET of that blob sends its first `n` bytes,
+      then waits for `event` before it sends the rest."""
+
+    def __init__(self, upstream: Upstream):
+        self.status: int | None = None
+        self.tamper = self.strip_digest = False
+        self.hold: tuple[str, int, threading.Event] | None = None
+        self.seen: Counter[tuple[str, str]] = Counter()
+        front = self
+
+        class Handler(QuietHandler):
+            def reply(self, status, headers, body=b""):
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def handle_any(self):
+                front.seen[(self.command, self.path)] += 1
+                if front.status and self.path != "/v2/":
+                    body = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": "front says so"}]}).encode()
+                    return self.reply(front.status, {"Content-Type": "application/json", "Content-Length": str(len(body)),
+                                                     "Retry-After": "60"}, body)
+                r = requests.request(self.command, upstream.url + self.path, headers={"Accept": self.headers.get("Accept", "*/*")},
+                                     timeout=30, stream=True)
+                keep = {k: v for k, v in r.headers.items()
+                        if k.lower() in ("content-type", "docker-content-digest", "link", "content-length", "www-authenticate")}
+                manifest = "/manifests/" in self.path
+                body = r.raw.read() if self.command != "HEAD" else b""
+                if manifest and front.tamper:
+                    body += b"\n"
+                    if "Content-Length" in keep:
+                        keep["Content-Length"] = str(int(keep["Content-Length"]) + 1)
+                if manifest and front.strip_digest:
+                    keep.pop("Docker-Content-Digest", None)
+                if self.command == "HEAD" or "Content-Length" not in keep:
+                    keep["Content-Length"] = keep.get("Content-Length", str(len(body)))
+                hold = front.hold
+                if hold and self.command == "GET" and self.path.endswith(f"/blobs/sha256:{hold[0]}"):
+                    self.reply(r.status_code, keep, body[:hold[1]])
+                    self.wfile.flush()
+                    hold[2].wait(60)
+                    self.wfile.write(body[hold[1]:])
+                    return
+                self.reply(r.status_code, keep, body)
 
             do_GET = do_HEAD = handle_any
 

@@ -115,6 +115,18 @@ class Wharf:
         c.close()
         return r.status, dict(r.getheaders()), body
 
+    def wait_log(self, text: str, timeout: float = 30) -> str:
+        """The first line of the worker's log (its console) containing `text`,
+        once it is there: tests wait for the event, not for a fixed time."""
+        deadline = time.time() + timeout
+        while True:
+            for line in (self.state / "wrangler.log").read_text(errors="replace").splitlines():
+                if text in line:
+                    return line
+            if time.time() > deadline:
+                raise AssertionError(f"the worker never logged {text!r}")
+            time.sleep(0.1)
+
     def stop(self) -> None:
         stop_process_group(self.proc)
         self.log.close()

@@ -137,6 +137,7 @@ class StagingProxy:
         from urllib.parse import urlsplit
 
         self.log, self.after_inrelease = [], None
+        self.hide: tuple[str, ...] = ()  # paths ending so are answered 404, as by a mirror without them
         outer = self
 
         class H(BaseHTTPRequestHandler):
@@ -148,6 +149,12 @@ class StagingProxy:
             def do_GET(self):
                 u = urlsplit(self.path)
                 path = u.path + (f"?{u.query}" if u.query else "")
+                if outer.hide and u.path.endswith(outer.hide):
+                    outer.log.append((self.command, u.path, 404))
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 c = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("proxy-") and k.lower() != "host"}
                 headers["Host"] = u.netloc

@@ -84,8 +84,11 @@ def test_apt_installs_from_a_signed_repository(debwharf, hosts, debs, tmp_path, 
     sig.write_bytes(requests.get(url + "dists/stable/Release.gpg").content)
     assert subprocess.run(["gpgv", "--keyring", str(keyring), str(inrelease)], capture_output=True).returncode == 0
     assert subprocess.run(["gpgv", "--keyring", str(keyring), str(sig), str(release)], capture_output=True).returncode == 0
-    asc = requests.get(url + "keys/wharf-archive-keyring.asc").text
-    assert asc.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    # The armored key is the same key: the same packets once dearmored.
+    asc = requests.get(url + "keys/wharf-archive-keyring.asc").content
+    assert asc.startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    dearmored = subprocess.run(["gpg", "--dearmor"], input=asc, capture_output=True, check=True).stdout
+    assert dearmored == keyring.read_bytes()
 
     # Every index is served by hash, and the Release is right about each.
     text = release.read_text()
@@ -185,10 +188,14 @@ def test_client_side_signing(debwharf, hosts, debs, tmp_path, unique):
     detached = mine.run("--armor", "--detach-sign", input=release.encode()).decode()
     admin.call("PUT", f"/sites/{unique}/releases/{rel}/deb/stable/signatures", {"inrelease": forged, "release_gpg": detached}, expect=422)
     stranger = Gpg(tmp_path / "stranger").generate("Stranger <s@example.com>")
-    admin.call("PUT", f"/sites/{unique}/releases/{rel}/deb/stable/signatures",
-               {"inrelease": stranger.run("--clearsign", input=release.encode()).decode(), "release_gpg": detached}, expect=422)
-
     inrelease = mine.run("--clearsign", input=release.encode()).decode()
+    for bad in ({"inrelease": stranger.run("--clearsign", input=release.encode()).decode(), "release_gpg": detached},
+                {"inrelease": inrelease, "release_gpg": stranger.run("--armor", "--detach-sign", input=release.encode()).decode()},
+                {"inrelease": inrelease, "release_gpg": mine.run("--armor", "--detach-sign", input=(release + "X: y\n").encode()).decode()}):
+        err = admin.call("PUT", f"/sites/{unique}/releases/{rel}/deb/stable/signatures", bad, expect=422)
+        assert err["error"]["code"] == "bad_signature", err
+    admin.call("POST", f"/sites/{unique}/releases/{rel}/activate", {}, expect=409)  # still waiting
+
     admin.call("PUT", f"/sites/{unique}/releases/{rel}/deb/stable/signatures", {"inrelease": inrelease, "release_gpg": detached})
     admin.activate(unique, rel)
 
@@ -199,6 +206,21 @@ def test_client_side_signing(debwharf, hosts, debs, tmp_path, unique):
     apt.run("update")
     assert apt.candidate("wharf-tool") == "1.0-1"
     apt.run("download", "wharf-tool")
+
+    # The detached signature as apt checks it: with InRelease hidden (a mirror
+    # that lacks it), apt falls back to Release + Release.gpg and accepts them.
+    proxy = StagingProxy(w.port)
+    proxy.hide = ("/InRelease",)
+    try:
+        apt2 = apt_for(tmp_path / "apt-detached", url, keyring)
+        r = apt2.run("update", *proxy.option)
+    finally:
+        proxy.stop()
+    fetched = [(p, st) for m, p, st in proxy.log if m == "GET"]
+    assert ("/dists/stable/InRelease", 404) in fetched, fetched
+    assert ("/dists/stable/Release", 200) in fetched and ("/dists/stable/Release.gpg", 200) in fetched, fetched
+    assert "W:" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert apt2.candidate("wharf-tool") == "1.0-1"
 
 
 def test_ingest_errors_and_removal(debwharf, debs, unique, tmp_path):

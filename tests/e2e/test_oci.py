@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -398,18 +399,33 @@ def test_a_chunked_upload_larger_than_64_mib(reg):
     assert reg.get(host, f"/v2/big/blobs/sha256:{sha(b'abcdef')}").content == b"abcdef"
 
 
-def test_abandoned_uploads_are_swept(tmp_path):
+def test_abandoned_uploads_and_unclaimed_blobs_are_swept(tmp_path):
+    """After UPLOAD_TTL_SECONDS an unfinished upload loses its row and its
+    chunks in R2, and a blob no manifest took up stops being the repository's."""
     w = Wharf(tmp_path / "state", https=True, extra_vars={"UPLOAD_TTL_SECONDS": "1"})
     try:
         admin, host = w.admin, "sweep.wharf.test"
         admin.site("sweep", host)
         auth = {"Authorization": f"Bearer {admin.make_token('publish', 'sweep').token}"}
+        staged = os.urandom(1000)
+        r = w.get(host, f"/v2/s/blobs/uploads/?digest=sha256:{sha(staged)}", method="POST", data=staged, headers=auth)
+        assert r.status_code == 201, r.text
         loc = w.get(host, "/v2/s/blobs/uploads/", method="POST", headers=auth).headers["Location"]
-        assert w.get(host, loc, method="PATCH", data=b"left behind", headers=auth).status_code == 202
-        import time
-        time.sleep(2.5)
-        w.get(host, "/v2/s/blobs/uploads/", method="POST", headers=auth)  # any new upload sweeps
-        assert w.get(host, loc, headers=auth).status_code == 404
+        upload_id = loc.rstrip("/").rsplit("/", 1)[1]
+        for chunk in (b"left ", b"behind"):
+            assert w.get(host, loc, method="PATCH", data=chunk, headers=auth).status_code == 202
+        assert len(w.r2_keys(f"uploads/{upload_id}/")) == 2
+        assert w.get(host, f"/v2/s/blobs/sha256:{sha(staged)}", headers=auth).content == staged
+        deadline = time.time() + 30
+        while True:  # any new upload sweeps what is older than the TTL
+            time.sleep(0.5)
+            w.get(host, "/v2/s/blobs/uploads/", method="POST", headers=auth)
+            if w.get(host, loc, headers=auth).status_code == 404:
+                break
+            assert time.time() < deadline, "the upload was never swept"
+        assert w.r2_keys(f"uploads/{upload_id}/") == []
+        r = w.get(host, f"/v2/s/blobs/sha256:{sha(staged)}", headers=auth)
+        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
     finally:
         w.stop()
 

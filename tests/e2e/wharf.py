@@ -127,6 +127,22 @@ class Wharf:
                 raise AssertionError(f"the worker never logged {text!r}")
             time.sleep(0.1)
 
+    def r2_keys(self, prefix: str) -> list[str]:
+        """The keys local R2 holds under `prefix`, read from its own metadata
+        (what the worker deleted is gone from here, whatever it answers)."""
+        import glob
+        import sqlite3
+        keys = []
+        for db in glob.glob(str(self.state / "v3/r2/miniflare-R2BucketObject/*.sqlite")):
+            if db.endswith("/metadata.sqlite"):
+                continue
+            c = sqlite3.connect(db, timeout=10)
+            try:
+                keys += [k for (k,) in c.execute("SELECT key FROM _mf_objects WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))]
+            finally:
+                c.close()
+        return sorted(keys)
+
     def stop(self) -> None:
         stop_process_group(self.proc)
         self.log.close()

@@ -229,3 +229,13 @@ def test_make_dev_serves_the_quickstart_over_http_and_registries_over_https(tmp_
     finally:
         stop_process_group(dev)
         log.close()
+
+
+def test_the_tests_the_readme_names_exist():
+    """`What the tests prove` names tests; each must still exist."""
+    text = (ROOT / "README.md").read_text().split("## What the tests prove", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(tests/e2e/[\w/]+\.py)::(test_\w+)`", text)
+    assert len(named) >= 20, named
+    for path, test in named:
+        source = (ROOT / path).read_text()
+        assert re.search(rf"^def {test}\(", source, re.M), f"README names {path}::{test}, which does not exist"

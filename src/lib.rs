@@ -8,6 +8,7 @@ pub mod api;
 pub mod apk;
 pub mod auth;
 pub mod deb;
+pub mod formats;
 pub mod hostname;
 pub mod mirror;
 pub mod http;

@@ -2,4 +2,5 @@
 
 pub mod index;
 pub mod package;
+pub mod publish;
 pub mod repo;

@@ -613,6 +613,17 @@ pub(super) async fn not_held(ctx: &Ctx<'_>, site_id: i64, digests: &[&str]) -> s
     Ok(missing)
 }
 
+/// The I/O of a planned publication up to its commit: refused (409) if it
+/// would give a path a release published as immutable other bytes, else its
+/// blobs are stored; returns the changes for the caller's one batch.
+pub(super) async fn carry_out(ctx: &Ctx<'_>, site: &SiteRow, p: crate::formats::Publication) -> std::result::Result<Vec<api::Change>, ApiError> {
+    refuse_republished(ctx, site.id, &p.changes).await?;
+    for b in p.blobs {
+        store_hashed_bytes(ctx, site.id, b.data, b.sha256).await?;
+    }
+    Ok(p.changes)
+}
+
 /// Paths served as immutable (`http::is_immutable_path`: pool files, package
 /// files, by-hash and registry blobs) are cached for a year by clients and
 /// CDNs, so once a release of the site published one, it never gets other

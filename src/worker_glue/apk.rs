@@ -1,7 +1,7 @@
 //! APK repositories in the admin API: ingest, removal, publishing of signed
 //! `APKINDEX.tar.gz` per architecture, and client-side signing.
 
-use super::admin::{batch_err, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, carry_out, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::apk::{index, package, repo};
 use crate::auth::Scope;
@@ -12,10 +12,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use worker::*;
 
-const APK_TYPE: &str = "application/octet-stream";
-const INDEX: &str = "APKINDEX.tar.gz";
-/// Where the public key is served: `keys/apk/<key name>`, to save under /etc/apk/keys/.
-pub const KEYS_DIR: &str = "keys/apk/";
+use crate::apk::publish::{self, APK_TYPE, INDEX};
 
 pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
     use Route::*;
@@ -233,10 +230,9 @@ async fn all_members(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, b: &str, r
     }
 }
 
-/// Regenerates the indexes of a branch/repository in a draft: the
-/// architectures whose packages changed (all with `full`), each with its
-/// package files (noarch ones in every architecture) and a signed
-/// APKINDEX.tar.gz, or an unsigned stream waiting for the user's signature.
+/// Regenerates the indexes of a branch/repository in a draft (planned by
+/// [`publish::plan`]): reads the members and the draft's paths, stores the
+/// planned blobs, commits the changes with the bookkeeping in one batch.
 pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, b: &str, r: &str, full: bool) -> std::result::Result<Value, ApiError> {
     let started = super::now_ms();
     let cfg = settings(ctx, site.id).await?;
@@ -245,18 +241,19 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     } else {
         (Some(server_signer(ctx, site)?), None)
     };
-    let public = signer.as_ref().map(|s| s.public_key().clone()).or(client_key.clone()).expect("one of them");
-    let name_of_key = key_name(&cfg, site, &public);
+    let signing = match (&signer, &client_key) {
+        (Some(s), _) => publish::Signing::Server(s),
+        (None, Some(k)) => publish::Signing::Client(k),
+        (None, None) => return Err(ApiError::internal("no signer and no client key")),
+    };
+    let public = signer.as_ref().map(|s| s.public_key()).or(client_key.as_ref()).ok_or_else(|| ApiError::internal("no key"))?;
+    let name_of_key = key_name(&cfg, site, public);
 
-    let members = all_members(ctx, site, rel, b, r).await?;
-    let present: BTreeSet<String> = members.iter().map(|m| m.arch.clone()).collect();
-    let archs = repo::architectures(&cfg, &present);
-    if archs.is_empty() && !members.is_empty() {
-        return Err(ApiError::conflict(format!(
-            "{b}/{r} has only noarch packages: name its architectures with PUT /sites/{}/apk/settings {{\"architectures\": [...]}}",
-            site.name
-        )));
-    }
+    let members: Vec<publish::Member> = all_members(ctx, site, rel, b, r)
+        .await?
+        .into_iter()
+        .map(|m| publish::Member { sha256: m.sha256, name: m.name, version: m.version, arch: m.arch, record: m.record })
+        .collect();
     #[derive(Deserialize)]
     struct Dirty {
         branch: String,
@@ -265,79 +262,31 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     }
     let dirty: BTreeSet<String> =
         ctx.db.all::<Dirty>(sql::dirty(rel.id)).await?.into_iter().filter(|d| d.branch == b && d.repository == r).map(|d| d.arch).collect();
-    let dir = format!("{b}/{r}/");
-    let existing = paths_under(ctx, site, rel, &dir).await?;
-    let regen = if full { archs.clone() } else { repo::to_regenerate(&archs, &dirty, |a| existing.contains_key(&format!("{dir}{a}/{INDEX}"))) };
+    let existing: BTreeMap<String, String> =
+        paths_under(ctx, site, rel, &format!("{b}/{r}/")).await?.into_iter().map(|(path, row)| (path, row.sha256)).collect();
     let listed = super::now_ms();
 
-    let mut changes: Vec<Change> = Vec::new();
-    let mut extra = Vec::new();
-    let mut waiting = Vec::new();
-    let description = cfg.description.clone().unwrap_or_else(|| format!("{b}/{r}"));
-    for a in &regen {
-        let pkgs: Vec<&Member> = members.iter().filter(|m| &m.arch == a || m.arch == repo::NOARCH).collect();
-        let mut want: BTreeMap<String, &Member> = BTreeMap::new();
-        for m in &pkgs {
-            want.insert(format!("{dir}{a}/{}", package::filename(&m.name, &m.version)), m);
-        }
-        for (path, m) in &want {
-            if existing.get(path).map_or(true, |e| e.sha256 != m.sha256) {
-                changes.push(Change { path: path.clone(), sha256: Some(m.sha256.clone()), content_type: Some(APK_TYPE.into()) });
-            }
-        }
-        for path in existing.keys().filter(|p| p.starts_with(&format!("{dir}{a}/")) && p.ends_with(".apk")) {
-            if !want.contains_key(path) {
-                changes.push(Change { path: path.clone(), sha256: None, content_type: None });
-            }
-        }
-        let mut records: Vec<(String, String, String)> = pkgs.iter().map(|m| (m.name.clone(), m.version.clone(), m.record.clone())).collect();
-        let text = index::apkindex(&mut records);
-        let stream = index::index_stream(&description, &text, 0);
-        let index_path = format!("{dir}{a}/{INDEX}");
-        match &signer {
-            Some(signer) => {
-                let mut file = index::signature_stream(&name_of_key, &signer.sign(&stream), 0);
-                file.extend_from_slice(&stream);
-                let sha = store_bytes(ctx, site.id, file).await?;
-                changes.push(Change { path: index_path, sha256: Some(sha), content_type: Some("application/gzip".into()) });
-            }
-            None => {
-                let sha = store_bytes(ctx, site.id, stream).await?;
-                extra.push(sql::set_pending(rel.id, b, r, a, Some(&sha)));
-                if existing.contains_key(&index_path) {
-                    changes.push(Change { path: index_path, sha256: None, content_type: None });
-                }
-                waiting.push(a.clone());
-            }
-        }
-    }
-    // An architecture the repository no longer has loses its directory.
-    let kept: BTreeSet<String> = archs.iter().map(|a| format!("{dir}{a}/")).collect();
-    for path in existing.keys() {
-        let Some((arch_dir, _)) = path[dir.len()..].split_once('/') else { continue };
-        if !kept.contains(&format!("{dir}{arch_dir}/")) {
-            changes.push(Change { path: path.clone(), sha256: None, content_type: None });
-        }
-    }
-    let pem = index::public_pem(&public);
-    let key_sha = store_bytes(ctx, site.id, pem.into_bytes()).await?;
-    changes.push(Change { path: format!("{KEYS_DIR}{name_of_key}"), sha256: Some(key_sha), content_type: Some("application/x-pem-file".into()) });
+    let input = publish::Input { branch: b, repository: r, cfg: &cfg, members: &members, dirty: &dirty, existing: &existing, full, signing, key_name: &name_of_key };
+    let plan = publish::plan(&input).map_err(ApiError::conflict)?;
+    let planned = super::now_ms();
+    let mut extra: Vec<_> = plan.pending.iter().map(|(a, sha)| sql::set_pending(rel.id, b, r, a, Some(sha))).collect();
     extra.push(sql::clear_dirty(rel.id, b, r));
-    refuse_republished(ctx, site.id, &changes).await?;
-    let generated = super::now_ms();
+    let changes = carry_out(ctx, site, plan.publication).await?;
+    let stored = super::now_ms();
     ctx.db
         .batch(store::apply_changes_with(site.id, rel.id, &changes, extra))
         .await
         .map_err(|e| batch_err(e, &format!("release {} stopped being a draft", rel.id)))?;
+    let waiting: Vec<&String> = plan.pending.iter().map(|(a, _)| a).collect();
     Ok(json!({
         "branch": b,
         "repository": r,
         "packages": members.len(),
-        "architectures": archs,
-        "regenerated": regen,
+        "architectures": plan.architectures,
+        "regenerated": plan.regenerated,
         "key_name": name_of_key,
         "signing": if waiting.is_empty() { json!("signed by the server") } else { json!({"waiting_for_signatures": waiting}) },
-        "timings_ms": {"read_packages": listed - started, "generate_and_store_indexes": generated - listed, "commit": super::now_ms() - generated},
+        "timings_ms": {"read_packages": listed - started, "plan": planned - listed, "store": stored - planned, "commit": super::now_ms() - stored},
     }))
 }
 

@@ -3,5 +3,6 @@
 pub mod control;
 pub mod index;
 pub mod package;
+pub mod publish;
 pub mod repo;
 pub mod sign;

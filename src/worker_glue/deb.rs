@@ -1,20 +1,18 @@
 //! Debian repositories in the admin API: ingest, removal, publishing
 //! (Packages, Release, InRelease, Release.gpg, by-hash) and client-side signing.
 
-use super::admin::{batch_err, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, store_hashed_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::admin::{batch_err, carry_out, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
-use crate::deb::{index, package, repo, sign};
+use crate::deb::{package, repo, sign};
 use crate::store::{self, deb as sql};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use worker::*;
 
 const DEB_TYPE: &str = "application/vnd.debian.binary-package";
-/// Where the archive key is served, binary (for `signed-by`) and armored.
-pub const KEYRING_GPG: &str = "keys/wharf-archive-keyring.gpg";
-pub const KEYRING_ASC: &str = "keys/wharf-archive-keyring.asc";
+use crate::deb::publish;
 
 pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
     use Route::*;
@@ -296,9 +294,10 @@ async fn server_signer(ctx: &Ctx<'_>, site: &SiteRow) -> std::result::Result<sig
     sign::Signer::from_armored(&key, pass.as_deref()).map_err(|e| ApiError::internal(format!("the signing key is unusable: {e}")))
 }
 
-/// Regenerates a dist's indexes in a draft: only the (component,
-/// architecture) indexes whose packages changed (all of them with `full`),
-/// then Release, and InRelease/Release.gpg when the server signs.
+/// Regenerates a distribution's indexes in a draft (planned by
+/// [`publish::plan`]): reads the members, the draft's paths and the by-hash
+/// ledger, stores the planned blobs, commits the changes with the
+/// bookkeeping in one batch.
 pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, d: &str, full: bool) -> std::result::Result<Value, ApiError> {
     let cfg = dist_config(ctx, site.id, d).await?;
     let client_key = if cfg.client_signed() {
@@ -307,15 +306,27 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         None
     };
     let signer = if client_key.is_none() { Some(server_signer(ctx, site).await?) } else { None };
+    let signing = match (&signer, &client_key) {
+        (Some(s), _) => publish::Signing::Server(s),
+        (None, Some(k)) => publish::Signing::Client(k),
+        (None, None) => return Err(ApiError::internal("no signer and no client key")),
+    };
 
     let started = super::now_ms();
-    let members = all_members(ctx, site, rel, d).await?;
-    let listed = super::now_ms();
-    let mut present: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for m in &members {
-        present.entry(m.component.clone()).or_default().insert(m.architecture.clone());
-    }
-    let (components, archs) = repo::layout(&cfg, &present);
+    let members: Vec<publish::Member> = all_members(ctx, site, rel, d)
+        .await?
+        .into_iter()
+        .map(|m| publish::Member {
+            component: m.component,
+            sha256: m.sha256,
+            size: m.size as u64,
+            package: m.package,
+            version: m.version,
+            architecture: m.architecture,
+            control: m.control,
+            pool: m.pool,
+        })
+        .collect();
     #[derive(Deserialize)]
     struct Dirty {
         dist: String,
@@ -330,166 +341,45 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         .filter(|x| x.dist == d)
         .map(|x| (x.component, x.architecture))
         .collect();
-    let dists_prefix = format!("dists/{d}/");
-    let existing = paths_under(ctx, site, rel, &dists_prefix).await?;
-    let regen = if full {
-        components.iter().flat_map(|c| archs.iter().map(move |a| (c.clone(), a.clone()))).collect()
-    } else {
-        repo::to_regenerate(&components, &archs, &dirty, |c, a| {
-            index::packages_paths(c, a).iter().all(|p| existing.contains_key(&format!("{dists_prefix}{p}")))
-        })
+    let existing: BTreeMap<String, (String, u64)> =
+        paths_under(ctx, site, rel, &format!("dists/{d}/")).await?.into_iter().map(|(path, row)| (path, (row.sha256, row.size as u64))).collect();
+    let previous = previous_ledger(ctx, site, rel, d).await?;
+    let listed = super::now_ms();
+
+    let input = publish::Input {
+        dist: d,
+        site_name: &site.name,
+        cfg: &cfg,
+        members: &members,
+        dirty: &dirty,
+        existing: &existing,
+        previous_ledger: &previous,
+        now_secs: (ctx.now / 1000) as u64,
+        full,
+        signing,
     };
-
-    #[derive(Default, Serialize)]
-    struct Phases {
-        render: i64,
-        gzip: i64,
-        xz: i64,
-        hash: i64,
-        store: i64,
-    }
-    let mut phases = Phases::default();
-    let mut changes: Vec<Change> = Vec::new();
-    let mut files: Vec<index::IndexFile> = Vec::new();
-    for c in &components {
-        for a in &archs {
-            let paths = index::packages_paths(c, a);
-            if regen.contains(&(c.clone(), a.clone())) {
-                let mut stanzas: Vec<index::Stanza> = members
-                    .iter()
-                    .filter(|m| &m.component == c && (&m.architecture == a || m.architecture == "all"))
-                    .map(|m| index::Stanza {
-                        package: &m.package,
-                        version: &m.version,
-                        architecture: &m.architecture,
-                        control: &m.control,
-                        filename: &m.pool,
-                        size: m.size as u64,
-                        sha256: &m.sha256,
-                    })
-                    .collect();
-                let t0 = super::now_ms();
-                let plain = index::packages(&mut stanzas).into_bytes();
-                let t1 = super::now_ms();
-                let gz = index::gzip(&plain);
-                let t2 = super::now_ms();
-                let xz = index::xz(&plain);
-                let t3 = super::now_ms();
-                phases.render += t1 - t0;
-                phases.gzip += t2 - t1;
-                phases.xz += t3 - t2;
-                let all = [(plain, "text/plain; charset=utf-8"), (gz, "application/gzip"), (xz, "application/x-xz")];
-                for ((data, ct), path) in all.into_iter().zip(paths.iter()) {
-                    let t = super::now_ms();
-                    let file = index::IndexFile::of(path.clone(), &data);
-                    let hashed = super::now_ms();
-                    let sha = store_hashed_bytes(ctx, site.id, data, file.sha256.clone()).await?;
-                    phases.hash += hashed - t;
-                    phases.store += super::now_ms() - hashed;
-                    changes.push(Change { path: format!("{dists_prefix}{path}"), sha256: Some(sha.clone()), content_type: Some(ct.into()) });
-                    changes.push(Change {
-                        path: format!("{dists_prefix}{}", index::by_hash_path(path, &sha)),
-                        sha256: Some(sha),
-                        content_type: Some(ct.into()),
-                    });
-                    files.push(file);
-                }
-            } else {
-                for path in &paths {
-                    let row = &existing[&format!("{dists_prefix}{path}")];
-                    files.push(index::IndexFile { path: path.clone(), size: row.size as u64, sha256: row.sha256.clone() });
-                }
-            }
-        }
-    }
-
-    // Indexes of a component or architecture the dist no longer has go away
-    // (their by-hash files age out of the ledger like any other).
-    let listed_paths: BTreeSet<String> =
-        components.iter().flat_map(|c| archs.iter().flat_map(move |a| index::packages_paths(c, a))).map(|p| format!("{dists_prefix}{p}")).collect();
-    for path in existing.keys() {
-        if index::is_packages_path(&path[dists_prefix.len()..]) && !listed_paths.contains(path) {
-            changes.push(Change { path: path.clone(), sha256: None, content_type: None });
-        }
-    }
-
-    let generated = super::now_ms();
-    // by-hash: keep the files of this generation and `keep` earlier ones.
-    let current: Vec<String> = files.iter().map(|f| format!("{dists_prefix}{}", index::by_hash_path(&f.path, &f.sha256))).collect();
-    let ledger = index::roll_by_hash(&previous_ledger(ctx, site, rel, d).await?, current, cfg.by_hash_keep());
-    let kept: BTreeSet<&String> = ledger.iter().flatten().collect();
-    let mut pruned = 0;
-    for path in existing.keys() {
-        if path.contains("/by-hash/") && !kept.contains(path) && !changes.iter().any(|c| &c.path == path) {
-            changes.push(Change { path: path.clone(), sha256: None, content_type: None });
-            pruned += 1;
-        }
-    }
-
-    let now_secs = (ctx.now / 1000) as u64;
-    let meta = index::ReleaseMeta {
-        origin: cfg.origin.clone().unwrap_or_else(|| site.name.clone()),
-        label: cfg.label.clone().or_else(|| cfg.origin.clone()).unwrap_or_else(|| site.name.clone()),
-        suite: cfg.suite.clone().unwrap_or_else(|| d.to_string()),
-        codename: cfg.codename.clone().unwrap_or_else(|| d.to_string()),
-        description: cfg.description.clone(),
-        date_secs: now_secs,
-        valid_until_secs: cfg.valid_until_days.map(|days| now_secs + days as u64 * 86400),
-        architectures: archs.clone(),
-        components: components.clone(),
-    };
-    let release_text = index::release(&meta, &files);
-    let release_sha = store_bytes(ctx, site.id, release_text.clone().into_bytes()).await?;
-    changes.push(Change { path: format!("{dists_prefix}Release"), sha256: Some(release_sha.clone()), content_type: Some("text/plain; charset=utf-8".into()) });
-
-    let public = match (&signer, &client_key) {
-        (Some(signer), _) => {
-            let inrelease = signer.clearsign(&release_text).map_err(|e| ApiError::internal(e.0))?;
-            let detached = signer.detach_sign(release_text.as_bytes()).map_err(|e| ApiError::internal(e.0))?;
-            let in_sha = store_bytes(ctx, site.id, inrelease.into_bytes()).await?;
-            let gpg_sha = store_bytes(ctx, site.id, detached.into_bytes()).await?;
-            changes.push(Change { path: format!("{dists_prefix}InRelease"), sha256: Some(in_sha), content_type: Some("text/plain; charset=utf-8".into()) });
-            changes.push(Change { path: format!("{dists_prefix}Release.gpg"), sha256: Some(gpg_sha), content_type: Some("application/pgp-signature".into()) });
-            signer.public_key()
-        }
-        (None, Some(key)) => {
-            // Signatures of an earlier Release no longer fit: they come back with the user's upload.
-            for stale in ["InRelease", "Release.gpg"] {
-                let p = format!("{dists_prefix}{stale}");
-                if existing.contains_key(&p) {
-                    changes.push(Change { path: p, sha256: None, content_type: None });
-                }
-            }
-            key.clone()
-        }
-        (None, None) => unreachable!("a signer or a client key was required above"),
-    };
-    let (binary, armored) = sign::export_public(&public).map_err(|e| ApiError::internal(e.0))?;
-    let bin_sha = store_bytes(ctx, site.id, binary).await?;
-    let asc_sha = store_bytes(ctx, site.id, armored.into_bytes()).await?;
-    changes.push(Change { path: KEYRING_GPG.into(), sha256: Some(bin_sha), content_type: Some("application/pgp-keys".into()) });
-    changes.push(Change { path: KEYRING_ASC.into(), sha256: Some(asc_sha), content_type: Some("application/pgp-keys".into()) });
-
-    let mut extra = Vec::new();
-    extra.push(sql::clear_dirty(rel.id, d));
-    extra.push(sql::put_ledger(rel.id, d, &serde_json::to_string(&ledger).expect("serialisable")));
-    extra.push(sql::set_pending(rel.id, d, client_key.as_ref().map(|_| release_sha.as_str())));
-    let signed = super::now_ms();
+    let plan = publish::plan(&input).map_err(|e| ApiError::internal(e.0))?;
+    let planned = super::now_ms();
+    let extra = vec![
+        sql::clear_dirty(rel.id, d),
+        sql::put_ledger(rel.id, d, &serde_json::to_string(&plan.ledger).expect("serialisable")),
+        sql::set_pending(rel.id, d, plan.waits_for_signatures.then_some(plan.release_sha256.as_str())),
+    ];
+    let changes = carry_out(ctx, site, plan.publication).await?;
+    let stored = super::now_ms();
     ctx.db
         .batch(store::apply_changes_with(site.id, rel.id, &changes, extra))
         .await
         .map_err(|e| batch_err(e, &format!("release {} stopped being a draft", rel.id)))?;
-    let done = super::now_ms();
-    let regenerated: Vec<String> = regen.iter().map(|(c, a)| format!("{c}/binary-{a}")).collect();
+    let regenerated: Vec<String> = plan.regenerated.iter().map(|(c, a)| format!("{c}/binary-{a}")).collect();
     Ok(json!({
         "dist": d,
         "packages": members.len(),
         "regenerated": regenerated,
-        "by_hash_pruned": pruned,
-        "release_sha256": release_sha,
-        "signing": if client_key.is_some() { "waiting for InRelease and Release.gpg" } else { "signed by the server" },
-        "timings_ms": {"read_packages": listed - started, "generate_and_store_indexes": generated - listed, "indexes": phases,
-                       "release_and_signatures": signed - generated, "commit": done - signed},
+        "by_hash_pruned": plan.by_hash_pruned,
+        "release_sha256": plan.release_sha256,
+        "signing": if plan.waits_for_signatures { "waiting for InRelease and Release.gpg" } else { "signed by the server" },
+        "timings_ms": {"read_packages": listed - started, "plan": planned - listed, "store": stored - planned, "commit": super::now_ms() - stored},
     }))
 }
 

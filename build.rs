@@ -30,13 +30,17 @@ fn main() {
 
 /// The tables of `CREATE TABLE` statements that have a `site_id` column, and
 /// those that have a `release_id` column: what deleting a site must clear.
+/// Tables the schema drops (legacy ones, migrated) are left out.
 fn owned_tables(schema: &str) -> (Vec<String>, Vec<String>) {
     let (mut by_site, mut by_release) = (vec![], vec![]);
+    let dropped: Vec<&str> = schema.lines().filter_map(|l| l.trim().strip_prefix("DROP TABLE IF EXISTS ")).map(|t| t.trim_end_matches(';').trim()).collect();
     let mut table: Option<String> = None;
     for line in schema.lines() {
         let l = line.trim();
         if let Some(rest) = l.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
-            table = Some(rest.split([' ', '(']).next().unwrap().to_string());
+            let name = rest.split([' ', '(']).next().unwrap().to_string();
+            // A one-line statement (a legacy table) has no column lines to read.
+            table = (!dropped.contains(&name.as_str()) && !l.ends_with(';')).then_some(name);
             continue;
         }
         if l.starts_with(')') {

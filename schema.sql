@@ -1,6 +1,6 @@
 -- Wharf D1 schema. Apply with: wrangler d1 execute <db> --file schema.sql
 -- Every statement is idempotent, so applying it again is safe.
--- wharf-schema-version: 5
+-- wharf-schema-version: 6
 -- Bump the version above whenever a table, column or index changes; the worker
 -- refuses to serve (503 schema_outdated) from a database whose recorded version is older.
 
@@ -137,51 +137,8 @@ CREATE TABLE IF NOT EXISTS deb_packages (
   created_at   INTEGER NOT NULL
 );
 
--- Per-site dist settings (JSON: origin, label, suite, codename, components,
--- architectures, description, valid_until_days, by_hash_keep, signing).
-CREATE TABLE IF NOT EXISTS deb_dists (
-  site_id INTEGER NOT NULL,
-  dist    TEXT NOT NULL,
-  config  TEXT NOT NULL,
-  PRIMARY KEY (site_id, dist)
-) WITHOUT ROWID;
-
--- Indexes a draft must regenerate before it can be activated
--- (architecture 'all' = every architecture of the component).
-CREATE TABLE IF NOT EXISTS deb_dirty (
-  release_id   INTEGER NOT NULL,
-  dist         TEXT NOT NULL,
-  component    TEXT NOT NULL,
-  architecture TEXT NOT NULL,
-  PRIMARY KEY (release_id, dist, component, architecture)
-) WITHOUT ROWID;
-
--- The by-hash files of the newest generations of a dist's indexes, per release (JSON).
-CREATE TABLE IF NOT EXISTS deb_ledgers (
-  release_id INTEGER NOT NULL,
-  dist       TEXT NOT NULL,
-  ledger     TEXT NOT NULL,
-  PRIMARY KEY (release_id, dist)
-) WITHOUT ROWID;
-
 -- (Schema 5: Release lists SHA256 only, so the SHA512 of index files is no longer kept.)
 DROP TABLE IF EXISTS deb_index_digests;
-
--- A site's public key for client-side signing (binary OpenPGP, hex).
-CREATE TABLE IF NOT EXISTS deb_keys (
-  site_id     INTEGER PRIMARY KEY,
-  public_key  TEXT NOT NULL,
-  fingerprint TEXT NOT NULL,
-  created_at  INTEGER NOT NULL
-);
-
--- A client-signed dist whose Release waits for InRelease and Release.gpg.
-CREATE TABLE IF NOT EXISTS deb_pending_signatures (
-  release_id     INTEGER NOT NULL,
-  dist           TEXT NOT NULL,
-  release_sha256 TEXT NOT NULL,
-  PRIMARY KEY (release_id, dist)
-) WITHOUT ROWID;
 
 -- ---------------------------------------------------------------- APK
 -- A package's APKINDEX record, kept once per .apk (content-addressed by its sha256).
@@ -196,37 +153,95 @@ CREATE TABLE IF NOT EXISTS apk_packages (
   created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- Per-site APK settings (JSON: architectures, signing, key_name, description).
-CREATE TABLE IF NOT EXISTS apk_settings (
-  site_id INTEGER PRIMARY KEY,
-  config  TEXT NOT NULL
-);
+-- ---------------------------------------------------------------- Formats
+-- The bookkeeping every package format keeps the same way, keyed by the
+-- format's name ('deb', 'apk', ...): the release lifecycle (activation, draft
+-- and site deletion) treats every format alike, and a new format adds no table
+-- here. `scope` is what one publication covers (a Debian dist, an APK
+-- branch/repository); `part` is one index within it (a Debian
+-- component/architecture, an APK architecture; '' for the whole scope).
 
--- A site's RSA public key (PEM) for client-side signing.
-CREATE TABLE IF NOT EXISTS apk_keys (
-  site_id    INTEGER PRIMARY KEY,
-  public_key TEXT NOT NULL,
-  created_at INTEGER NOT NULL
-);
+-- A site's settings of a format, per scope (JSON; '' when the format has one).
+CREATE TABLE IF NOT EXISTS format_settings (
+  site_id INTEGER NOT NULL,
+  format  TEXT NOT NULL,
+  scope   TEXT NOT NULL,
+  config  TEXT NOT NULL,
+  PRIMARY KEY (site_id, format, scope)
+) WITHOUT ROWID;
 
--- Indexes a draft must regenerate before activation ('noarch' = every architecture).
-CREATE TABLE IF NOT EXISTS apk_dirty (
+-- A site's public key for client-side signing, per format (the format's own
+-- encoding: hex of binary OpenPGP for Debian, PEM for APK).
+CREATE TABLE IF NOT EXISTS format_keys (
+  site_id     INTEGER NOT NULL,
+  format      TEXT NOT NULL,
+  public_key  TEXT NOT NULL,
+  fingerprint TEXT,
+  created_at  INTEGER NOT NULL,
+  PRIMARY KEY (site_id, format)
+) WITHOUT ROWID;
+
+-- Indexes a draft must regenerate before it can be activated.
+CREATE TABLE IF NOT EXISTS format_dirty (
   release_id INTEGER NOT NULL,
-  branch     TEXT NOT NULL,
-  repository TEXT NOT NULL,
-  arch       TEXT NOT NULL,
-  PRIMARY KEY (release_id, branch, repository, arch)
+  format     TEXT NOT NULL,
+  scope      TEXT NOT NULL,
+  part       TEXT NOT NULL,
+  PRIMARY KEY (release_id, format, scope, part)
 ) WITHOUT ROWID;
 
--- A client-signed index whose unsigned stream (a blob) waits for its signature.
-CREATE TABLE IF NOT EXISTS apk_pending_signatures (
-  release_id    INTEGER NOT NULL,
-  branch        TEXT NOT NULL,
-  repository    TEXT NOT NULL,
-  arch          TEXT NOT NULL,
-  stream_sha256 TEXT NOT NULL,
-  PRIMARY KEY (release_id, branch, repository, arch)
+-- What a client-signed publication waits for: the user's signatures over a
+-- blob (a Debian Release, an unsigned APK index stream).
+CREATE TABLE IF NOT EXISTS format_pending_signatures (
+  release_id INTEGER NOT NULL,
+  format     TEXT NOT NULL,
+  scope      TEXT NOT NULL,
+  part       TEXT NOT NULL,
+  sha256     TEXT NOT NULL,
+  PRIMARY KEY (release_id, format, scope, part)
 ) WITHOUT ROWID;
+
+-- State a format carries from release to release for a scope (JSON; Debian:
+-- the by-hash files of the newest generations of a dist's indexes). A scope
+-- with a ledger has been published in that release.
+CREATE TABLE IF NOT EXISTS format_ledgers (
+  release_id INTEGER NOT NULL,
+  format     TEXT NOT NULL,
+  scope      TEXT NOT NULL,
+  ledger     TEXT NOT NULL,
+  PRIMARY KEY (release_id, format, scope)
+) WITHOUT ROWID;
+
+-- Schema 6 moved the per-format tables above into them. Each legacy table is
+-- created (empty on a new database), copied and dropped, so applying this
+-- file again is safe.
+CREATE TABLE IF NOT EXISTS deb_dists (site_id INTEGER NOT NULL, dist TEXT NOT NULL, config TEXT NOT NULL, PRIMARY KEY (site_id, dist)) WITHOUT ROWID;
+INSERT OR IGNORE INTO format_settings(site_id, format, scope, config) SELECT site_id, 'deb', dist, config FROM deb_dists;
+DROP TABLE IF EXISTS deb_dists;
+CREATE TABLE IF NOT EXISTS deb_dirty (release_id INTEGER NOT NULL, dist TEXT NOT NULL, component TEXT NOT NULL, architecture TEXT NOT NULL, PRIMARY KEY (release_id, dist, component, architecture)) WITHOUT ROWID;
+INSERT OR IGNORE INTO format_dirty(release_id, format, scope, part) SELECT release_id, 'deb', dist, component || '/' || architecture FROM deb_dirty;
+DROP TABLE IF EXISTS deb_dirty;
+CREATE TABLE IF NOT EXISTS deb_ledgers (release_id INTEGER NOT NULL, dist TEXT NOT NULL, ledger TEXT NOT NULL, PRIMARY KEY (release_id, dist)) WITHOUT ROWID;
+INSERT OR IGNORE INTO format_ledgers(release_id, format, scope, ledger) SELECT release_id, 'deb', dist, ledger FROM deb_ledgers;
+DROP TABLE IF EXISTS deb_ledgers;
+CREATE TABLE IF NOT EXISTS deb_keys (site_id INTEGER PRIMARY KEY, public_key TEXT NOT NULL, fingerprint TEXT NOT NULL, created_at INTEGER NOT NULL);
+INSERT OR IGNORE INTO format_keys(site_id, format, public_key, fingerprint, created_at) SELECT site_id, 'deb', public_key, fingerprint, created_at FROM deb_keys;
+DROP TABLE IF EXISTS deb_keys;
+CREATE TABLE IF NOT EXISTS deb_pending_signatures (release_id INTEGER NOT NULL, dist TEXT NOT NULL, release_sha256 TEXT NOT NULL, PRIMARY KEY (release_id, dist)) WITHOUT ROWID;
+INSERT OR IGNORE INTO format_pending_signatures(release_id, format, scope, part, sha256) SELECT release_id, 'deb', dist, '', release_sha256 FROM deb_pending_signatures;
+DROP TABLE IF EXISTS deb_pending_signatures;
+CREATE TABLE IF NOT EXISTS apk_settings (site_id INTEGER PRIMARY KEY, config TEXT NOT NULL);
+INSERT OR IGNORE INTO format_settings(site_id, format, scope, config) SELECT site_id, 'apk', '', config FROM apk_settings;
+DROP TABLE IF EXISTS apk_settings;
+CREATE TABLE IF NOT EXISTS apk_keys (site_id INTEGER PRIMARY KEY, public_key TEXT NOT NULL, created_at INTEGER NOT NULL);
+INSERT OR IGNORE INTO format_keys(site_id, format, public_key, fingerprint, created_at) SELECT site_id, 'apk', public_key, NULL, created_at FROM apk_keys;
+DROP TABLE IF EXISTS apk_keys;
+CREATE TABLE IF NOT EXISTS apk_dirty (release_id INTEGER NOT NULL, branch TEXT NOT NULL, repository TEXT NOT NULL, arch TEXT NOT NULL, PRIMARY KEY (release_id, branch, repository, arch)) WITHOUT ROWID;
+INSERT OR IGNORE INTO format_dirty(release_id, format, scope, part) SELECT release_id, 'apk', branch || '/' || repository, arch FROM apk_dirty;
+DROP TABLE IF EXISTS apk_dirty;
+CREATE TABLE IF NOT EXISTS apk_pending_signatures (release_id INTEGER NOT NULL, branch TEXT NOT NULL, repository TEXT NOT NULL, arch TEXT NOT NULL, stream_sha256 TEXT NOT NULL, PRIMARY KEY (release_id, branch, repository, arch)) WITHOUT ROWID;
+INSERT OR IGNORE INTO format_pending_signatures(release_id, format, scope, part, sha256) SELECT release_id, 'apk', branch || '/' || repository, arch, stream_sha256 FROM apk_pending_signatures;
+DROP TABLE IF EXISTS apk_pending_signatures;
 
 -- ---------------------------------------------------------------- OCI registry
 -- A blob upload in progress: each chunk received so far sits in R2 under
@@ -296,5 +311,5 @@ DELETE FROM oci_staged_blobs WHERE site_id NOT IN (SELECT id FROM sites);
 DELETE FROM oci_cache WHERE site_id NOT IN (SELECT id FROM sites);
 DELETE FROM site_blobs WHERE site_id NOT IN (SELECT id FROM sites);
 
-INSERT INTO schema_meta(key, value) VALUES ('version', '5')
+INSERT INTO schema_meta(key, value) VALUES ('version', '6')
   ON CONFLICT(key) DO UPDATE SET value = excluded.value;

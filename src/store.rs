@@ -325,17 +325,17 @@ pub fn count_changes(release_id: i64) -> Stmt {
 /// Deletes a draft and its changes.
 pub fn delete_draft(site_id: i64, release_id: i64) -> Vec<Stmt> {
     let p = || vec![Val::Int(site_id), Val::Int(release_id)];
-    vec![
+    let mut out = vec![
         guard("EXISTS (SELECT 1 FROM releases WHERE site_id = ?1 AND id = ?2 AND state = 'draft')", p()),
-        stmt("DELETE FROM release_changes WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
-        stmt("DELETE FROM deb_dirty WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
-        stmt("DELETE FROM deb_ledgers WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
-        stmt("DELETE FROM deb_pending_signatures WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
-        stmt("DELETE FROM apk_dirty WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
-        stmt("DELETE FROM apk_pending_signatures WHERE release_id = ?2 AND ?1 IS NOT NULL", p()),
-        stmt("DELETE FROM releases WHERE site_id = ?1 AND id = ?2 AND state = 'draft'", p()),
-        guard_clear(),
-    ]
+    ];
+    // Every row a release owns (its changes, every format's bookkeeping), read
+    // from schema.sql like the site's tables: a new table cannot be forgotten.
+    for t in crate::schema::RELEASE_TABLES {
+        out.push(stmt(format!("DELETE FROM {t} WHERE release_id = ?2 AND ?1 IS NOT NULL"), p()));
+    }
+    out.push(stmt("DELETE FROM releases WHERE site_id = ?1 AND id = ?2 AND state = 'draft'", p()));
+    out.push(guard_clear());
+    out
 }
 
 fn draft_guard(site_id: i64, release_id: i64) -> Stmt {
@@ -518,11 +518,8 @@ fn activate_when(site_id: i64, release_id: i64, swap_condition: &str, expected: 
         guard(
             &format!(
                 "EXISTS (SELECT 1 FROM releases r JOIN sites s ON s.id = r.site_id \
-                 WHERE r.id = ?2 AND s.id = ?1 AND r.state = 'draft' AND {swap_condition}) \
-                 AND NOT EXISTS (SELECT 1 FROM deb_dirty WHERE release_id = ?2) \
-                 AND NOT EXISTS (SELECT 1 FROM deb_pending_signatures WHERE release_id = ?2) \
-                 AND NOT EXISTS (SELECT 1 FROM apk_dirty WHERE release_id = ?2) \
-                 AND NOT EXISTS (SELECT 1 FROM apk_pending_signatures WHERE release_id = ?2)"
+                 WHERE r.id = ?2 AND s.id = ?1 AND r.state = 'draft' AND {swap_condition}) AND {}",
+                formats::SETTLED
             ),
             vec![site_id.into(), release_id.into(), expected],
         ),
@@ -628,6 +625,7 @@ pub fn previous_release(site_id: i64) -> Stmt {
 
 pub mod apk;
 pub mod deb;
+pub mod formats;
 pub mod oci;
 
 #[cfg(test)]

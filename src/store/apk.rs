@@ -1,6 +1,9 @@
 //! SQL of the APK indexer.
 
-use super::{stmt, Stmt, Val};
+use super::{stmt, Stmt};
+
+/// The format's name in the format-keyed tables.
+pub const FORMAT: &str = "apk";
 
 /// Release-map path recording that a package belongs to a branch/repository:
 /// `_wharf/apk/<branch>/<repository>/<arch>/<file>` → the .apk's blob.
@@ -38,74 +41,60 @@ pub fn members(site_id: i64, read_seq: i64, release_id: i64, prefix: &str, after
 }
 
 pub fn settings(site_id: i64) -> Stmt {
-    stmt("SELECT config FROM apk_settings WHERE site_id = ?1", vec![site_id.into()])
+    super::formats::settings(site_id, FORMAT, "")
 }
 
 pub fn put_settings(site_id: i64, config: &str) -> Stmt {
-    stmt(
-        "INSERT INTO apk_settings(site_id, config) VALUES (?1, ?2) ON CONFLICT(site_id) DO UPDATE SET config = excluded.config",
-        vec![site_id.into(), config.into()],
-    )
+    super::formats::put_settings(site_id, FORMAT, "", config)
 }
 
+/// Columns: public_key (PEM).
 pub fn public_key(site_id: i64) -> Stmt {
-    stmt("SELECT public_key FROM apk_keys WHERE site_id = ?1", vec![site_id.into()])
+    super::formats::public_key(site_id, FORMAT)
 }
 
 pub fn put_public_key(site_id: i64, pem: &str, now: i64) -> Stmt {
-    stmt(
-        "INSERT INTO apk_keys(site_id, public_key, created_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT(site_id) DO UPDATE SET public_key = excluded.public_key, created_at = excluded.created_at",
-        vec![site_id.into(), pem.into(), now.into()],
-    )
+    super::formats::put_public_key(site_id, FORMAT, pem, None, now)
 }
 
+fn scope(branch: &str, repo: &str) -> String {
+    format!("{branch}/{repo}")
+}
+
+const BRANCH_REPOSITORY: &str = "substr(scope, 1, instr(scope, '/') - 1) AS branch, substr(scope, instr(scope, '/') + 1) AS repository";
+
 pub fn mark_dirty(release_id: i64, branch: &str, repo: &str, arch: &str) -> Stmt {
-    stmt(
-        "INSERT INTO apk_dirty(release_id, branch, repository, arch) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-        vec![release_id.into(), branch.into(), repo.into(), arch.into()],
-    )
+    super::formats::mark_dirty(release_id, FORMAT, &scope(branch, repo), arch)
 }
 
 /// Columns: branch, repository, arch.
 pub fn dirty(release_id: i64) -> Stmt {
-    stmt("SELECT branch, repository, arch FROM apk_dirty WHERE release_id = ?1 ORDER BY branch, repository, arch", vec![release_id.into()])
-}
-
-pub fn clear_dirty(release_id: i64, branch: &str, repo: &str) -> Stmt {
     stmt(
-        "DELETE FROM apk_dirty WHERE release_id = ?1 AND branch = ?2 AND repository = ?3",
-        vec![release_id.into(), branch.into(), repo.into()],
+        format!("SELECT {BRANCH_REPOSITORY}, part AS arch FROM format_dirty WHERE release_id = ?1 AND format = 'apk' ORDER BY scope, part"),
+        vec![release_id.into()],
     )
 }
 
+pub fn clear_dirty(release_id: i64, branch: &str, repo: &str) -> Stmt {
+    super::formats::clear_dirty(release_id, FORMAT, &scope(branch, repo))
+}
+
 pub fn set_pending(release_id: i64, branch: &str, repo: &str, arch: &str, stream_sha256: Option<&str>) -> Stmt {
-    match stream_sha256 {
-        Some(sha) => stmt(
-            "INSERT INTO apk_pending_signatures(release_id, branch, repository, arch, stream_sha256) VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT(release_id, branch, repository, arch) DO UPDATE SET stream_sha256 = excluded.stream_sha256",
-            vec![release_id.into(), branch.into(), repo.into(), arch.into(), sha.into()],
-        ),
-        None => stmt(
-            "DELETE FROM apk_pending_signatures WHERE release_id = ?1 AND branch = ?2 AND repository = ?3 AND arch = ?4",
-            vec![release_id.into(), branch.into(), repo.into(), arch.into()],
-        ),
-    }
+    super::formats::set_pending(release_id, FORMAT, &scope(branch, repo), arch, stream_sha256)
 }
 
 /// Columns: branch, repository, arch, stream_sha256.
 pub fn pending(release_id: i64) -> Stmt {
     stmt(
-        "SELECT branch, repository, arch, stream_sha256 FROM apk_pending_signatures WHERE release_id = ?1 ORDER BY branch, repository, arch",
+        format!(
+            "SELECT {BRANCH_REPOSITORY}, part AS arch, sha256 AS stream_sha256 FROM format_pending_signatures \
+             WHERE release_id = ?1 AND format = 'apk' ORDER BY scope, part"
+        ),
         vec![release_id.into()],
     )
 }
 
 /// Guard: the index still waits for a signature over exactly this stream.
 pub fn pending_is(release_id: i64, branch: &str, repo: &str, arch: &str, stream_sha256: &str) -> Stmt {
-    super::guard(
-        "EXISTS (SELECT 1 FROM apk_pending_signatures WHERE release_id = ?1 AND branch = ?2 AND repository = ?3 AND arch = ?4 \
-         AND stream_sha256 = ?5)",
-        vec![Val::Int(release_id), branch.into(), repo.into(), arch.into(), stream_sha256.into()],
-    )
+    super::formats::pending_is(release_id, FORMAT, &scope(branch, repo), arch, stream_sha256)
 }

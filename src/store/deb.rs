@@ -2,6 +2,9 @@
 
 use super::{stmt, Stmt, Val};
 
+/// The format's name in the format-keyed tables.
+pub const FORMAT: &str = "deb";
+
 /// Release-map path recording that a package belongs to a dist and component:
 /// `_wharf/deb/<dist>/<component>/<file>` → the .deb's blob.
 pub fn member_path(dist: &str, component: &str, filename: &str) -> String {
@@ -64,91 +67,74 @@ pub fn package_source(sha256: &str) -> Stmt {
 }
 
 pub fn dist_config(site_id: i64, dist: &str) -> Stmt {
-    stmt("SELECT config FROM deb_dists WHERE site_id = ?1 AND dist = ?2", vec![site_id.into(), dist.into()])
+    super::formats::settings(site_id, FORMAT, dist)
 }
 
 pub fn put_dist_config(site_id: i64, dist: &str, config: &str) -> Stmt {
-    stmt(
-        "INSERT INTO deb_dists(site_id, dist, config) VALUES (?1, ?2, ?3) \
-         ON CONFLICT(site_id, dist) DO UPDATE SET config = excluded.config",
-        vec![site_id.into(), dist.into(), config.into()],
-    )
+    super::formats::put_settings(site_id, FORMAT, dist, config)
 }
 
 pub fn mark_dirty(release_id: i64, dist: &str, component: &str, arch: &str) -> Stmt {
-    stmt(
-        "INSERT INTO deb_dirty(release_id, dist, component, architecture) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-        vec![release_id.into(), dist.into(), component.into(), arch.into()],
-    )
+    super::formats::mark_dirty(release_id, FORMAT, dist, &format!("{component}/{arch}"))
 }
 
 /// Columns: dist, component, architecture.
 pub fn dirty(release_id: i64) -> Stmt {
     stmt(
-        "SELECT dist, component, architecture FROM deb_dirty WHERE release_id = ?1 ORDER BY dist, component, architecture",
+        "SELECT scope AS dist, substr(part, 1, instr(part, '/') - 1) AS component, substr(part, instr(part, '/') + 1) AS architecture \
+         FROM format_dirty WHERE release_id = ?1 AND format = 'deb' ORDER BY scope, part",
         vec![release_id.into()],
     )
 }
 
 pub fn clear_dirty(release_id: i64, dist: &str) -> Stmt {
-    stmt("DELETE FROM deb_dirty WHERE release_id = ?1 AND dist = ?2", vec![release_id.into(), dist.into()])
+    super::formats::clear_dirty(release_id, FORMAT, dist)
 }
 
 /// The by-hash ledger of a dist as of a release. Columns: ledger.
 pub fn ledger(release_id: i64, dist: &str) -> Stmt {
-    stmt("SELECT ledger FROM deb_ledgers WHERE release_id = ?1 AND dist = ?2", vec![release_id.into(), dist.into()])
+    super::formats::ledger(release_id, FORMAT, dist)
 }
 
 pub fn put_ledger(release_id: i64, dist: &str, ledger: &str) -> Stmt {
-    stmt(
-        "INSERT INTO deb_ledgers(release_id, dist, ledger) VALUES (?1, ?2, ?3) \
-         ON CONFLICT(release_id, dist) DO UPDATE SET ledger = excluded.ledger",
-        vec![release_id.into(), dist.into(), ledger.into()],
-    )
+    super::formats::put_ledger(release_id, FORMAT, dist, ledger)
 }
 
+/// Columns: public_key, fingerprint.
 pub fn public_key(site_id: i64) -> Stmt {
-    stmt("SELECT public_key, fingerprint FROM deb_keys WHERE site_id = ?1", vec![site_id.into()])
+    super::formats::public_key(site_id, FORMAT)
 }
 
 pub fn put_public_key(site_id: i64, key_hex: &str, fingerprint: &str, now: i64) -> Stmt {
-    stmt(
-        "INSERT INTO deb_keys(site_id, public_key, fingerprint, created_at) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT(site_id) DO UPDATE SET public_key = excluded.public_key, fingerprint = excluded.fingerprint, created_at = excluded.created_at",
-        vec![site_id.into(), key_hex.into(), fingerprint.into(), now.into()],
-    )
+    super::formats::put_public_key(site_id, FORMAT, key_hex, Some(fingerprint), now)
 }
 
 pub fn set_pending(release_id: i64, dist: &str, release_sha256: Option<&str>) -> Stmt {
-    match release_sha256 {
-        Some(sha) => stmt(
-            "INSERT INTO deb_pending_signatures(release_id, dist, release_sha256) VALUES (?1, ?2, ?3) \
-             ON CONFLICT(release_id, dist) DO UPDATE SET release_sha256 = excluded.release_sha256",
-            vec![release_id.into(), dist.into(), sha.into()],
-        ),
-        None => stmt("DELETE FROM deb_pending_signatures WHERE release_id = ?1 AND dist = ?2", vec![release_id.into(), dist.into()]),
-    }
+    super::formats::set_pending(release_id, FORMAT, dist, "", release_sha256)
 }
 
 /// Columns: release_sha256.
 pub fn pending(release_id: i64, dist: &str) -> Stmt {
-    stmt("SELECT release_sha256 FROM deb_pending_signatures WHERE release_id = ?1 AND dist = ?2", vec![release_id.into(), dist.into()])
+    stmt(
+        "SELECT sha256 AS release_sha256 FROM format_pending_signatures WHERE release_id = ?1 AND format = 'deb' AND scope = ?2 AND part = ''",
+        vec![release_id.into(), dist.into()],
+    )
 }
 
 /// Guard: the dist still waits for signatures over exactly this Release.
 pub fn pending_is(release_id: i64, dist: &str, release_sha256: &str) -> Stmt {
-    super::guard(
-        "EXISTS (SELECT 1 FROM deb_pending_signatures WHERE release_id = ?1 AND dist = ?2 AND release_sha256 = ?3)",
-        vec![Val::Int(release_id), dist.into(), release_sha256.into()],
-    )
+    super::formats::pending_is(release_id, FORMAT, dist, "", release_sha256)
 }
 
 /// Dists of a release still waiting for InRelease and Release.gpg. Columns: dist.
 pub fn pending_dists(release_id: i64) -> Stmt {
-    stmt("SELECT dist FROM deb_pending_signatures WHERE release_id = ?1 ORDER BY dist", vec![release_id.into()])
+    stmt(
+        "SELECT DISTINCT scope AS dist FROM format_pending_signatures WHERE release_id = ?1 AND format = 'deb' ORDER BY scope",
+        vec![release_id.into()],
+    )
 }
 
 /// Dists a release has published (it has a by-hash ledger for them). Columns: dist.
 pub fn published_dists(release_id: i64) -> Stmt {
-    stmt("SELECT dist FROM deb_ledgers WHERE release_id = ?1 ORDER BY dist", vec![release_id.into()])
+    stmt("SELECT scope AS dist FROM format_ledgers WHERE release_id = ?1 AND format = 'deb' ORDER BY scope", vec![release_id.into()])
 }

@@ -271,15 +271,11 @@ fn owned_row(table: &str, s: i64, r: i64) -> String {
         "path_versions" => format!("INSERT INTO path_versions VALUES ({s}, 'p', 1, 2, '{sha}', 1, 't')"),
         "activation_plan" => format!("INSERT INTO activation_plan VALUES ({r}, 'p', NULL, NULL, NULL)"),
         "tokens" => format!("INSERT INTO tokens VALUES ('tok{s}', '{sha}', 'n', {s}, 'read', 1, NULL, NULL)"),
-        "deb_dists" => format!("INSERT INTO deb_dists VALUES ({s}, 'stable', '{{}}')"),
-        "deb_dirty" => format!("INSERT INTO deb_dirty VALUES ({r}, 'stable', 'main', 'all')"),
-        "deb_ledgers" => format!("INSERT INTO deb_ledgers VALUES ({r}, 'stable', '{{}}')"),
-        "deb_keys" => format!("INSERT INTO deb_keys VALUES ({s}, 'k', 'f', 1)"),
-        "deb_pending_signatures" => format!("INSERT INTO deb_pending_signatures VALUES ({r}, 'stable', '{sha}')"),
-        "apk_settings" => format!("INSERT INTO apk_settings VALUES ({s}, '{{}}')"),
-        "apk_keys" => format!("INSERT INTO apk_keys VALUES ({s}, 'k', 1)"),
-        "apk_dirty" => format!("INSERT INTO apk_dirty VALUES ({r}, 'v3', 'main', 'noarch')"),
-        "apk_pending_signatures" => format!("INSERT INTO apk_pending_signatures VALUES ({r}, 'v3', 'main', 'x86_64', '{sha}')"),
+        "format_settings" => format!("INSERT INTO format_settings VALUES ({s}, 'deb', 'stable', '{{}}')"),
+        "format_keys" => format!("INSERT INTO format_keys VALUES ({s}, 'apk', 'k', NULL, 1)"),
+        "format_dirty" => format!("INSERT INTO format_dirty VALUES ({r}, 'deb', 'stable', 'main/all')"),
+        "format_pending_signatures" => format!("INSERT INTO format_pending_signatures VALUES ({r}, 'apk', 'v3/main', 'x86_64', '{sha}')"),
+        "format_ledgers" => format!("INSERT INTO format_ledgers VALUES ({r}, 'deb', 'stable', '[]')"),
         "oci_uploads" => format!("INSERT INTO oci_uploads VALUES ('up{s}', {s}, 'app', 0, '[]', 1)"),
         "oci_staged_blobs" => format!("INSERT INTO oci_staged_blobs VALUES ({s}, 'app', '{sha}', 1, 1)"),
         "oci_settings" => format!("INSERT INTO oci_settings VALUES ({s}, '{{}}')"),
@@ -521,4 +517,60 @@ fn a_published_path_is_known_with_the_blob_it_had() {
     db.activate(s, r2, Some(r)).unwrap();
     assert_eq!(other(&db, &[("pool/x.deb", &a2)]), 1);
     assert_eq!(db.rows(published_with_other_blob(2, &[("pool/x.deb", &a2)])).len(), 0, "per site");
+}
+
+/// A database made with schema 5 (tests/fixtures/schema-v5.sql, the file as
+/// it was) keeps every format's bookkeeping when schema 6 is applied, twice.
+#[test]
+fn schema_6_moves_each_formats_bookkeeping_into_the_format_tables() {
+    let c = Connection::open_in_memory().unwrap();
+    c.execute_batch(include_str!("../../tests/fixtures/schema-v5.sql")).unwrap();
+    c.execute_batch(
+        "INSERT INTO deb_dists VALUES (1, 'stable', '{\"origin\":\"O\"}');
+         INSERT INTO deb_dirty VALUES (7, 'stable', 'main', 'amd64');
+         INSERT INTO deb_ledgers VALUES (7, 'stable', '[[\"x\"]]');
+         INSERT INTO deb_keys VALUES (1, 'abcd', 'FPR', 5);
+         INSERT INTO deb_pending_signatures VALUES (7, 'stable', 'rsha');
+         INSERT INTO apk_settings VALUES (1, '{\"architectures\":[\"x86_64\"]}');
+         INSERT INTO apk_keys VALUES (1, 'PEM', 6);
+         INSERT INTO apk_dirty VALUES (7, 'v3.20', 'main', 'noarch');
+         INSERT INTO apk_pending_signatures VALUES (7, 'v3.20', 'main', 'x86_64', 'ssha');",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        c.execute_batch(crate::schema::SCHEMA_SQL).unwrap();
+    }
+    let rows = |sql: &str| -> Vec<String> {
+        let mut st = c.prepare(sql).unwrap();
+        let n = st.column_count();
+        st.query_map([], |r| Ok((0..n).map(|i| r.get::<_, Value>(i).map(|v| format!("{v:?}")).unwrap()).collect::<Vec<_>>().join("|")))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(rows("SELECT format, scope, config FROM format_settings ORDER BY format"), [
+        "Text(\"apk\")|Text(\"\")|Text(\"{\\\"architectures\\\":[\\\"x86_64\\\"]}\")",
+        "Text(\"deb\")|Text(\"stable\")|Text(\"{\\\"origin\\\":\\\"O\\\"}\")",
+    ]);
+    assert_eq!(rows("SELECT format, public_key, fingerprint FROM format_keys ORDER BY format"), [
+        "Text(\"apk\")|Text(\"PEM\")|Null",
+        "Text(\"deb\")|Text(\"abcd\")|Text(\"FPR\")",
+    ]);
+    // Read back through the formats' own queries, as the worker reads them.
+    drop(rows);
+    let db = Db(c);
+    let q = |s: Stmt| -> Vec<String> {
+        db.rows(s)
+            .into_iter()
+            .map(|r| r.iter().map(|v| match v { Value::Text(t) => t.clone(), other => format!("{other:?}") }).collect::<Vec<_>>().join("|"))
+            .collect()
+    };
+    assert_eq!(q(deb::dirty(7)), ["stable|main|amd64"]);
+    assert_eq!(q(apk::dirty(7)), ["v3.20|main|noarch"]);
+    assert_eq!(q(deb::pending(7, "stable")), ["rsha"]);
+    assert_eq!(q(apk::pending(7)), ["v3.20|main|x86_64|ssha"]);
+    assert_eq!(q(deb::published_dists(7)), ["stable"]);
+    assert_eq!(q(deb::ledger(7, "stable")), ["[[\"x\"]]"]);
+    let old = db.count("SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'deb\\_%' ESCAPE '\\' AND name <> 'deb_packages'");
+    assert_eq!(old, 0, "the legacy tables are gone");
 }

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use worker::*;
 
 pub(super) type ApiResult = std::result::Result<(u16, Value), ApiError>;
+pub(super) type ApiResultOf<T> = std::result::Result<T, ApiError>;
 
 /// Largest JSON body accepted.
 const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
@@ -867,8 +868,9 @@ async fn activate(ctx: &Ctx<'_>, s: &str, r: i64, b: api::ActivateBody, allow_em
         return Err(ApiError::conflict(format!("release {r} is {}; use rollback to re-activate an earlier release", rel.state)));
     }
     let expected = b.expected_active.unwrap_or(rel.parent_id);
-    super::deb::prepare_activation(ctx, &site, &rel).await?;
-    super::apk::prepare_activation(ctx, &site, &rel).await?;
+    for f in super::formats::ALL {
+        f.prepare_activation(ctx, &site, &rel).await?;
+    }
     // A draft that changes nothing on top of the active release is almost
     // always a mistake (an upload that failed before it): say so.
     if !allow_empty && rel.parent_id == site.active_release_id {
@@ -941,12 +943,62 @@ async fn rollback(ctx: &Ctx<'_>, s: &str, b: api::RollbackBody) -> ApiResult {
         return Err(ApiError::conflict(format!("release {to} is {}; only a retired release can be re-activated", target.state)));
     }
     let expected = b.expected_active.unwrap_or(site.active_release_id);
-    if let Some(republished) = super::deb::rollback_by_republishing(ctx, &site, &target, expected).await? {
-        return Ok((200, republished));
+    let mut fresh = Vec::new();
+    for f in super::formats::ALL {
+        let scopes = f.rollback_scopes(ctx, &site, &target).await?;
+        if !scopes.is_empty() {
+            fresh.push((f, scopes));
+        }
+    }
+    if !fresh.is_empty() {
+        return republish_for_rollback(ctx, &site, &target, expected, &fresh).await;
     }
     match ctx.db.batch(store::rollback(site.id, to, expected, ctx.now)).await {
         Ok(_) => Ok((200, ctx.release(site.id, to).await?.json())),
         Err(BatchError::Precondition) => Err(stale(ctx, s, expected, "roll back").await),
         Err(BatchError::Failed(e)) => Err(e),
+    }
+}
+
+/// Re-activates `target` through a new release made from it, in which the
+/// formats that need it publish their scopes afresh (Debian: a newer Release,
+/// since apt ignores an older one), activated by compare-and-swap; the new
+/// release is deleted if that fails.
+async fn republish_for_rollback(
+    ctx: &Ctx<'_>,
+    site: &SiteRow,
+    target: &ReleaseRow,
+    expected: Option<i64>,
+    fresh: &[(super::formats::Format, Vec<String>)],
+) -> ApiResult {
+    let seq = target.seq.ok_or_else(|| ApiError::conflict("only an activated release can be rolled back to"))?;
+    let note = format!("rollback to release {}", target.id);
+    let draft: ReleaseRow = ctx
+        .db
+        .first(store::create_release_from(site.id, Some((target.id, seq)), Some(&note), ctx.now))
+        .await?
+        .ok_or_else(|| ApiError::internal("the rollback release was not created"))?;
+    let mut result = Ok(());
+    'all: for (f, scopes) in fresh {
+        for scope in scopes {
+            if let Err(e) = f.republish(ctx, site, &draft, scope).await {
+                result = Err(e);
+                break 'all;
+            }
+        }
+    }
+    let activated = match result {
+        Ok(()) => activate_prepared(ctx, site, draft.id, expected).await,
+        Err(e) => Err(e),
+    };
+    match activated {
+        Ok((status, mut body)) => {
+            body["rolled_back_to"] = json!(target.id);
+            Ok((status, body))
+        }
+        Err(e) => {
+            let _ = ctx.db.batch(store::delete_draft(site.id, draft.id)).await;
+            Err(e)
+        }
     }
 }

@@ -450,25 +450,17 @@ pub(super) async fn prepare_activation(ctx: &Ctx<'_>, site: &SiteRow, rel: &Rele
     Ok(())
 }
 
-/// apt ignores a Release older (by Date) than the one it has: a replay guard.
-/// So a site whose target release publishes Debian dists rolls back by making
-/// a new release with the target's contents and freshly dated, freshly signed
-/// Release files, activated by compare-and-swap. Returns None when the target
-/// has no Debian dists (a plain pointer switch is then right).
-pub(super) async fn rollback_by_republishing(
-    ctx: &Ctx<'_>,
-    site: &SiteRow,
-    target: &ReleaseRow,
-    expected: Option<i64>,
-) -> std::result::Result<Option<Value>, ApiError> {
+/// apt ignores a Release older (by Date) than the one it has: a replay
+/// guard. So re-activating a release that published Debian dists needs those
+/// dists published afresh (new dates, new signatures) in a new release made
+/// from it: these are they. A client-signed dist cannot be re-signed here:
+/// the user is told how to do it.
+pub(super) async fn rollback_scopes(ctx: &Ctx<'_>, site: &SiteRow, target: &ReleaseRow) -> std::result::Result<Vec<String>, ApiError> {
     #[derive(Deserialize)]
     struct D {
         dist: String,
     }
     let dists: Vec<String> = ctx.db.all::<D>(sql::published_dists(target.id)).await?.into_iter().map(|d| d.dist).collect();
-    if dists.is_empty() {
-        return Ok(None);
-    }
     for d in &dists {
         if dist_config(ctx, site.id, d).await?.client_signed() {
             return Err(ApiError::conflict(format!(
@@ -477,24 +469,5 @@ pub(super) async fn rollback_by_republishing(
             )));
         }
     }
-    let seq = target.seq.ok_or_else(|| ApiError::conflict("only an activated release can be rolled back to"))?;
-    let note = format!("rollback to release {}", target.id);
-    let draft: ReleaseRow = ctx
-        .db
-        .first(store::create_release_from(site.id, Some((target.id, seq)), Some(&note), ctx.now))
-        .await?
-        .ok_or_else(|| ApiError::internal("the rollback release was not created"))?;
-    for d in &dists {
-        publish_dist(ctx, site, &draft, d, false).await?;
-    }
-    match super::admin::activate_prepared(ctx, site, draft.id, expected).await {
-        Ok((_, mut body)) => {
-            body["rolled_back_to"] = json!(target.id);
-            Ok(Some(body))
-        }
-        Err(e) => {
-            let _ = ctx.db.batch(store::delete_draft(site.id, draft.id)).await;
-            Err(e)
-        }
-    }
+    Ok(dists)
 }

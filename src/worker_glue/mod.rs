@@ -4,6 +4,7 @@ mod admin;
 mod db;
 mod apk;
 mod deb;
+mod formats;
 mod oci;
 mod serve;
 mod streams;

@@ -1,0 +1,45 @@
+//! The package formats the release lifecycle knows, in one list: activation
+//! prepares each one's draft, rollback asks each what re-activating a release
+//! needs. The core names no format; a new format is one entry here.
+
+use super::admin::{ApiResultOf, Ctx, ReleaseRow, SiteRow};
+
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Format {
+    Deb,
+    Apk,
+}
+
+/// Every registered format.
+pub(super) const ALL: [Format; 2] = [Format::Deb, Format::Apk];
+
+impl Format {
+    /// Brings a draft's indexes up to date (publishing what changed), or
+    /// refuses while it waits for the user's signatures.
+    pub(super) async fn prepare_activation(self, ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow) -> ApiResultOf<()> {
+        match self {
+            Format::Deb => super::deb::prepare_activation(ctx, site, rel).await,
+            Format::Apk => super::apk::prepare_activation(ctx, site, rel).await,
+        }
+    }
+
+    /// The scopes of `target` to publish afresh before it is active again
+    /// (none: a pointer switch is right for this format).
+    pub(super) async fn rollback_scopes(self, ctx: &Ctx<'_>, site: &SiteRow, target: &ReleaseRow) -> ApiResultOf<Vec<String>> {
+        match self {
+            Format::Deb => super::deb::rollback_scopes(ctx, site, target).await,
+            Format::Apk => Ok(vec![]),
+        }
+    }
+
+    /// Publishes one scope of a draft afresh.
+    pub(super) async fn republish(self, ctx: &Ctx<'_>, site: &SiteRow, draft: &ReleaseRow, scope: &str) -> ApiResultOf<()> {
+        match self {
+            Format::Deb => super::deb::publish_dist(ctx, site, draft, scope, false).await.map(|_| ()),
+            Format::Apk => match scope.split_once('/') {
+                Some((b, r)) => super::apk::publish_repo(ctx, site, draft, b, r, false).await.map(|_| ()),
+                None => Err(crate::api::ApiError::internal(format!("not an APK scope: {scope}"))),
+            },
+        }
+    }
+}

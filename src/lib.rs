@@ -9,6 +9,7 @@ pub mod apk;
 pub mod auth;
 pub mod deb;
 pub mod formats;
+pub mod helm;
 pub mod hostname;
 pub mod mirror;
 pub mod http;

@@ -1,0 +1,240 @@
+//! A chart archive (`<name>-<version>.tgz`) as Helm reads it: a gzip'd tar
+//! whose entries all sit under one top folder named after the chart, with
+//! `<name>/Chart.yaml` holding its metadata.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Read;
+
+/// Largest chart archive Wharf takes (Helm's own limit on a decompressed chart is 100 MiB).
+pub const MAX_CHART_BYTES: u64 = 20 << 20;
+/// Helm refuses charts that decompress to more than this.
+pub const MAX_DECOMPRESSED: u64 = 100 << 20;
+/// Largest `Chart.yaml` read.
+const MAX_CHART_YAML: u64 = 1 << 20;
+
+/// `Chart.yaml`, with the fields Helm's `Metadata` has (unknown ones are
+/// ignored, as Helm does). Scalars are read as text: `appVersion: 1.10` is "1.10".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintainers: Vec<Maintainer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deprecated: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<Dependency>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub chart_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Maintainer {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dependency {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, rename = "import-values", skip_serializing_if = "Option::is_none")]
+    pub import_values: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+}
+
+/// A chart name as Helm accepts it, and as an OCI repository component
+/// (lower case): letters, digits, `-`, `_`, `.`, starting and ending with a
+/// letter or digit.
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && n.as_bytes()[0].is_ascii_alphanumeric()
+        && n.as_bytes()[n.len() - 1].is_ascii_alphanumeric()
+}
+
+/// A chart version: SemVer 2 (what `helm package` and `helm lint` require).
+pub fn parse_version(v: &str) -> Result<semver::Version, String> {
+    semver::Version::parse(v).map_err(|e| format!("version {v:?} is not SemVer 2: {e}"))
+}
+
+/// Parses and checks `Chart.yaml`.
+pub fn parse_metadata(yaml: &str) -> Result<Metadata, String> {
+    let m: Metadata = serde_yaml_ng::from_str(yaml).map_err(|e| format!("Chart.yaml: {e}"))?;
+    if m.api_version != "v1" && m.api_version != "v2" {
+        return Err(format!("Chart.yaml: apiVersion must be v1 or v2, not {:?}", m.api_version));
+    }
+    if !valid_name(&m.name) {
+        return Err(format!("Chart.yaml: name {:?} is not a chart name (lower-case letters, digits, '-', '_', '.')", m.name));
+    }
+    parse_version(&m.version).map_err(|e| format!("Chart.yaml: {e}"))?;
+    if let Some(t) = &m.chart_type {
+        if t != "application" && t != "library" {
+            return Err(format!("Chart.yaml: type must be application or library, not {t:?}"));
+        }
+    }
+    Ok(m)
+}
+
+/// Reads a chart archive: every entry under one top folder named after the
+/// chart, no absolute or `..` paths, at most [`MAX_DECOMPRESSED`] bytes;
+/// returns the checked metadata.
+pub fn inspect(tgz: &[u8]) -> Result<Metadata, String> {
+    if tgz.len() < 2 || tgz[0] != 0x1f || tgz[1] != 0x8b {
+        return Err("a chart is a gzip'd tar (.tgz); this is not gzip".into());
+    }
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    let entries = archive.entries().map_err(|e| format!("not a tar archive: {e}"))?;
+    let (mut top, mut yaml, mut total): (Option<String>, Option<String>, u64) = (None, None, 0);
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("the archive is damaged: {e}"))?;
+        total += entry.header().size().unwrap_or(0);
+        if total > MAX_DECOMPRESSED {
+            return Err(format!("the chart decompresses to more than {} MiB", MAX_DECOMPRESSED >> 20));
+        }
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() || kind.is_gnu_longname() {
+            continue;
+        }
+        let path = entry.path().map_err(|e| format!("an entry's name is unreadable: {e}"))?.to_string_lossy().to_string();
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        if path.starts_with('/') || parts.iter().any(|p| *p == "..") || path.contains('\\') {
+            return Err(format!("entry {path:?} leaves the chart's folder"));
+        }
+        if kind.is_symlink() || kind.is_hard_link() {
+            return Err(format!("entry {path:?} is a link; charts hold files and folders only"));
+        }
+        let Some(first) = parts.first() else { continue };
+        match &top {
+            None => top = Some(first.to_string()),
+            Some(t) if t != first => return Err(format!("entries {t:?} and {first:?}: a chart's files all sit under one folder")),
+            _ => {}
+        }
+        if parts.len() == 2 && parts[1] == "Chart.yaml" && kind.is_file() {
+            let mut text = String::new();
+            (&mut entry).take(MAX_CHART_YAML).read_to_string(&mut text).map_err(|e| format!("Chart.yaml is not UTF-8 text: {e}"))?;
+            yaml = Some(text);
+        } else {
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| format!("the archive is damaged: {e}"))?;
+        }
+    }
+    let top = top.ok_or("the archive is empty")?;
+    let meta = parse_metadata(&yaml.ok_or_else(|| format!("no {top}/Chart.yaml in the archive"))?)?;
+    if meta.name != top {
+        return Err(format!("Chart.yaml names the chart {:?}, but its folder in the archive is {top:?}", meta.name));
+    }
+    Ok(meta)
+}
+
+/// The archive's file name in a repository.
+pub fn filename(name: &str, version: &str) -> String {
+    format!("{name}-{version}.tgz")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A chart archive as `helm package` lays it out.
+    pub(crate) fn tgz(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            // The name is written as is (tar-rs would refuse `..`, which the tests need).
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(1_700_000_000);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        gz.finish().unwrap()
+    }
+
+    pub(crate) fn chart(name: &str, version: &str) -> Vec<u8> {
+        let yaml = format!("apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: 1.10\ndescription: A chart\ntype: application\n");
+        tgz(&[(&format!("{name}/Chart.yaml"), yaml.as_bytes()), (&format!("{name}/values.yaml"), b"replicas: 1\n"), (&format!("{name}/templates/a.yaml"), b"kind: ConfigMap\n")])
+    }
+
+    #[test]
+    fn a_packaged_chart_is_read_with_its_metadata_as_text() {
+        let m = inspect(&chart("web", "1.2.3-rc.1+build.5")).unwrap();
+        assert_eq!((m.name.as_str(), m.version.as_str(), m.app_version.as_deref()), ("web", "1.2.3-rc.1+build.5", Some("1.10")));
+        assert_eq!(m.api_version, "v2");
+        let full = "apiVersion: v2\nname: full\nversion: 0.1.0\nkeywords: [a, b]\nmaintainers:\n  - name: M\n    email: m@example.com\n\
+                    annotations:\n  category: db\ndependencies:\n  - name: redis\n    version: ~17\n    repository: oci://r.example.com/charts\n    import-values: [{child: a, parent: b}]\n\
+                    kubeVersion: '>=1.25'\ndeprecated: true\nicon: https://example.com/i.png\nunknownField: kept out\n";
+        let m = inspect(&tgz(&[("full/Chart.yaml", full.as_bytes())])).unwrap();
+        let j = serde_json::to_value(&m).unwrap();
+        assert_eq!(j["dependencies"][0]["import-values"][0]["child"], "a");
+        assert_eq!(j["kubeVersion"], ">=1.25");
+        assert_eq!(j["maintainers"][0]["email"], "m@example.com");
+        assert!(j.get("unknownField").is_none() && j["deprecated"] == true);
+    }
+
+    #[test]
+    fn malformed_charts_are_refused_with_the_reason() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"PK\x03\x04 not gzip".to_vec(), "not gzip"),
+            (tgz(&[("web/values.yaml", b"a: 1\n")]), "no web/Chart.yaml"),
+            (tgz(&[("web/Chart.yaml", b"apiVersion: v2\nname: other\nversion: 1.0.0\n")]), "folder in the archive is \"web\""),
+            (tgz(&[("web/Chart.yaml", b"apiVersion: v2\nname: web\nversion: 1.0\n")]), "not SemVer 2"),
+            (tgz(&[("web/Chart.yaml", b"apiVersion: v3\nname: web\nversion: 1.0.0\n")]), "apiVersion must be v1 or v2"),
+            (tgz(&[("web/Chart.yaml", b"name: [unclosed\n")]), "Chart.yaml:"),
+            (tgz(&[("web/Chart.yaml", b"apiVersion: v2\nname: web\nversion: 1.0.0\n"), ("web/../../etc/passwd", b"x")]), "leaves the chart's folder"),
+            (tgz(&[("web/Chart.yaml", b"apiVersion: v2\nname: web\nversion: 1.0.0\n"), ("other/x", b"x")]), "one folder"),
+            (tgz(&[("Web/Chart.yaml", b"apiVersion: v2\nname: Web\nversion: 1.0.0\n")]), "not a chart name"),
+        ];
+        for (data, want) in cases {
+            let err = inspect(&data).unwrap_err();
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
+    }
+}

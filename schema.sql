@@ -153,6 +153,16 @@ CREATE TABLE IF NOT EXISTS apk_packages (
   created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- ---------------------------------------------------------------- Helm
+-- A chart's metadata (Chart.yaml as JSON), kept once per .tgz (content-addressed by its sha256).
+CREATE TABLE IF NOT EXISTS helm_charts (
+  sha256     TEXT PRIMARY KEY,
+  name       TEXT NOT NULL,
+  version    TEXT NOT NULL,
+  metadata   TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
 -- ---------------------------------------------------------------- Formats
 -- The bookkeeping every package format keeps the same way, keyed by the
 -- format's name ('deb', 'apk', ...): the release lifecycle (activation, draft

@@ -93,6 +93,13 @@ pub enum Route {
     /// site, release, branch, repository, arch
     ApkUnsigned(String, i64, String, String, String),
     ApkSignature(String, i64, String, String, String),
+    /// site, release, chart repository
+    HelmAddChart(String, i64, String),
+    HelmListCharts(String, i64, String),
+    /// site, release, repository, chart name, version
+    HelmRemoveChart(String, i64, String, String, String),
+    HelmPutProvenance(String, i64, String, String, String),
+    HelmPublish(String, i64, String),
     DebPutDist(String, String),
     DebShowDist(String, String),
     DebPutKey(String),
@@ -197,6 +204,13 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         ("PUT", ["sites", s, "apk", "key"]) => ApkPutKey(site(s)?),
         ("GET", ["sites", s, "apk", "key"]) => ApkShowKey(site(s)?),
         (_, ["sites", _, "apk", "key"]) => return Err(not_allowed()),
+        ("POST", ["sites", s, "releases", r, "helm", repo, "charts"]) => HelmAddChart(site(s)?, id(r)?, name(repo)?),
+        ("GET", ["sites", s, "releases", r, "helm", repo, "charts"]) => HelmListCharts(site(s)?, id(r)?, name(repo)?),
+        ("DELETE", ["sites", s, "releases", r, "helm", repo, "charts", c, v]) => HelmRemoveChart(site(s)?, id(r)?, name(repo)?, c.to_string(), v.to_string()),
+        ("PUT", ["sites", s, "releases", r, "helm", repo, "charts", c, v, "provenance"]) => {
+            HelmPutProvenance(site(s)?, id(r)?, name(repo)?, c.to_string(), v.to_string())
+        }
+        ("POST", ["sites", s, "releases", r, "helm", repo, "publish"]) => HelmPublish(site(s)?, id(r)?, name(repo)?),
         ("POST", ["sites", s, "releases", r, "apk", b, repo, "packages"]) => ApkAddPackage(site(s)?, id(r)?, name(b)?, name(repo)?),
         ("GET", ["sites", s, "releases", r, "apk", b, repo, "packages"]) => ApkListPackages(site(s)?, id(r)?, name(b)?, name(repo)?),
         (_, ["sites", _, "releases", _, "apk", _, _, "packages"]) => return Err(not_allowed()),

@@ -626,6 +626,7 @@ pub fn previous_release(site_id: i64) -> Stmt {
 pub mod apk;
 pub mod deb;
 pub mod formats;
+pub mod helm;
 pub mod oci;
 
 #[cfg(test)]

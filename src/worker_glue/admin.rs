@@ -338,6 +338,9 @@ async fn dispatch(mut req: Request, env: &Env) -> ApiResult {
         | ApkPublish(..)
         | ApkUnsigned(..)
         | ApkSignature(..)) => super::apk::dispatch(&ctx, apk_route, &mut req, &query).await,
+        helm_route @ (HelmAddChart(..) | HelmListCharts(..) | HelmRemoveChart(..) | HelmPutProvenance(..) | HelmPublish(..)) => {
+            super::helm::dispatch(&ctx, helm_route, &mut req, &query).await
+        }
         deb_route => super::deb::dispatch(&ctx, deb_route, &mut req, &query).await,
     }
 }

@@ -8,10 +8,11 @@ use super::admin::{ApiResultOf, Ctx, ReleaseRow, SiteRow};
 pub(super) enum Format {
     Deb,
     Apk,
+    Helm,
 }
 
 /// Every registered format.
-pub(super) const ALL: [Format; 2] = [Format::Deb, Format::Apk];
+pub(super) const ALL: [Format; 3] = [Format::Deb, Format::Apk, Format::Helm];
 
 impl Format {
     /// Brings a draft's indexes up to date (publishing what changed), or
@@ -20,6 +21,7 @@ impl Format {
         match self {
             Format::Deb => super::deb::prepare_activation(ctx, site, rel).await,
             Format::Apk => super::apk::prepare_activation(ctx, site, rel).await,
+            Format::Helm => super::helm::prepare_activation(ctx, site, rel).await,
         }
     }
 
@@ -28,7 +30,7 @@ impl Format {
     pub(super) async fn rollback_scopes(self, ctx: &Ctx<'_>, site: &SiteRow, target: &ReleaseRow) -> ApiResultOf<Vec<String>> {
         match self {
             Format::Deb => super::deb::rollback_scopes(ctx, site, target).await,
-            Format::Apk => Ok(vec![]),
+            Format::Apk | Format::Helm => Ok(vec![]),
         }
     }
 
@@ -40,6 +42,7 @@ impl Format {
                 Some((b, r)) => super::apk::publish_repo(ctx, site, draft, b, r, false).await.map(|_| ()),
                 None => Err(crate::api::ApiError::internal(format!("not an APK scope: {scope}"))),
             },
+            Format::Helm => super::helm::publish_repo(ctx, site, draft, scope).await.map(|_| ()),
         }
     }
 }

@@ -5,6 +5,7 @@ mod db;
 mod apk;
 mod deb;
 mod formats;
+mod helm;
 mod oci;
 mod serve;
 mod streams;

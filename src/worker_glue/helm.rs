@@ -1,0 +1,191 @@
+//! Helm chart repositories in the admin API: charts added to a draft's
+//! repository (inspected once), provenance files, removal, and publishing
+//! (planned by [`crate::helm::publish::plan`]).
+
+use super::admin::{batch_err, carry_out, json_body, package_blob, paths_under, read_blob_range, refuse_republished, store_bytes, ApiResult, ApiResultOf, Ctx, PackageBlob, PathRow, ReleaseRow, SiteRow};
+use crate::api::{ApiError, Change, Route};
+use crate::auth::Scope;
+use crate::helm::{chart, publish};
+use crate::store::{self, helm as sql};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use worker::*;
+
+/// Largest provenance file taken.
+const MAX_PROVENANCE: usize = 1 << 20;
+
+pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
+    use Route::*;
+    match route {
+        HelmAddChart(s, r, repo) => add_chart(ctx, req, &s, r, &repo, query).await,
+        HelmListCharts(s, r, repo) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            let rel = ctx.release(site.id, r).await?;
+            let list: Vec<Value> = charts(ctx, &site, &rel, &repo)
+                .await?
+                .iter()
+                .map(|m| json!({"name": m.metadata.name, "version": m.metadata.version, "sha256": m.sha256, "size": m.size,
+                                "provenance": m.provenance.as_ref().map(|(sha, _)| sha)}))
+                .collect();
+            Ok((200, json!({"repository": repo, "charts": list})))
+        }
+        HelmRemoveChart(s, r, repo, name, version) => {
+            let site = ctx.site(&s, Scope::Publish).await?;
+            let rel = ctx.draft(site.id, r).await?;
+            let member = sql::member_path(&repo, &chart::filename(&name, &version));
+            if ctx.db.first::<PathRow>(store::release_path(site.id, rel.read_seq(), rel.id, &member)).await?.is_none() {
+                return Err(ApiError::not_found(format!("{name} {version} is not in {repo}")));
+            }
+            let changes = [Change { path: format!("{member}.prov"), sha256: None, content_type: None }, Change { path: member, sha256: None, content_type: None }];
+            commit(ctx, &site, &rel, &changes, vec![sql::mark_dirty(rel.id, &repo)]).await?;
+            Ok((204, Value::Null))
+        }
+        HelmPutProvenance(s, r, repo, name, version) => add_provenance(ctx, req, &s, r, &repo, &name, &version).await,
+        HelmPublish(s, r, repo) => {
+            let site = ctx.site(&s, Scope::Publish).await?;
+            let rel = ctx.draft(site.id, r).await?;
+            Ok((200, publish_repo(ctx, &site, &rel, &repo).await?))
+        }
+        _ => Err(ApiError::internal("not a Helm route")),
+    }
+}
+
+fn bad_chart(message: String) -> ApiError {
+    ApiError::new(422, "invalid_chart", format!("not a valid Helm chart: {message}"))
+}
+
+async fn commit(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, changes: &[Change], extra: Vec<store::Stmt>) -> ApiResultOf<()> {
+    ctx.db
+        .batch(store::apply_changes_with(site.id, rel.id, changes, extra))
+        .await
+        .map_err(|e| batch_err(e, &format!("release {} stopped being a draft", rel.id)))?;
+    Ok(())
+}
+
+async fn add_chart(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, repo: &str, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
+    let site = ctx.site(s, Scope::Publish).await?;
+    let rel = ctx.draft(site.id, r).await?;
+    let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
+    let PackageBlob { sha, size, index } = package_blob(ctx, req, &site, query).await?;
+    if size > chart::MAX_CHART_BYTES {
+        return Err(bad_chart(format!("{size} bytes; charts are limited to {} MiB", chart::MAX_CHART_BYTES >> 20)));
+    }
+    let tgz = read_blob_range(ctx, &sha, 0, size).await?;
+    let meta = chart::inspect(&tgz).map_err(bad_chart)?;
+    let file = chart::filename(&meta.name, &meta.version);
+    let member = sql::member_path(repo, &file);
+    let mut changes = vec![Change { path: member.clone(), sha256: Some(sha.clone()), content_type: Some(publish::CHART_TYPE.into()) }];
+    if let Some(existing) = ctx.db.first::<PathRow>(store::release_path(site.id, rel.read_seq(), rel.id, &member)).await? {
+        if existing.sha256 != sha {
+            if !replace {
+                return Err(ApiError::conflict(format!(
+                    "{} {} is already in {repo} with different content; add ?replace=true to replace it",
+                    meta.name, meta.version
+                )));
+            }
+            // A provenance file signs the old archive: it goes with it.
+            changes.push(Change { path: format!("{member}.prov"), sha256: None, content_type: None });
+        }
+    }
+    refuse_republished(ctx, site.id, &[Change { path: format!("{repo}/{file}"), sha256: Some(sha.clone()), content_type: None }]).await?;
+    let metadata = serde_json::to_string(&meta).expect("serialisable");
+    let extra = vec![sql::insert_chart(&sha, &meta.name, &meta.version, &metadata, ctx.now), sql::mark_dirty(rel.id, repo)];
+    let mut stmts = index;
+    stmts.extend(store::apply_changes_with(site.id, rel.id, &changes, extra));
+    ctx.db.batch(stmts).await.map_err(|e| batch_err(e, &format!("release {r} stopped being a draft")))?;
+    Ok((201, json!({"name": meta.name, "version": meta.version, "repository": repo, "sha256": sha, "size": size, "metadata": meta})))
+}
+
+/// A provenance file (`helm package --sign`) for a chart of the draft: a PGP
+/// clear-signed document naming the chart archive's sha256. Helm clients
+/// verify its signature with their keyring; Wharf checks it is for this archive.
+async fn add_provenance(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, repo: &str, name: &str, version: &str) -> ApiResult {
+    let site = ctx.site(s, Scope::Publish).await?;
+    let rel = ctx.draft(site.id, r).await?;
+    let file = chart::filename(name, version);
+    let member = sql::member_path(repo, &file);
+    let chart_row =
+        ctx.db.first::<PathRow>(store::release_path(site.id, rel.read_seq(), rel.id, &member)).await?.ok_or_else(|| ApiError::not_found(format!("{name} {version} is not in {repo}")))?;
+    let body = json_body(req).await?;
+    if body.len() > MAX_PROVENANCE {
+        return Err(ApiError::new(413, "too_large", format!("provenance files are limited to {MAX_PROVENANCE} bytes")));
+    }
+    let text = String::from_utf8(body).map_err(|_| ApiError::new(422, "invalid_provenance", "a provenance file is text"))?;
+    if !text.starts_with("-----BEGIN PGP SIGNED MESSAGE-----") || !text.contains("-----BEGIN PGP SIGNATURE-----") {
+        return Err(ApiError::new(422, "invalid_provenance", "a provenance file is a PGP clear-signed document (helm package --sign)"));
+    }
+    if !text.contains(&format!("{file}: sha256:{}", chart_row.sha256)) {
+        return Err(ApiError::new(422, "invalid_provenance", format!("the provenance file does not name {file} with sha256:{}", chart_row.sha256)));
+    }
+    let sha = store_bytes(ctx, site.id, text.into_bytes()).await?;
+    let changes = [Change { path: format!("{member}.prov"), sha256: Some(sha.clone()), content_type: Some(publish::PROV_TYPE.into()) }];
+    refuse_republished(ctx, site.id, &[Change { path: format!("{repo}/{file}.prov"), sha256: Some(sha.clone()), content_type: None }]).await?;
+    commit(ctx, &site, &rel, &changes, vec![sql::mark_dirty(rel.id, repo)]).await?;
+    Ok((200, json!({"name": name, "version": version, "repository": repo, "provenance": sha})))
+}
+
+#[derive(Deserialize)]
+struct Row {
+    path: String,
+    sha256: String,
+    size: f64,
+    metadata: Option<String>,
+    created_at: Option<f64>,
+}
+
+/// The charts of a repository in a release, with their provenance files.
+async fn charts(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, repo: &str) -> ApiResultOf<Vec<publish::Member>> {
+    let prefix = sql::member_prefix(repo);
+    let mut rows: Vec<Row> = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page: Vec<Row> = ctx.db.all(sql::members(site.id, rel.read_seq(), rel.id, &prefix, &after, 1000)).await?;
+        let n = page.len();
+        if let Some(last) = page.iter().map(|m| &m.path).max() {
+            after = last.clone();
+        }
+        rows.extend(page);
+        if n < 1000 {
+            break;
+        }
+    }
+    let provenance: BTreeMap<String, (String, u64)> =
+        rows.iter().filter_map(|r| Some((r.path.strip_suffix(".prov")?.to_string(), (r.sha256.clone(), r.size as u64)))).collect();
+    let mut out = Vec::new();
+    for r in rows.iter().filter(|r| r.path.ends_with(".tgz")) {
+        let metadata: chart::Metadata = serde_json::from_str(r.metadata.as_deref().unwrap_or("")).map_err(|e| ApiError::internal(format!("chart {}: {e}", r.path)))?;
+        out.push(publish::Member {
+            sha256: r.sha256.clone(),
+            size: r.size as u64,
+            metadata,
+            created_ms: r.created_at.unwrap_or(0.0) as i64,
+            provenance: provenance.get(&r.path).cloned(),
+        });
+    }
+    out.sort_by(|a, b| (&a.metadata.name, &a.metadata.version).cmp(&(&b.metadata.name, &b.metadata.version)));
+    Ok(out)
+}
+
+/// Publishes a chart repository of a draft: index.yaml, the archives and
+/// provenance files, and the OCI artifacts, in one batch.
+pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, repo: &str) -> ApiResultOf<Value> {
+    let members = charts(ctx, site, rel, repo).await?;
+    let existing: BTreeMap<String, String> = paths_under(ctx, site, rel, &format!("{repo}/")).await?.into_iter().map(|(p, row)| (p, row.sha256)).collect();
+    let plan = publish::plan(&publish::Input { repository: repo, members: &members, existing: &existing, now_ms: ctx.now });
+    let changes = carry_out(ctx, site, plan).await?;
+    commit(ctx, site, rel, &changes, vec![sql::clear_dirty(rel.id, repo)]).await?;
+    Ok(json!({"repository": repo, "charts": members.len(), "index": format!("{repo}/index.yaml")}))
+}
+
+/// Before activation: every repository whose charts changed is published.
+pub(super) async fn prepare_activation(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow) -> ApiResultOf<()> {
+    #[derive(Deserialize)]
+    struct Dirty {
+        repository: String,
+    }
+    for d in ctx.db.all::<Dirty>(sql::dirty(rel.id)).await? {
+        publish_repo(ctx, site, rel, &d.repository).await?;
+    }
+    Ok(())
+}

@@ -187,6 +187,23 @@ def test_the_apk_recipes_run_as_written(recipes, tmp_path):
     assert sorted(r["P"] for r in records) == ["hello", "signed", "tool"]
 
 
+def test_the_helm_recipe_runs_as_written(recipes, tmp_path):
+    import yaml
+    from test_helm import chart
+
+    w, admin, host = recipes, recipes.admin, "charts.recipes.test"
+    admin.site("charts", host)
+    token = admin.make_token("publish", "charts").token
+    env = {"API": f"http://localhost:{w.port}/api/v1", "AUTH": f"Authorization: Bearer {token}"}
+    (tmp_path / "dist").mkdir()
+    for name, version in (("web", "1.10.0"), ("api", "0.1.0")):
+        (tmp_path / "dist" / f"{name}-{version}.tgz").write_bytes(chart(name, version))
+    run_block(block_after("## Helm chart repositories", "### Publishing (from CI)"), tmp_path, env)
+    index = yaml.safe_load(w.get(host, "/stable/index.yaml").text)
+    assert {n: [v["version"] for v in vs] for n, vs in index["entries"].items()} == {"api": ["0.1.0"], "web": ["1.10.0"]}
+    assert w.get(host, "/stable/web-1.10.0.tgz").content == (tmp_path / "dist/web-1.10.0.tgz").read_bytes()
+
+
 def test_make_dev_serves_the_quickstart_over_http_and_registries_over_https(tmp_path, hosts):
     """scripts/dev (what `make dev` runs) with its state and .dev.vars moved
     aside: the README's block works on its plain-HTTP port, skopeo pushes and

@@ -2,7 +2,7 @@
 //! prepares each one's draft, rollback asks each what re-activating a release
 //! needs. The core names no format; a new format is one entry here.
 
-use super::admin::{ApiResultOf, Ctx, ReleaseRow, SiteRow};
+use super::service::{ApiResultOf, Ctx, ReleaseRow, SiteRow};
 
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Format {

@@ -2,7 +2,7 @@
 //! repository (inspected once), provenance files, removal, and publishing
 //! (planned by [`crate::helm::publish::plan`]).
 
-use super::admin::{batch_err, carry_out, json_body, package_blob, paths_under, read_blob_range, refuse_republished, store_bytes, ApiResult, ApiResultOf, Ctx, PackageBlob, PathRow, ReleaseRow, SiteRow};
+use super::service::{batch_err, carry_out, json_body, package_blob, paths_under, read_blob_range, refuse_republished, store_bytes, ApiResult, ApiResultOf, Ctx, PackageBlob, PathRow, ReleaseRow, SiteRow};
 use crate::api::{ApiError, Change, Route};
 use crate::auth::Scope;
 use crate::helm::{chart, publish};

@@ -8,6 +8,7 @@ mod formats;
 mod helm;
 mod oci;
 mod serve;
+mod service;
 mod streams;
 
 use crate::{api::ApiError, hostname};

@@ -2,7 +2,7 @@
 //! release, push into new releases (compare-and-swap, retried), blobs kept in
 //! R2 under their digest like every other file.
 
-use super::admin::{principal_for_token, ReleaseRow};
+use super::service::{principal_for_token, ReleaseRow};
 use super::db::{BatchError, Db};
 use super::{json_response, now_ms, BUCKET_BINDING, DB_BINDING};
 use crate::api::Change;
@@ -467,7 +467,7 @@ fn content_length_of(h: &Headers) -> Option<u64> {
 }
 
 fn max_blob(ctx: &Ctx<'_>) -> u64 {
-    ctx.env.var("MAX_BLOB_BYTES").ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(super::admin::DEFAULT_MAX_BLOB_BYTES)
+    ctx.env.var("MAX_BLOB_BYTES").ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(super::service::DEFAULT_MAX_BLOB_BYTES)
 }
 
 /// Streams the request body into R2 under `key`; with `sha`, R2 checks the digest.

@@ -4,7 +4,7 @@ use super::db::Db;
 use super::{error_response, DB_BINDING, BUCKET_BINDING};
 use crate::api::ApiError;
 use crate::http::{self, Conditions, Entry, Outcome};
-use crate::schema::{self, SchemaState};
+use crate::schema::{self, schema_error, SchemaState};
 use crate::{path, store};
 use serde::Deserialize;
 use worker::*;
@@ -22,21 +22,6 @@ fn not_found() -> Result<Response> {
     error_response(&ApiError::not_found("not found"))
 }
 
-/// 503 when the database schema does not match this worker.
-pub fn schema_error(state: &SchemaState) -> ApiError {
-    let have = match state {
-        SchemaState::Outdated { database: Some(v) } | SchemaState::Newer { database: v } => v.to_string(),
-        _ => "none".into(),
-    };
-    ApiError::new(
-        503,
-        "schema_outdated",
-        format!(
-            "the database schema is version {have} but this worker needs version {}: apply schema.sql (wrangler d1 execute … --file schema.sql)",
-            schema::SCHEMA_VERSION
-        ),
-    )
-}
 
 pub async fn handle(req: Request, env: &Env, worker_ctx: &Context, host: &str) -> Result<Response> {
     if let Ok(url) = req.url() {

@@ -1,7 +1,7 @@
 //! The admin API's shape: routes, errors and request bodies, free of any runtime.
 
 use crate::path;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 /// An API error: `{"error":{"code","message"}}` with an HTTP status.
@@ -283,8 +283,8 @@ pub fn check_release_path(p: &str) -> Result<(), ApiError> {
             ApiError::bad_request(m)
         }
     })?;
-    if p.starts_with(crate::store::INTERNAL_PREFIX) {
-        return Err(ApiError::bad_request(format!("paths under {} are reserved for Wharf", crate::store::INTERNAL_PREFIX)));
+    if p.starts_with(crate::path::INTERNAL_PREFIX) {
+        return Err(ApiError::bad_request(format!("paths under {} are reserved for Wharf", crate::path::INTERNAL_PREFIX)));
     }
     Ok(())
 }
@@ -371,14 +371,7 @@ pub struct ChangesBody {
 /// Most changes one request may carry (each is one statement in one D1 batch).
 pub const MAX_CHANGES: usize = 1000;
 
-/// A validated change to a draft.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Change {
-    pub path: String,
-    /// None deletes the path.
-    pub sha256: Option<String>,
-    pub content_type: Option<String>,
-}
+pub use crate::release::Change;
 
 impl ChangesBody {
     /// Validates every change; a path may appear only once.
@@ -458,6 +451,22 @@ pub fn parse_json_or_default<T: for<'de> Deserialize<'de> + Default>(body: &[u8]
     } else {
         parse_json(body)
     }
+}
+
+/// 503 when the database schema does not match this worker.
+pub fn schema_error(state: &crate::schema::SchemaState) -> ApiError {
+    let have = match state {
+        crate::schema::SchemaState::Outdated { database: Some(v) } | crate::schema::SchemaState::Newer { database: v } => v.to_string(),
+        _ => "none".into(),
+    };
+    ApiError::new(
+        503,
+        "schema_outdated",
+        format!(
+            "the database schema is version {have} but this worker needs version {}: apply schema.sql (wrangler d1 execute … --file schema.sql)",
+            crate::schema::SCHEMA_VERSION
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -5,16 +5,13 @@
 //! the glue binds it to D1, R2 and the fetch handler on wasm32.
 
 pub mod api;
-pub mod apk;
 pub mod auth;
-pub mod deb;
 pub mod formats;
-pub mod helm;
 pub mod hostname;
-pub mod mirror;
 pub mod http;
 pub mod oci;
 pub mod path;
+pub mod release;
 pub mod tarcheck;
 pub mod schema;
 pub mod store;

@@ -4,6 +4,10 @@
 //! to blobs. Requests arrive percent-encoded; they are decoded once, and
 //! anything that could escape or alias a path is refused rather than cleaned.
 
+/// Release paths under this prefix are Wharf's own records (package
+/// membership, the registry's tags and blobs): never served as files.
+pub const INTERNAL_PREFIX: &str = "_wharf/";
+
 /// Longest path accepted, in bytes after decoding.
 pub const MAX_PATH: usize = 1024;
 /// Longest single segment, in bytes.

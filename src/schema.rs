@@ -20,21 +20,6 @@ pub fn check(recorded: Option<&str>) -> SchemaState {
     }
 }
 
-/// 503 when the database schema does not match this worker.
-pub fn schema_error(state: &SchemaState) -> crate::api::ApiError {
-    let have = match state {
-        SchemaState::Outdated { database: Some(v) } | SchemaState::Newer { database: v } => v.to_string(),
-        _ => "none".into(),
-    };
-    crate::api::ApiError::new(
-        503,
-        "schema_outdated",
-        format!(
-            "the database schema is version {have} but this worker needs version {}: apply schema.sql (wrangler d1 execute … --file schema.sql)",
-            SCHEMA_VERSION
-        ),
-    )
-}
 
 #[cfg(test)]
 mod tests {

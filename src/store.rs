@@ -14,10 +14,7 @@ pub const OPEN: i64 = 9_007_199_254_740_991;
 /// The error text D1/SQLite returns when a batch guard fails.
 pub const GUARD_FAILED: &str = "wharf_guard_failed";
 
-/// Release paths under this prefix hold indexers' own bookkeeping (for
-/// example which dist a Debian package belongs to). They ride along in the
-/// copy-on-write release map but are never served and never set by hand.
-pub const INTERNAL_PREFIX: &str = "_wharf/";
+pub use crate::path::INTERNAL_PREFIX;
 
 /// R2 key of a blob.
 pub fn blob_key(sha256: &str) -> String {
@@ -348,12 +345,12 @@ fn draft_guard(site_id: i64, release_id: i64) -> Stmt {
 /// Records changes in a draft, all or nothing. A put names a stored blob; its
 /// size comes from the blobs table. (Callers check the blobs exist first; blobs
 /// are never deleted while referenced, so the join below cannot drop a put.)
-pub fn apply_changes(site_id: i64, release_id: i64, changes: &[crate::api::Change]) -> Vec<Stmt> {
+pub fn apply_changes(site_id: i64, release_id: i64, changes: &[crate::release::Change]) -> Vec<Stmt> {
     apply_changes_with(site_id, release_id, changes, vec![])
 }
 
 /// [`apply_changes`] plus more statements in the same transaction.
-pub fn apply_changes_with(site_id: i64, release_id: i64, changes: &[crate::api::Change], extra: Vec<Stmt>) -> Vec<Stmt> {
+pub fn apply_changes_with(site_id: i64, release_id: i64, changes: &[crate::release::Change], extra: Vec<Stmt>) -> Vec<Stmt> {
     let mut out = vec![draft_guard(site_id, release_id)];
     for c in changes {
         out.push(match &c.sha256 {

@@ -1,7 +1,7 @@
 //! An .apk as the worker reads it: gzip streams, tar entries, .PKGINFO, the data stream.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use wharf::apk::package;
+use wharf::formats::apk::package;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(layout) = package::read_head(data, data.len() as u64) {

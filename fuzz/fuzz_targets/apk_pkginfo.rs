@@ -1,7 +1,7 @@
 //! .PKGINFO text and apk's name/version grammar.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use wharf::apk::package;
+use wharf::formats::apk::package;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

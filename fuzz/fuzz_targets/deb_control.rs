@@ -1,7 +1,7 @@
 //! A control file (and the name/version/architecture checks on it).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use wharf::deb::{control, package};
+use wharf::formats::deb::{control, package};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -1,7 +1,7 @@
 //! A .deb as the worker reads it: the head, the control member, the data member.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use wharf::deb::package;
+use wharf::formats::deb::package;
 
 fuzz_target!(|data: &[u8]| {
     let _ = package::inspect(data);

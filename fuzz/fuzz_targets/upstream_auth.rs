@@ -1,7 +1,7 @@
 //! What an upstream registry sends: WWW-Authenticate challenges and token bodies.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use wharf::mirror;
+use wharf::oci::mirror;
 
 fuzz_target!(|data: &[u8]| {
     let _ = mirror::parse_token(data);

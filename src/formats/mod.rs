@@ -1,9 +1,14 @@
-//! What every package format shares: a publication planned as data (bytes
+//! The package formats (`deb`, `apk`, `helm`), each pure: inspection of an
+//! upload, the publication plan, signatures. What every format shares: a publication planned as data (bytes
 //! to store, then the path changes of one draft that reference them), which
 //! the glue carries out — store the blobs, commit the changes in one batch —
 //! and which native tests check without any runtime.
 
-use crate::api::Change;
+pub mod apk;
+pub mod deb;
+pub mod helm;
+
+use crate::release::Change;
 use crate::auth::sha256_hex;
 
 /// Bytes a publication writes, stored under their sha256 before the changes

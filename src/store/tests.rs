@@ -2,7 +2,7 @@
 //! each batch in one transaction, as D1 does.
 
 use super::*;
-use crate::api::Change;
+use crate::release::Change;
 use rusqlite::{params_from_iter, types::Value, Connection};
 
 struct Db(Connection);
@@ -557,7 +557,6 @@ fn schema_6_moves_each_formats_bookkeeping_into_the_format_tables() {
         "Text(\"deb\")|Text(\"abcd\")|Text(\"FPR\")",
     ]);
     // Read back through the formats' own queries, as the worker reads them.
-    drop(rows);
     let db = Db(c);
     let q = |s: Stmt| -> Vec<String> {
         db.rows(s)

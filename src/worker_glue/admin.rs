@@ -5,7 +5,8 @@ use super::service::*;
 use super::{error_response, json_response, now_ms, BUCKET_BINDING, DB_BINDING};
 use crate::api::{self, ApiError, Base, Route};
 use crate::auth::{self, Scope};
-use crate::schema::{self, schema_error, SchemaState};
+use crate::api::schema_error;
+use crate::schema::{self, SchemaState};
 use crate::{hostname, store};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -212,12 +213,12 @@ async fn dispatch(mut req: Request, env: &Env) -> ApiResult {
         OciListCache(s) => {
             let site = ctx.site(&s, Scope::Read).await?;
             let (after, limit) = api::page(query("after").as_deref(), query("limit").as_deref(), 1000)?;
-            let cursor = crate::mirror::parse_cursor(&after).map_err(ApiError::bad_request)?;
+            let cursor = crate::oci::mirror::parse_cursor(&after).map_err(ApiError::bad_request)?;
             let (upstream, repository) = (query("upstream"), query("repository"));
             let rows: Vec<CacheRow> =
                 ctx.db.all(store::oci::cache_page(site.id, upstream.as_deref(), repository.as_deref(), &cursor, limit)).await?;
             let next = (rows.len() as u32 == limit)
-                .then(|| rows.last().map(|r| crate::mirror::cursor(&r.upstream, &r.repository, &r.kind, &r.reference)))
+                .then(|| rows.last().map(|r| crate::oci::mirror::cursor(&r.upstream, &r.repository, &r.kind, &r.reference)))
                 .flatten();
             Ok((200, json!({"entries": rows, "next_after": next})))
         }

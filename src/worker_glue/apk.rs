@@ -3,7 +3,7 @@
 
 use super::service::{batch_err, carry_out, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
-use crate::apk::{index, package, repo};
+use crate::formats::apk::{index, package, repo};
 use crate::auth::Scope;
 use crate::store::{self, apk as sql};
 use base64::Engine;
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use worker::*;
 
-use crate::apk::publish::{self, APK_TYPE, INDEX};
+use crate::formats::apk::publish::{self, APK_TYPE, INDEX};
 
 pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
     use Route::*;

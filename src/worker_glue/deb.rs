@@ -4,7 +4,7 @@
 use super::service::{batch_err, carry_out, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
-use crate::deb::{package, repo, sign};
+use crate::formats::deb::{package, repo, sign};
 use crate::store::{self, deb as sql};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use worker::*;
 
 const DEB_TYPE: &str = "application/vnd.debian.binary-package";
-use crate::deb::publish;
+use crate::formats::deb::publish;
 
 pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
     use Route::*;

@@ -1,11 +1,11 @@
 //! Helm chart repositories in the admin API: charts added to a draft's
 //! repository (inspected once), provenance files, removal, and publishing
-//! (planned by [`crate::helm::publish::plan`]).
+//! (planned by [`crate::formats::helm::publish::plan`]).
 
 use super::service::{batch_err, carry_out, json_body, package_blob, paths_under, read_blob_range, refuse_republished, store_bytes, ApiResult, ApiResultOf, Ctx, PackageBlob, PathRow, ReleaseRow, SiteRow};
 use crate::api::{ApiError, Change, Route};
 use crate::auth::Scope;
-use crate::helm::{chart, publish};
+use crate::formats::helm::{chart, publish};
 use crate::store::{self, helm as sql};
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -3,7 +3,7 @@
 //! checked against its digest, kept in R2 and recorded in the site's cache.
 
 use super::{internal, send, send_manifest, Ctx, R};
-use crate::mirror::{self as m, Challenge, Upstream};
+use crate::oci::mirror::{self as m, Challenge, Upstream};
 use crate::oci::{self, OciError, Reference};
 use crate::store::{self, oci as sql};
 use serde::Deserialize;

@@ -2,6 +2,11 @@
 //! names hold `/`, so routes are parsed from the right), names, references,
 //! error bodies and manifest inspection. Pure; the glue binds it to D1 and R2.
 
+pub mod mirror;
+pub mod name;
+
+pub use name::valid_name;
+
 use serde_json::{json, Value};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -59,7 +64,7 @@ pub struct OciConfig {
     pub allow_delete: bool,
     /// Upstream registries the site mirrors (pull-through cache).
     #[serde(default)]
-    pub upstreams: Vec<crate::mirror::Upstream>,
+    pub upstreams: Vec<mirror::Upstream>,
     /// How long a mirrored tag is served before the upstream is asked again.
     #[serde(default = "tag_ttl")]
     pub tag_ttl_seconds: u64,
@@ -92,7 +97,7 @@ impl Default for OciConfig {
 
 impl OciConfig {
     pub fn validate(&self) -> Result<(), String> {
-        crate::mirror::validate(&self.upstreams)
+        mirror::validate(&self.upstreams)
     }
 }
 
@@ -123,39 +128,6 @@ pub fn digest_hex(d: &str) -> Result<&str, OciError> {
         Some((alg, _)) if !alg.is_empty() => Err(OciError::new(400, "DIGEST_INVALID", format!("digest algorithm {alg:?} is not supported (sha256 is)"))),
         _ => Err(OciError::new(400, "DIGEST_INVALID", format!("invalid digest {d:?}"))),
     }
-}
-
-/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`, at most 255 characters.
-pub fn valid_name(name: &str) -> bool {
-    name.len() <= 255 && !name.is_empty() && name.split('/').all(valid_component)
-}
-
-fn valid_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        // a separator: ".", "_", "__" or one or more "-"
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
-            return false;
-        }
-    }
-    true
-}
-
-fn alnum(c: u8) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit()
 }
 
 /// `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`

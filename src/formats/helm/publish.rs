@@ -165,7 +165,7 @@ pub fn plan(input: &Input<'_>) -> Publication {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::helm::chart::{inspect, tests::chart};
+    use crate::formats::helm::chart::{inspect, tests::chart};
 
     fn member(name: &str, version: &str, created_ms: i64) -> Member {
         let tgz = chart(name, version);

@@ -127,7 +127,7 @@ mod tests {
     use flate2::read::MultiGzDecoder;
     use std::io::Read;
 
-    const KEY: &str = include_str!("../../tests/fixtures/apk-test-key.pem");
+    const KEY: &str = include_str!("../../../tests/fixtures/apk-test-key.pem");
 
     fn member(name: &str, version: &str, arch: &str) -> Member {
         let sha = crate::auth::sha256_hex(format!("{name}-{version}-{arch}").as_bytes());

@@ -192,7 +192,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, sign::SignError> {
 mod tests {
     use super::*;
 
-    const KEY: &str = include_str!("../../tests/fixtures/deb-test-key.asc");
+    const KEY: &str = include_str!("../../../tests/fixtures/deb-test-key.asc");
     /// 2026-01-02 03:04:05 UTC.
     const NOW: u64 = 1_767_323_045;
 

@@ -55,7 +55,7 @@ pub fn validate(upstreams: &[Upstream]) -> Result<(), String> {
         match &u.prefix {
             None => defaults += 1,
             Some(p) => {
-                if !crate::oci::valid_name(p) || p.contains('/') {
+                if !super::name::valid_name(p) || p.contains('/') {
                     return Err(format!("upstream prefix {p:?} must be one repository name component (e.g. ghcr.io)"));
                 }
                 if !prefixes.insert(p.clone()) {

@@ -37,8 +37,16 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "internal", message)
     }
+    /// The admin API's form: `{"error":{"code","message"}}`.
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {"code": self.code, "message": self.message}})
+    }
+    /// The registry's form (distribution spec): `{"errors":[{"code","message","detail"}]}`.
+    /// A code outside the spec's upper-case vocabulary (a database failure,
+    /// say) is `UNKNOWN` there.
+    pub fn oci_body(&self) -> serde_json::Value {
+        let code = if self.code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') { self.code } else { "UNKNOWN" };
+        json!({"errors": [{"code": code, "message": self.message, "detail": null}]})
     }
 }
 

@@ -7,6 +7,7 @@ pub mod name;
 
 pub use name::valid_name;
 
+use crate::api::ApiError;
 use serde_json::{json, Value};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -17,38 +18,30 @@ pub const MANIFEST_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST,
 /// Largest manifest accepted (the spec suggests registries accept at least 4 MiB).
 pub const MAX_MANIFEST: usize = 4 << 20;
 
-/// A registry error: the spec's code, a message and the HTTP status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OciError {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-}
+/// A registry error is the one error type of Wharf ([`ApiError`]): the
+/// registry answers it in the distribution spec's form ([`ApiError::oci_body`]).
+pub type OciError = ApiError;
 
-impl OciError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> OciError {
-        OciError { status, code, message: message.into() }
+/// The distribution spec's errors.
+impl ApiError {
+    pub fn name_unknown(name: &str) -> ApiError {
+        ApiError::new(404, "NAME_UNKNOWN", format!("repository {name} is not known to this registry"))
     }
-    pub fn body(&self) -> Value {
-        json!({"errors": [{"code": self.code, "message": self.message, "detail": null}]})
+    pub fn manifest_unknown(r: &str) -> ApiError {
+        ApiError::new(404, "MANIFEST_UNKNOWN", format!("manifest {r} is not known"))
     }
-    pub fn name_unknown(name: &str) -> OciError {
-        OciError::new(404, "NAME_UNKNOWN", format!("repository {name} is not known to this registry"))
+    pub fn blob_unknown(d: &str) -> ApiError {
+        ApiError::new(404, "BLOB_UNKNOWN", format!("blob {d} is not known"))
     }
-    pub fn manifest_unknown(r: &str) -> OciError {
-        OciError::new(404, "MANIFEST_UNKNOWN", format!("manifest {r} is not known"))
+    /// 401 as a registry says it (clients then ask for a token).
+    pub fn registry_unauthorized() -> ApiError {
+        ApiError::new(401, "UNAUTHORIZED", "authentication required")
     }
-    pub fn blob_unknown(d: &str) -> OciError {
-        OciError::new(404, "BLOB_UNKNOWN", format!("blob {d} is not known"))
+    pub fn denied(m: impl Into<String>) -> ApiError {
+        ApiError::new(403, "DENIED", m)
     }
-    pub fn unauthorized() -> OciError {
-        OciError::new(401, "UNAUTHORIZED", "authentication required")
-    }
-    pub fn denied(m: impl Into<String>) -> OciError {
-        OciError::new(403, "DENIED", m)
-    }
-    pub fn unsupported(m: impl Into<String>) -> OciError {
-        OciError::new(405, "UNSUPPORTED", m)
+    pub fn unsupported(m: impl Into<String>) -> ApiError {
+        ApiError::new(405, "UNSUPPORTED", m)
     }
 }
 

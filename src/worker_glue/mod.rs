@@ -1,6 +1,7 @@
 //! The thin layer between the pure modules and the Workers runtime (wasm32 only).
 
 mod admin;
+mod blobs;
 mod db;
 mod apk;
 mod deb;
@@ -41,14 +42,7 @@ pub(crate) async fn store_owned_bytes(env: &Env, db: &db::Db, site_id: i64, data
     use crate::store;
     let len = data.len() as i64;
     if db.first::<serde_json::Value>(store::blob(sha)).await.map_err(|e| e.message)?.is_none() {
-        let digest = hex::decode(sha).map_err(|e| e.to_string())?;
-        env.bucket(BUCKET_BINDING)
-            .map_err(|e| e.to_string())?
-            .put(store::blob_key(sha), Data::Bytes(data))
-            .sha256(digest)
-            .execute()
-            .await
-            .map_err(|e| e.to_string())?;
+        blobs::put_blob(env, sha, Data::Bytes(data)).await.map_err(|e| e.to_string())?;
         db.batch(store::insert_owned_blob(site_id, sha, len, now)).await.map_err(|e| match e {
             db::BatchError::Precondition => "a precondition failed".to_string(),
             db::BatchError::Failed(e) => e.message,

@@ -24,7 +24,7 @@ fn internal(e: impl std::fmt::Display) -> OciError {
 }
 
 fn respond(e: &OciError) -> Result<Response> {
-    let mut r = json_response(e.status, &e.body())?;
+    let mut r = json_response(e.status, &e.oci_body())?;
     if e.status == 401 {
         r.headers_mut().set("www-authenticate", "Basic realm=\"wharf\"")?;
     }
@@ -163,19 +163,19 @@ enum Caller {
 async fn caller(ctx: &Ctx<'_>, req: &Request) -> R<Caller> {
     let Some(header) = req.headers().get("authorization").ok().flatten() else { return Ok(Caller::Anonymous) };
     let token = if let Some(b) = header.strip_prefix("Basic ") {
-        basic_password(b).ok_or_else(OciError::unauthorized)?
+        basic_password(b).ok_or_else(OciError::registry_unauthorized)?
     } else if let Some(t) = header.strip_prefix("Bearer ") {
         let t = t.trim();
         if let Some(g) = oci::verify_token(&token_key(ctx.env), t, ctx.now) {
             // Another site's token (or a deleted site's whose id came back) is no token here.
             let (id, created) = ctx.site_key();
-            return if g.is_for(id, created) { Ok(Caller::Grant(g)) } else { Err(OciError::unauthorized()) };
+            return if g.is_for(id, created) { Ok(Caller::Grant(g)) } else { Err(OciError::registry_unauthorized()) };
         }
         t.to_string()
     } else {
-        return Err(OciError::unauthorized());
+        return Err(OciError::registry_unauthorized());
     };
-    let who = principal_for_token(&token, ctx.env, &ctx.db, ctx.now).await.map_err(|_| OciError::unauthorized())?;
+    let who = principal_for_token(&token, ctx.env, &ctx.db, ctx.now).await.map_err(|_| OciError::registry_unauthorized())?;
     Ok(Caller::Token(who))
 }
 
@@ -212,8 +212,8 @@ fn realm(req: &Request, ctx: &Ctx<'_>) -> (String, String) {
 }
 
 fn challenge(req: &Request, ctx: &Ctx<'_>, scope: Option<String>) -> R<Response> {
-    let e = OciError::unauthorized();
-    let mut r = json_response(e.status, &e.body()).map_err(internal)?;
+    let e = OciError::registry_unauthorized();
+    let mut r = json_response(e.status, &e.oci_body()).map_err(internal)?;
     let (realm, service) = realm(req, ctx);
     r.headers_mut().set("www-authenticate", &oci::challenge(&realm, &service, scope.as_deref())).map_err(internal)?;
     r.headers_mut().set("docker-distribution-api-version", "registry/2.0").map_err(internal)?;
@@ -309,7 +309,7 @@ async fn find(ctx: &Ctx<'_>, path: &str) -> R<Option<(String, u64, String)>> {
             return Ok(found.clone());
         }
     }
-    let f: Option<Found> = ctx.db.first(store::lookup(&ctx.host, path)).await.map_err(|e| internal(e.message))?;
+    let f: Option<Found> = ctx.db.first(store::lookup(&ctx.host, path)).await?;
     Ok(f.and_then(|f| match (f.sha256, f.size, f.content_type) {
         (Some(s), Some(n), Some(t)) => Some((s, n as u64, t)),
         _ => None,
@@ -411,7 +411,7 @@ async fn commit(ctx: &Ctx<'_>, changes: &[Change], note: &str) -> R<()> {
             .db
             .first(store::create_release_from_active(ctx.site.id, Some(note), ctx.now))
             .await
-            .map_err(|e| internal(e.message))?
+            ?
             .ok_or_else(|| internal("no draft was created"))?;
         match ctx.db.batch(store::apply_changes(ctx.site.id, draft.id, changes)).await {
             Ok(_) => match ctx.db.batch(store::activate_rebased(ctx.site.id, draft.id, now_ms())).await {
@@ -455,11 +455,20 @@ async fn held_size(ctx: &Ctx<'_>, hex: &str) -> R<Option<u64>> {
     struct B {
         size: f64,
     }
-    Ok(ctx.db.first::<B>(store::site_blob(ctx.site.id, hex)).await.map_err(|e| internal(e.message))?.map(|b| b.size as u64))
+    Ok(ctx.db.first::<B>(store::site_blob(ctx.site.id, hex)).await?.map(|b| b.size as u64))
 }
 
 fn content_length(req: &Request) -> Option<u64> {
     content_length_of(req.headers())
+}
+
+/// A digest-checked put that failed: the client's content (400 DIGEST_INVALID)
+/// or the store (500), told apart in one place ([`super::blobs`]).
+fn digest_error(e: super::blobs::PutError, digest: &str) -> OciError {
+    match e {
+        super::blobs::PutError::Mismatch(m) => OciError::new(400, "DIGEST_INVALID", format!("the uploaded content does not match {digest}: {m}")),
+        super::blobs::PutError::Failed(m) => internal(m),
+    }
 }
 
 fn content_length_of(h: &Headers) -> Option<u64> {
@@ -487,14 +496,13 @@ async fn put_body(ctx: &Ctx<'_>, req: &mut Request, key: &str, sha: Option<&str>
         Some(s) if len > 0 => Data::ReadableStream(s),
         _ => Data::Empty,
     };
-    let mut put = bucket.put(key, data);
-    if let Some(sha) = sha {
-        put = put.sha256(hex::decode(sha).map_err(internal)?);
-    }
-    match put.execute().await {
+    let Some(sha) = sha else {
+        bucket.put(key, data).execute().await.map_err(internal)?;
+        return Ok(len);
+    };
+    match super::blobs::put_checked(&bucket, key, sha, data).await {
         Ok(_) => Ok(len),
-        Err(e) if sha.is_some() => Err(OciError::new(400, "DIGEST_INVALID", format!("the content does not match the digest: {e}"))),
-        Err(e) => Err(internal(e)),
+        Err(e) => Err(digest_error(e, &format!("sha256:{sha}"))),
     }
 }
 
@@ -549,7 +557,7 @@ async fn staged_size(ctx: &Ctx<'_>, name: &str, hex: &str) -> R<Option<u64>> {
     struct S {
         size: f64,
     }
-    Ok(ctx.db.first::<S>(sql::staged_blob(ctx.site.id, name, hex)).await.map_err(|e| internal(e.message))?.map(|s| s.size as u64))
+    Ok(ctx.db.first::<S>(sql::staged_blob(ctx.site.id, name, hex)).await?.map(|s| s.size as u64))
 }
 
 /// The size of a blob the repository owns: in its release, or staged.
@@ -580,7 +588,7 @@ async fn start_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, query: &dyn 
     }
     sweep_abandoned(ctx).await;
     let id = hex::encode(rand::random::<[u8; 16]>());
-    ctx.db.run(sql::create_upload(&id, ctx.site.id, name, ctx.now)).await.map_err(|e| internal(e.message))?;
+    ctx.db.run(sql::create_upload(&id, ctx.site.id, name, ctx.now)).await?;
     let h = headers();
     h.set("location", &format!("/v2/{name}/blobs/uploads/{id}")).map_err(internal)?;
     h.set("docker-upload-uuid", &id).map_err(internal)?;
@@ -610,7 +618,7 @@ async fn upload_row(ctx: &Ctx<'_>, name: &str, id: &str) -> R<Upload> {
     ctx.db
         .first::<Upload>(sql::upload(id, ctx.site.id, name))
         .await
-        .map_err(|e| internal(e.message))?
+        ?
         .ok_or_else(|| OciError::new(404, "BLOB_UPLOAD_UNKNOWN", "no such upload"))
 }
 
@@ -637,7 +645,7 @@ async fn add_chunk(ctx: &Ctx<'_>, req: &mut Request, up: &Upload) -> R<u64> {
         .db
         .run(sql::grow_upload(&up.id, size as i64, (size + len) as i64, &serde_json::to_string(&offsets).map_err(internal)?))
         .await
-        .map_err(|e| internal(e.message))?;
+        ?;
     if changed == 0 {
         return Err(OciError::new(416, "BLOB_UPLOAD_INVALID", "another chunk of this upload arrived meanwhile"));
     }
@@ -655,7 +663,7 @@ async fn patch_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, id: &str) ->
             h.set("location", &format!("/v2/{name}/blobs/uploads/{id}")).map_err(internal)?;
             h.set("range", &format!("0-{}", (up.size as u64).saturating_sub(1))).map_err(internal)?;
             let e = OciError::new(416, "BLOB_UPLOAD_INVALID", format!("chunk {range} does not start at byte {}", up.size as u64));
-            let mut r = json_response(416, &e.body()).map_err(internal)?;
+            let mut r = json_response(416, &e.oci_body()).map_err(internal)?;
             for (k, v) in h.entries() {
                 r.headers_mut().set(&k, &v).map_err(internal)?;
             }
@@ -694,16 +702,13 @@ async fn finish_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, id: &str, q
         // Concatenate the chunks in R2; R2 checks the digest as it stores it.
         let total = up.size as u64;
         let keys: Vec<String> = up.offsets()?.into_iter().map(|o| chunk_key(&up.id, o)).collect();
-        let digest = hex::decode(&hex).map_err(internal)?;
-        if let Err(e) = super::streams::concatenate(&bucket, &keys, total, &store::blob_key(&hex), digest).await {
-            return Err(OciError::new(400, "DIGEST_INVALID", format!("the uploaded content does not match {d}: {e}")));
-        }
+        super::streams::concatenate(&bucket, &keys, total, &store::blob_key(&hex), &hex).await.map_err(|e| digest_error(e, &d))?;
         total
     };
     for o in up.offsets()? {
         let _ = bucket.delete(chunk_key(&up.id, o)).await;
     }
-    ctx.db.run(sql::delete_upload(&up.id)).await.map_err(|e| internal(e.message))?;
+    ctx.db.run(sql::delete_upload(&up.id)).await?;
     adopt(ctx, name, &hex, size).await
 }
 
@@ -787,7 +792,7 @@ async fn cancel_upload(ctx: &Ctx<'_>, name: &str, id: &str) -> R<Response> {
     for o in up.offsets()? {
         let _ = bucket.delete(chunk_key(&up.id, o)).await;
     }
-    ctx.db.run(sql::delete_upload(&up.id)).await.map_err(|e| internal(e.message))?;
+    ctx.db.run(sql::delete_upload(&up.id)).await?;
     empty(204, headers()).map_err(internal)
 }
 
@@ -803,7 +808,7 @@ async fn list_under(ctx: &Ctx<'_>, prefix: &str) -> R<Vec<(String, String)>> {
             path: String,
             sha256: String,
         }
-        let page: Vec<P> = ctx.db.all(store::list_prefix(ctx.site.id, seq, rel, prefix, &after, 1000)).await.map_err(|e| internal(e.message))?;
+        let page: Vec<P> = ctx.db.all(store::list_prefix(ctx.site.id, seq, rel, prefix, &after, 1000)).await?;
         let n = page.len();
         for p in page {
             out.push((p.path[prefix.len()..].to_string(), p.sha256));
@@ -825,7 +830,7 @@ async fn repository_exists(ctx: &Ctx<'_>, name: &str) -> R<bool> {
         #[allow(dead_code)]
         path: String,
     }
-    let any: Vec<P> = ctx.db.all(store::list_prefix(ctx.site.id, seq, rel, &prefix, "", 1)).await.map_err(|e| internal(e.message))?;
+    let any: Vec<P> = ctx.db.all(store::list_prefix(ctx.site.id, seq, rel, &prefix, "", 1)).await?;
     Ok(!any.is_empty())
 }
 
@@ -864,7 +869,7 @@ async fn delete_manifest(ctx: &Ctx<'_>, name: &str, reference: &Reference) -> R<
 
 async fn delete_blob(ctx: &Ctx<'_>, name: &str, hex: &str) -> R<Response> {
     let (_, in_release) = owned_blob(ctx, name, hex).await?.ok_or_else(|| OciError::blob_unknown(&format!("sha256:{hex}")))?;
-    ctx.db.run(sql::unstage_blob(ctx.site.id, name, hex)).await.map_err(|e| internal(e.message))?;
+    ctx.db.run(sql::unstage_blob(ctx.site.id, name, hex)).await?;
     if in_release {
         commit(ctx, &[gone(oci::blob_path(name, hex))], &format!("delete blob from {name}")).await?;
     }

@@ -197,8 +197,6 @@ pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str, si
         return Ok((existing.size as u64, false));
     }
     let stored_before = site.is_some() && ctx.db.first::<Value>(store::blob(sha)).await?.is_some();
-    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
-    let digest = hex::decode(sha).map_err(|_| ApiError::bad_request("invalid digest"))?;
     let data = match req.inner().body() {
         Some(stream) if length > 0 => Data::ReadableStream(stream),
         _ => Data::Empty,
@@ -206,19 +204,14 @@ pub(super) async fn store_upload(ctx: &Ctx<'_>, req: &mut Request, sha: &str, si
     // R2 computes sha256 as the body streams through and refuses the object on a
     // mismatch, so nothing is stored under a wrong digest (and a stored object
     // is only ever rewritten with the same bytes).
-    let put = bucket.put(store::blob_key(sha), data).sha256(digest).execute().await;
-    let object = match put {
-        Ok(Some(o)) => o,
-        Ok(None) => return Err(ApiError::internal("storing the blob failed: R2 returned no object")),
-        Err(e) => {
-            let msg = e.to_string();
-            let lower = msg.to_ascii_lowercase();
-            if lower.contains("sha-256") || lower.contains("sha256") || lower.contains("checksum") || lower.contains("did not match") {
-                return Err(ApiError::new(400, "digest_mismatch", format!("the uploaded bytes do not have sha256 {sha}")));
-            }
-            return Err(ApiError::internal(format!("storing the blob failed: {msg}")));
+    let object = match super::blobs::put_blob(ctx.env, sha, data).await {
+        Ok(o) => o,
+        Err(super::blobs::PutError::Mismatch(_)) => {
+            return Err(ApiError::new(400, "digest_mismatch", format!("the uploaded bytes do not have sha256 {sha}")));
         }
+        Err(super::blobs::PutError::Failed(e)) => return Err(ApiError::internal(format!("storing the blob failed: {e}"))),
     };
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
     if object.size() != length {
         if !stored_before {
             let _ = bucket.delete(store::blob_key(sha)).await;

@@ -3,6 +3,7 @@
 
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
+use super::blobs::PutError;
 use worker::*;
 
 fn js(e: wasm_bindgen::JsValue) -> Error {
@@ -44,9 +45,10 @@ pub async fn r2_stream(bucket: &Bucket, key: &str) -> Result<Option<web_sys::Rea
 /// Stores the concatenation of the R2 objects `parts` (in order, `total` bytes
 /// in all) under `key`; R2 checks the result against `sha256`. The bytes flow
 /// from R2 to R2 through one FixedLengthStream.
-pub async fn concatenate(bucket: &Bucket, parts: &[String], total: u64, key: &str, sha256: Vec<u8>) -> Result<()> {
-    let Fixed { readable, writable } = fixed(total)?;
-    let put = bucket.put(key, Data::ReadableStream(readable)).sha256(sha256).execute();
+pub async fn concatenate(bucket: &Bucket, parts: &[String], total: u64, key: &str, sha256: &str) -> std::result::Result<(), PutError> {
+    let failed = |e: Error| PutError::Failed(e.to_string());
+    let Fixed { readable, writable } = fixed(total).map_err(failed)?;
+    let put = super::blobs::put_checked(bucket, key, sha256, Data::ReadableStream(readable));
     let feed = async {
         for part in parts {
             let source = match r2_stream(bucket, part).await {
@@ -67,7 +69,7 @@ pub async fn concatenate(bucket: &Bucket, parts: &[String], total: u64, key: &st
         Ok(())
     };
     let (stored, fed) = futures_util::future::join(put, feed).await;
-    fed?;
+    fed.map_err(failed)?;
     stored?;
     Ok(())
 }

@@ -39,7 +39,7 @@ thread_local! {
 }
 
 async fn cached(ctx: &Ctx<'_>, t: &Target<'_>, kind: &str, reference: &str) -> R<Option<Cached>> {
-    ctx.db.first(sql::cached(ctx.site.id, t.up.key(), &t.repo, kind, reference)).await.map_err(|e| internal(e.message))
+    ctx.db.first(sql::cached(ctx.site.id, t.up.key(), &t.repo, kind, reference)).await
 }
 
 async fn remember(ctx: &Ctx<'_>, t: &Target<'_>, kind: &str, reference: &str, content: Option<(&str, u64, &str)>) -> R<()> {
@@ -50,7 +50,7 @@ async fn remember(ctx: &Ctx<'_>, t: &Target<'_>, kind: &str, reference: &str, co
     ctx.db
         .run(sql::cache(ctx.site.id, t.up.key(), &t.repo, kind, reference, sha, size, ct, ctx.now))
         .await
-        .map_err(|e| internal(e.message))?;
+        ?;
     Ok(())
 }
 
@@ -338,13 +338,13 @@ async fn keep(
 ) {
     let result: Result<()> = async {
         let bucket = env.bucket(crate::worker_glue::BUCKET_BINDING)?;
-        let digest = hex::decode(&hex).map_err(|e| Error::RustError(e.to_string()))?;
         let store = crate::worker_glue::streams::fixed(size)?;
-        let put = bucket.put(store::blob_key(&hex), Data::ReadableStream(store.readable)).sha256(digest).execute();
+        let key = store::blob_key(&hex);
+        let put = crate::worker_glue::blobs::put_checked(&bucket, &key, &hex, Data::ReadableStream(store.readable));
         let copy = crate::worker_glue::streams::copy_to_both(body, &client, &store.writable);
         let (stored, (_to_client, to_store)) = futures_util::future::join(put, copy).await;
         to_store?;
-        stored?;
+        stored.map_err(|e| Error::RustError(e.to_string()))?;
         let db = crate::worker_glue::db::Db(env.d1(crate::worker_glue::DB_BINDING)?);
         let mut stmts = store::insert_owned_blob(site, &hex, size as i64, now);
         stmts.push(sql::cache(site, &upstream, &repo, "blob", &hex, Some(&hex), Some(size as i64), Some("application/octet-stream"), now));

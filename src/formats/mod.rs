@@ -11,6 +11,67 @@ pub mod helm;
 use crate::release::Change;
 use crate::auth::sha256_hex;
 
+/// What re-activating an older release needs from a format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollback {
+    /// The pointer switch alone is right.
+    PointerSwitch,
+    /// Its scopes are published afresh in a new release made from the target
+    /// (Debian: apt ignores a Release older than the one it has).
+    Republish,
+}
+
+/// A package format, as the release lifecycle sees it: its name (in the
+/// format-keyed tables and the admin API), what a rollback needs, and its
+/// publication planned without I/O from what the glue read.
+pub trait Format {
+    const NAME: &'static str;
+    const ROLLBACK: Rollback;
+    /// What publishing one scope reads (members, settings, existing paths, keys).
+    type Input<'a>;
+    /// The publication, with what the glue records besides it (pending
+    /// signatures, ledgers, what was regenerated).
+    type Plan;
+    fn plan(input: &Self::Input<'_>) -> Result<Self::Plan, String>;
+}
+
+/// Debian repositories.
+pub struct Deb;
+/// APK repositories.
+pub struct Apk;
+/// Helm chart repositories.
+pub struct Helm;
+
+impl Format for Deb {
+    const NAME: &'static str = "deb";
+    const ROLLBACK: Rollback = Rollback::Republish;
+    type Input<'a> = deb::publish::Input<'a>;
+    type Plan = deb::publish::Plan;
+    fn plan(input: &Self::Input<'_>) -> Result<Self::Plan, String> {
+        deb::publish::plan(input).map_err(|e| e.0)
+    }
+}
+
+impl Format for Apk {
+    const NAME: &'static str = "apk";
+    const ROLLBACK: Rollback = Rollback::PointerSwitch;
+    type Input<'a> = apk::publish::Input<'a>;
+    type Plan = apk::publish::Plan;
+    fn plan(input: &Self::Input<'_>) -> Result<Self::Plan, String> {
+        apk::publish::plan(input)
+    }
+}
+
+impl Format for Helm {
+    const NAME: &'static str = "helm";
+    const ROLLBACK: Rollback = Rollback::PointerSwitch;
+    type Input<'a> = helm::publish::Input<'a>;
+    type Plan = Publication;
+    fn plan(input: &Self::Input<'_>) -> Result<Self::Plan, String> {
+        Ok(helm::publish::plan(input))
+    }
+}
+
 /// Bytes a publication writes, stored under their sha256 before the changes
 /// that reference them are committed.
 #[derive(Debug, Clone, PartialEq, Eq)]

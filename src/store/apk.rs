@@ -3,7 +3,7 @@
 use super::{stmt, Stmt};
 
 /// The format's name in the format-keyed tables.
-pub const FORMAT: &str = "apk";
+pub const FORMAT: &str = <crate::formats::Apk as crate::formats::Format>::NAME;
 
 /// Release-map path recording that a package belongs to a branch/repository:
 /// `_wharf/apk/<branch>/<repository>/<arch>/<file>` → the .apk's blob.

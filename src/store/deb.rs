@@ -3,7 +3,7 @@
 use super::{stmt, Stmt, Val};
 
 /// The format's name in the format-keyed tables.
-pub const FORMAT: &str = "deb";
+pub const FORMAT: &str = <crate::formats::Deb as crate::formats::Format>::NAME;
 
 /// Release-map path recording that a package belongs to a dist and component:
 /// `_wharf/deb/<dist>/<component>/<file>` → the .deb's blob.

@@ -3,7 +3,7 @@
 use super::{stmt, Stmt};
 
 /// The format's name in the format-keyed tables.
-pub const FORMAT: &str = "helm";
+pub const FORMAT: &str = <crate::formats::Helm as crate::formats::Format>::NAME;
 
 /// Release-map path recording that a chart belongs to a repository:
 /// `_wharf/helm/<repo>/<name>-<version>.tgz` → the chart's blob (and

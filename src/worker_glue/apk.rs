@@ -267,7 +267,7 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     let listed = super::now_ms();
 
     let input = publish::Input { branch: b, repository: r, cfg: &cfg, members: &members, dirty: &dirty, existing: &existing, full, signing, key_name: &name_of_key };
-    let plan = publish::plan(&input).map_err(ApiError::conflict)?;
+    let plan = <crate::formats::Apk as crate::formats::Format>::plan(&input).map_err(ApiError::conflict)?;
     let planned = super::now_ms();
     let mut extra: Vec<_> = plan.pending.iter().map(|(a, sha)| sql::set_pending(rel.id, b, r, a, Some(sha))).collect();
     extra.push(sql::clear_dirty(rel.id, b, r));

@@ -358,7 +358,7 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         full,
         signing,
     };
-    let plan = publish::plan(&input).map_err(|e| ApiError::internal(e.0))?;
+    let plan = <crate::formats::Deb as crate::formats::Format>::plan(&input).map_err(ApiError::internal)?;
     let planned = super::now_ms();
     let extra = vec![
         sql::clear_dirty(rel.id, d),

@@ -2,6 +2,7 @@
 //! prepares each one's draft, rollback asks each what re-activating a release
 //! needs. The core names no format; a new format is one entry here.
 
+use crate::formats::{self, Rollback};
 use super::service::{ApiResultOf, Ctx, ReleaseRow, SiteRow};
 
 #[derive(Clone, Copy, Debug)]
@@ -25,12 +26,22 @@ impl Format {
         }
     }
 
-    /// The scopes of `target` to publish afresh before it is active again
-    /// (none: a pointer switch is right for this format).
-    pub(super) async fn rollback_scopes(self, ctx: &Ctx<'_>, site: &SiteRow, target: &ReleaseRow) -> ApiResultOf<Vec<String>> {
+    /// What re-activating a release needs from this format.
+    pub(super) fn rollback(self) -> Rollback {
         match self {
-            Format::Deb => super::deb::rollback_scopes(ctx, site, target).await,
-            Format::Apk | Format::Helm => Ok(vec![]),
+            Format::Deb => <formats::Deb as formats::Format>::ROLLBACK,
+            Format::Apk => <formats::Apk as formats::Format>::ROLLBACK,
+            Format::Helm => <formats::Helm as formats::Format>::ROLLBACK,
+        }
+    }
+
+    /// The scopes of `target` to publish afresh before it is active again
+    /// (none when a pointer switch is right for this format).
+    pub(super) async fn rollback_scopes(self, ctx: &Ctx<'_>, site: &SiteRow, target: &ReleaseRow) -> ApiResultOf<Vec<String>> {
+        match (self.rollback(), self) {
+            (Rollback::PointerSwitch, _) => Ok(vec![]),
+            (Rollback::Republish, Format::Deb) => super::deb::rollback_scopes(ctx, site, target).await,
+            (Rollback::Republish, f) => Err(crate::api::ApiError::internal(format!("{f:?} cannot republish for a rollback"))),
         }
     }
 

@@ -172,7 +172,8 @@ async fn charts(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, repo: &str) -> 
 pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, repo: &str) -> ApiResultOf<Value> {
     let members = charts(ctx, site, rel, repo).await?;
     let existing: BTreeMap<String, String> = paths_under(ctx, site, rel, &format!("{repo}/")).await?.into_iter().map(|(p, row)| (p, row.sha256)).collect();
-    let plan = publish::plan(&publish::Input { repository: repo, members: &members, existing: &existing, now_ms: ctx.now });
+    let plan = <crate::formats::Helm as crate::formats::Format>::plan(&publish::Input { repository: repo, members: &members, existing: &existing, now_ms: ctx.now })
+        .map_err(ApiError::internal)?;
     let changes = carry_out(ctx, site, plan).await?;
     commit(ctx, site, rel, &changes, vec![sql::clear_dirty(rel.id, repo)]).await?;
     Ok(json!({"repository": repo, "charts": members.len(), "index": format!("{repo}/index.yaml")}))

@@ -35,6 +35,13 @@ pub trait Format {
     fn plan(input: &Self::Input<'_>) -> Result<Self::Plan, String>;
 }
 
+/// Who signs a format's indexes: the server with its key, or the user, whose
+/// public key checks the signatures uploaded for the planned blobs.
+pub enum Signing<'a, S, K> {
+    Server(&'a S),
+    Client(&'a K),
+}
+
 /// Debian repositories.
 pub struct Deb;
 /// APK repositories.

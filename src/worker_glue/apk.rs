@@ -1,7 +1,7 @@
 //! APK repositories in the admin API: ingest, removal, publishing of signed
 //! `APKINDEX.tar.gz` per architecture, and client-side signing.
 
-use super::service::{batch_err, carry_out, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::service::{paged_members, batch_err, carry_out, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::formats::apk::{index, package, repo};
 use crate::auth::Scope;
@@ -214,20 +214,7 @@ struct Member {
 
 async fn all_members(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, b: &str, r: &str) -> std::result::Result<Vec<Member>, ApiError> {
     let prefix = sql::member_prefix(b, r);
-    let mut out: Vec<Member> = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page: Vec<Member> = ctx.db.all(sql::members(site.id, rel.read_seq(), rel.id, &prefix, &after, 1000)).await?;
-        let n = page.len();
-        if let Some(last) = page.iter().map(|m| &m.path).max() {
-            after = last.clone();
-        }
-        out.extend(page);
-        if n < 1000 {
-            out.sort_by(|a, b| a.path.cmp(&b.path));
-            return Ok(out);
-        }
-    }
+    paged_members(ctx, |after, limit| sql::members(site.id, rel.read_seq(), rel.id, &prefix, after, limit), |m: &Member| &m.path).await
 }
 
 /// Regenerates the indexes of a branch/repository in a draft (planned by

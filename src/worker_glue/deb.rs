@@ -1,7 +1,7 @@
 //! Debian repositories in the admin API: ingest, removal, publishing
 //! (Packages, Release, InRelease, Release.gpg, by-hash) and client-side signing.
 
-use super::service::{batch_err, carry_out, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::service::{paged_members, batch_err, carry_out, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
 use crate::formats::deb::{package, repo, sign};
@@ -215,20 +215,7 @@ struct Member {
 }
 
 async fn all_members_under(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, prefix: &str) -> std::result::Result<Vec<MemberRow>, ApiError> {
-    let mut out: Vec<MemberRow> = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page: Vec<MemberRow> = ctx.db.all(sql::members(site.id, rel.read_seq(), rel.id, prefix, &after, 1000)).await?;
-        let n = page.len();
-        if let Some(last) = page.iter().map(|m| &m.path).max() {
-            after = last.clone();
-        }
-        out.extend(page);
-        if n < 1000 {
-            out.sort_by(|a, b| a.path.cmp(&b.path));
-            return Ok(out);
-        }
-    }
+    paged_members(ctx, |after, limit| sql::members(site.id, rel.read_seq(), rel.id, prefix, after, limit), |m: &MemberRow| &m.path).await
 }
 
 async fn all_members(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, dist: &str) -> std::result::Result<Vec<Member>, ApiError> {

@@ -2,7 +2,7 @@
 //! repository (inspected once), provenance files, removal, and publishing
 //! (planned by [`crate::formats::helm::publish::plan`]).
 
-use super::service::{batch_err, carry_out, json_body, package_blob, paths_under, read_blob_range, refuse_republished, store_bytes, ApiResult, ApiResultOf, Ctx, PackageBlob, PathRow, ReleaseRow, SiteRow};
+use super::service::{paged_members, batch_err, carry_out, json_body, package_blob, paths_under, read_blob_range, refuse_republished, store_bytes, ApiResult, ApiResultOf, Ctx, PackageBlob, PathRow, ReleaseRow, SiteRow};
 use crate::api::{ApiError, Change, Route};
 use crate::auth::Scope;
 use crate::formats::helm::{chart, publish};
@@ -137,19 +137,7 @@ struct Row {
 /// The charts of a repository in a release, with their provenance files.
 async fn charts(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, repo: &str) -> ApiResultOf<Vec<publish::Member>> {
     let prefix = sql::member_prefix(repo);
-    let mut rows: Vec<Row> = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page: Vec<Row> = ctx.db.all(sql::members(site.id, rel.read_seq(), rel.id, &prefix, &after, 1000)).await?;
-        let n = page.len();
-        if let Some(last) = page.iter().map(|m| &m.path).max() {
-            after = last.clone();
-        }
-        rows.extend(page);
-        if n < 1000 {
-            break;
-        }
-    }
+    let rows: Vec<Row> = paged_members(ctx, |after, limit| sql::members(site.id, rel.read_seq(), rel.id, &prefix, after, limit), |r: &Row| &r.path).await?;
     let provenance: BTreeMap<String, (String, u64)> =
         rows.iter().filter_map(|r| Some((r.path.strip_suffix(".prov")?.to_string(), (r.sha256.clone(), r.size as u64)))).collect();
     let mut out = Vec::new();

@@ -431,3 +431,28 @@ pub(super) async fn for_each_chunk<E>(
     Ok(Ok(()))
 }
 
+
+/// Every row of a member query (a format's packages or charts under a
+/// prefix), read in pages of 1000 after the greatest path so far, sorted by
+/// path. `query(after, limit)` makes one page's statement.
+pub(super) async fn paged_members<T: serde::de::DeserializeOwned>(
+    ctx: &Ctx<'_>,
+    query: impl Fn(&str, u32) -> store::Stmt,
+    path: impl Fn(&T) -> &str,
+) -> std::result::Result<Vec<T>, ApiError> {
+    const PAGE: u32 = 1000;
+    let mut out: Vec<T> = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page: Vec<T> = ctx.db.all(query(&after, PAGE)).await?;
+        let n = page.len();
+        if let Some(last) = page.iter().map(&path).max() {
+            after = last.to_string();
+        }
+        out.extend(page);
+        if n < PAGE as usize {
+            out.sort_by(|a, b| path(a).cmp(path(b)));
+            return Ok(out);
+        }
+    }
+}

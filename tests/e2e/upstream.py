@@ -35,6 +35,14 @@ class QuietHandler(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+    def reply(self, status, headers, body=b""):
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
 
 class LoopbackServer:
     """A small HTTP server of the tests on a free loopback port, in a thread."""
@@ -173,14 +181,6 @@ class RedirectingFront(LoopbackServer):
         front = self
 
         class Handler(QuietHandler):
-            def reply(self, status, headers, body=b""):
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
             def handle_any(self):
                 if self.path.startswith("/storage/"):
                     front.storage_requests += 1
@@ -224,14 +224,6 @@ class Front(LoopbackServer):
         front = self
 
         class Handler(QuietHandler):
-            def reply(self, status, headers, body=b""):
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
             def handle_any(self):
                 front.seen[(self.command, self.path)] += 1
                 if front.status and self.path != "/v2/":

@@ -24,12 +24,8 @@ pub struct Member {
     pub record: String,
 }
 
-/// Who signs the indexes.
-pub enum Signing<'a> {
-    Server(&'a index::Signer),
-    /// The user signs each unsigned index stream (see [`Plan::pending`]).
-    Client(&'a RsaPublicKey),
-}
+/// Who signs the indexes (the user signs each unsigned index stream: see [`Plan::pending`]).
+pub type Signing<'a> = crate::formats::Signing<'a, index::Signer, RsaPublicKey>;
 
 pub struct Input<'a> {
     pub branch: &'a str,

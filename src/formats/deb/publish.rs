@@ -30,12 +30,8 @@ pub struct Member {
     pub pool: String,
 }
 
-/// Who signs the Release.
-pub enum Signing<'a> {
-    Server(&'a sign::Signer),
-    /// The user uploads InRelease and Release.gpg for the planned Release.
-    Client(&'a SignedPublicKey),
-}
+/// Who signs the Release (the user uploads InRelease and Release.gpg for the planned Release).
+pub type Signing<'a> = crate::formats::Signing<'a, sign::Signer, SignedPublicKey>;
 
 pub struct Input<'a> {
     pub dist: &'a str,

@@ -1,6 +1,6 @@
 //! Times the pure parts of Debian index generation for 10,000 packages.
 use std::time::Instant;
-use wharf::deb::index;
+use wharf::formats::deb::index;
 
 fn main() {
     let controls: Vec<String> = (0..10_000)

@@ -156,10 +156,56 @@ pub fn fresh(checked_at: i64, now: i64, ttl_seconds: u64) -> bool {
     now - checked_at < (ttl_seconds as i64).saturating_mul(1000)
 }
 
-/// Upstream answers that leave cached content in service (stale-if-error):
-/// the upstream is down, overloaded or rate-limiting.
-pub fn upstream_failed(status: u16) -> bool {
-    status == 429 || status >= 500
+/// A manifest cache entry, as the policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// A manifest is cached (None: a remembered upstream 404).
+    pub has_content: bool,
+    pub checked_at: i64,
+}
+
+/// Before asking the upstream for a manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Before {
+    /// Serve the cached manifest.
+    Serve,
+    /// The upstream said 404 recently: say so without asking.
+    NotFound,
+    /// Ask the upstream (a tag with HEAD first).
+    Ask,
+}
+
+/// Digests are content, cached for good; a tag is served from the cache for
+/// `tag_ttl` seconds; a remembered 404 stands for `not_found_ttl` seconds.
+pub fn before_asking(by_digest: bool, entry: Option<Entry>, now: i64, tag_ttl: u64, not_found_ttl: u64) -> Before {
+    match entry {
+        Some(e) if e.has_content && (by_digest || fresh(e.checked_at, now, tag_ttl)) => Before::Serve,
+        Some(e) if !e.has_content && fresh(e.checked_at, now, not_found_ttl) => Before::NotFound,
+        _ => Before::Ask,
+    }
+}
+
+/// What the upstream's answer leads to (`None`: it could not be reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// 200: go on (use the answer).
+    Use,
+    /// 404: remember it and say so.
+    NotFound,
+    /// Down, 5xx, 429 or any other refusal with a cached manifest: serve it
+    /// (stale-if-error), and remember nothing.
+    ServeStale,
+    /// The same without a cached manifest: pass the failure on, remember nothing.
+    Fail,
+}
+
+pub fn after_answer(status: Option<u16>, have_stale: bool) -> After {
+    match status {
+        Some(200) => After::Use,
+        Some(404) => After::NotFound,
+        _ if have_stale => After::ServeStale,
+        _ => After::Fail,
+    }
 }
 
 /// The admin API's cursor for the cache listing: the key of the last entry.
@@ -184,6 +230,26 @@ mod tests {
 
     fn up(prefix: Option<&str>, url: &str) -> Upstream {
         Upstream { prefix: prefix.map(str::to_string), url: url.into(), library: None, username: None, password_secret: None }
+    }
+
+    #[test]
+    fn the_cache_policy_serves_digests_for_good_tags_for_their_ttl_and_stale_on_any_failure() {
+        let cached = |at| Some(Entry { has_content: true, checked_at: at });
+        let gone = |at| Some(Entry { has_content: false, checked_at: at });
+        let now = 1_000_000;
+        assert_eq!(before_asking(true, cached(0), now, 0, 0), Before::Serve, "a digest, however old");
+        assert_eq!(before_asking(false, cached(now - 5_000), now, 10, 0), Before::Serve);
+        assert_eq!(before_asking(false, cached(now - 15_000), now, 10, 0), Before::Ask, "a tag past its TTL");
+        assert_eq!(before_asking(false, cached(now), now, 0, 0), Before::Ask, "TTL 0: always revalidated");
+        assert_eq!(before_asking(false, gone(now - 5_000), now, 0, 10), Before::NotFound);
+        assert_eq!(before_asking(true, gone(now - 15_000), now, 0, 10), Before::Ask);
+        assert_eq!(before_asking(false, None, now, 3600, 3600), Before::Ask);
+        assert_eq!(after_answer(Some(200), true), After::Use);
+        assert_eq!(after_answer(Some(404), true), After::NotFound);
+        for failure in [None, Some(500), Some(503), Some(429), Some(401), Some(302)] {
+            assert_eq!(after_answer(failure, true), After::ServeStale, "{failure:?}");
+            assert_eq!(after_answer(failure, false), After::Fail, "{failure:?}");
+        }
     }
 
     #[test]
@@ -245,6 +311,5 @@ mod tests {
         assert!(fresh(1_000, 1_999, 1));
         assert!(!fresh(1_000, 2_000, 1));
         assert!(!fresh(1_000, 1_000, 0));
-        assert!(upstream_failed(429) && upstream_failed(503) && !upstream_failed(404) && !upstream_failed(401));
     }
 }

@@ -160,12 +160,11 @@ pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference
     let entry = cached(ctx, &t, kind, &r).await?;
     let stale = entry.as_ref().and_then(Cached::content);
     let serve = |c: (String, u64, String)| async move { send_manifest(ctx, req, reference, &c.0, c.1, &c.2).await.map(Some) };
-    match (&entry, stale.clone()) {
-        // Digests are content: cached for good.
-        (_, Some(c)) if kind == "manifest" => return serve(c).await,
-        (Some(e), Some(c)) if m::fresh(e.checked_at as i64, ctx.now, ctx.cfg.tag_ttl_seconds) => return serve(c).await,
-        (Some(e), None) if m::fresh(e.checked_at as i64, ctx.now, ctx.cfg.not_found_ttl_seconds) => return Err(unknown()),
-        _ => {}
+    let seen = entry.as_ref().map(|e| m::Entry { has_content: e.sha256.is_some(), checked_at: e.checked_at as i64 });
+    match m::before_asking(kind == "manifest", seen, ctx.now, ctx.cfg.tag_ttl_seconds, ctx.cfg.not_found_ttl_seconds) {
+        m::Before::Serve => return serve(stale.clone().ok_or_else(|| internal("a cached manifest without content"))?).await,
+        m::Before::NotFound => return Err(unknown()),
+        m::Before::Ask => {}
     }
     let accept = oci::accept_all();
     let path = format!("manifests/{}", if kind == "tag" { r.clone() } else { format!("sha256:{r}") });
@@ -173,9 +172,10 @@ pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference
     // cached (unchanged, or seen under another tag or by digest), no manifest
     // is pulled, which is what registries' pull quotas count.
     if kind == "tag" {
-        match call(ctx, &t, Method::Head, &path, Some(&accept)).await {
-            Ok(h) if h.status_code() == 200 => {
-                let digest = h.headers().get("docker-content-digest").ok().flatten();
+        let head = call(ctx, &t, Method::Head, &path, Some(&accept)).await.ok();
+        match m::after_answer(head.as_ref().map(|h| h.status_code()), stale.is_some()) {
+            m::After::Use => {
+                let digest = head.as_ref().and_then(|h| h.headers().get("docker-content-digest").ok().flatten());
                 let known = match digest.as_deref().map(oci::digest_hex) {
                     Some(Ok(d)) if stale.as_ref().map_or(false, |c| c.0 == d) => stale.clone(),
                     Some(Ok(d)) => cached(ctx, &t, "manifest", d).await?.as_ref().and_then(Cached::content),
@@ -186,35 +186,27 @@ pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference
                     return serve(c).await;
                 }
             }
-            Ok(h) if h.status_code() == 404 => {
+            m::After::NotFound => {
                 remember(ctx, &t, kind, &r, None).await?;
                 return Err(unknown());
             }
-            // Upstream down, overloaded or refusing: serve what we have.
-            _ if stale.is_some() => return serve(stale.clone().expect("checked")).await,
-            _ => {}
+            m::After::ServeStale => return serve(stale.clone().ok_or_else(|| internal("no stale manifest"))?).await,
+            // Not cached: the GET below says what the upstream has to say.
+            m::After::Fail => {}
         }
     }
-    let mut resp = match call(ctx, &t, Method::Get, &path, Some(&accept)).await {
-        Ok(resp) => resp,
-        Err(e) => return match stale {
-            Some(c) => serve(c).await,
-            None => Err(e),
-        },
-    };
-    match resp.status_code() {
-        200 => {}
-        404 => {
+    let got = call(ctx, &t, Method::Get, &path, Some(&accept)).await;
+    let status = got.as_ref().ok().map(|r| r.status_code());
+    let mut resp = match (m::after_answer(status, stale.is_some()), got) {
+        (m::After::Use, Ok(resp)) => resp,
+        (m::After::NotFound, _) => {
             remember(ctx, &t, kind, &r, None).await?;
             return Err(unknown());
         }
-        s => {
-            return match stale {
-                Some(c) => serve(c).await,
-                None => Err(upstream_error(&t, s)),
-            }
-        }
-    }
+        (m::After::ServeStale, _) => return serve(stale.clone().ok_or_else(|| internal("no stale manifest"))?).await,
+        (_, Err(e)) => return Err(e),
+        (_, Ok(resp)) => return Err(upstream_error(&t, resp.status_code())),
+    };
     let ct = resp.headers().get("content-type").ok().flatten().unwrap_or_default();
     let ct = ct.split(';').next().unwrap_or("").trim().to_string();
     if !oci::MANIFEST_TYPES.contains(&ct.as_str()) {

@@ -149,6 +149,7 @@ async fn charts(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, repo: &str) -> 
             metadata,
             created_ms: r.created_at.unwrap_or(0.0) as i64,
             provenance: provenance.get(&r.path).cloned(),
+            pushed: false,
         });
     }
     out.sort_by(|a, b| (&a.metadata.name, &a.metadata.version).cmp(&(&b.metadata.name, &b.metadata.version)));
@@ -158,13 +159,44 @@ async fn charts(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, repo: &str) -> 
 /// Publishes a chart repository of a draft: index.yaml, the archives and
 /// provenance files, and the OCI artifacts, in one batch.
 pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, repo: &str) -> ApiResultOf<Value> {
-    let members = charts(ctx, site, rel, repo).await?;
+    let mut members = charts(ctx, site, rel, repo).await?;
+    members.extend(pushed_charts(ctx, site, rel, repo, &members).await?);
+    members.sort_by(|a, b| (&a.metadata.name, &a.metadata.version).cmp(&(&b.metadata.name, &b.metadata.version)));
     let existing: BTreeMap<String, String> = paths_under(ctx, site, rel, &format!("{repo}/")).await?.into_iter().map(|(p, row)| (p, row.sha256)).collect();
     let plan = <crate::formats::Helm as crate::formats::Format>::plan(&publish::Input { repository: repo, members: &members, existing: &existing, now_ms: ctx.now })
         .map_err(ApiError::internal)?;
     let changes = carry_out(ctx, site, plan).await?;
     commit(ctx, site, rel, &changes, vec![sql::clear_dirty(rel.id, repo)]).await?;
     Ok(json!({"repository": repo, "charts": members.len(), "index": format!("{repo}/index.yaml")}))
+}
+
+/// Charts pushed to the registry under `<repo>/<name>:<tag>` (`helm push
+/// oci://host/<repo>`) that the repository does not have as uploads: listed
+/// in its index.yaml too, their archives served beside it.
+async fn pushed_charts(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, repo: &str, uploaded: &[publish::Member]) -> ApiResultOf<Vec<publish::Member>> {
+    let prefix = format!("{}oci/{repo}/", store::INTERNAL_PREFIX);
+    let have: std::collections::BTreeSet<(String, String)> =
+        uploaded.iter().map(|m| (m.metadata.name.clone(), publish::oci_tag(&m.metadata.version))).collect();
+    let mut out = Vec::new();
+    for (path, row) in paths_under(ctx, site, rel, &prefix).await? {
+        let Some((chart_name, tag)) = path[prefix.len()..].split_once("/_tags/") else { continue };
+        if chart_name.contains('/') || have.contains(&(chart_name.to_string(), tag.to_string())) || row.size as usize > crate::oci::MAX_MANIFEST {
+            continue;
+        }
+        let manifest = read_blob_range(ctx, &row.sha256, 0, row.size as u64).await?;
+        let Some(pushed) = publish::pushed_chart(&manifest).filter(|p| p.config_size <= 1 << 20) else { continue };
+        let config = read_blob_range(ctx, &pushed.config_sha256, 0, pushed.config_size).await?;
+        let Some(metadata) = publish::pushed_metadata(&config, chart_name, tag) else { continue };
+        out.push(publish::Member {
+            sha256: pushed.chart_sha256,
+            size: pushed.chart_size,
+            metadata,
+            created_ms: ctx.now,
+            provenance: None,
+            pushed: true,
+        });
+    }
+    Ok(out)
 }
 
 /// Before activation: every repository whose charts changed is published.

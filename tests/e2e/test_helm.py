@@ -169,3 +169,34 @@ def test_malformed_charts_are_refused_with_the_reason_and_leave_nothing(helm):
     listed = admin.call("GET", f"/sites/charts/releases/{rel}/helm/stable/charts")["charts"]
     assert [c["sha256"] for c in listed if c["name"] == "dup"] == [sha(other)]
     admin.call("DELETE", f"/sites/charts/releases/{rel}", expect=204)
+
+
+def test_a_chart_pushed_to_the_registry_is_listed_in_index_yaml(helm):
+    """The requests `helm push web-2.0.0.tgz oci://host/stable` makes (blob
+    uploads, then the manifest with Helm's media types); the repository's next
+    publication lists the chart and serves its archive, leaving the pushed
+    artifact as it was."""
+    w, host = helm
+    auth = {"Authorization": f"Bearer {w.admin.make_token('publish', 'charts').token}"}
+    tgz = chart("pushed", "2.0.0")
+    config = json.dumps({"apiVersion": "v2", "name": "pushed", "version": "2.0.0", "description": "pushed by helm"}).encode()
+    for blob in (config, tgz):
+        r = w.get(host, f"/v2/stable/pushed/blobs/uploads/?digest=sha256:{sha(blob)}", method="POST", data=blob, headers=auth)
+        assert r.status_code == 201, r.text
+    oci_manifest = "application/vnd.oci.image.manifest.v1+json"
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": oci_manifest,
+        "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": f"sha256:{sha(config)}", "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "digest": f"sha256:{sha(tgz)}", "size": len(tgz)}],
+        "annotations": {"org.opencontainers.image.title": "pushed", "org.opencontainers.image.version": "2.0.0"}}).encode()
+    r = w.get(host, "/v2/stable/pushed/manifests/2.0.0", method="PUT", data=manifest, headers={**auth, "Content-Type": oci_manifest})
+    assert r.status_code == 201, r.text
+    assert "pushed" not in verify_repository(w, host, "stable")
+
+    rel = w.admin.draft("charts")
+    w.admin.call("POST", f"/sites/charts/releases/{rel}/helm/stable/publish")
+    w.admin.activate("charts", rel)
+    assert verify_repository(w, host, "stable")["pushed"] == ["2.0.0"]
+    assert w.get(host, "/stable/pushed-2.0.0.tgz").content == tgz
+    got = w.get(host, "/v2/stable/pushed/manifests/2.0.0", headers={"Accept": oci_manifest})
+    assert got.status_code == 200 and got.content == manifest, "the pushed artifact is left as pushed"

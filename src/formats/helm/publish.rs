@@ -15,6 +15,9 @@ pub const PROV_TYPE: &str = "application/pgp-signature";
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.helm.config.v1+json";
 pub const CHART_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
 pub const PROV_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.provenance.v1.prov";
+/// Marks the OCI artifacts Wharf makes from uploaded charts, so a publication
+/// tells them from charts pushed with `helm push`.
+pub const MADE_BY_WHARF: &str = "io.wharf.helm.uploaded";
 
 /// A chart of the repository, as its member record keeps it.
 #[derive(Debug, Clone)]
@@ -26,6 +29,37 @@ pub struct Member {
     pub created_ms: i64,
     /// Its provenance file, if one was uploaded (sha256, size).
     pub provenance: Option<(String, u64)>,
+    /// Pushed to the registry (`helm push`): its OCI artifact is the pushed one,
+    /// left as it is; the classic repository lists it too.
+    pub pushed: bool,
+}
+
+/// A chart `helm push` put in the registry, as its manifest names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedChart {
+    pub config_sha256: String,
+    pub config_size: u64,
+    pub chart_sha256: String,
+    pub chart_size: u64,
+}
+
+/// Reads a manifest: a Helm chart's (Helm's config media type and a chart
+/// content layer), or None for anything else.
+pub fn pushed_chart(manifest: &[u8]) -> Option<PushedChart> {
+    let m: Value = serde_json::from_slice(manifest).ok()?;
+    if m["config"]["mediaType"] != CONFIG_MEDIA_TYPE || m["annotations"].get(MADE_BY_WHARF).is_some() {
+        return None;
+    }
+    let hex = |d: &Value| d.as_str()?.strip_prefix("sha256:").filter(|h| crate::api::valid_sha256(h)).map(str::to_string);
+    let layer = m["layers"].as_array()?.iter().find(|l| l["mediaType"] == CHART_MEDIA_TYPE)?;
+    Some(PushedChart { config_sha256: hex(&m["config"]["digest"])?, config_size: m["config"]["size"].as_u64()?, chart_sha256: hex(&layer["digest"])?, chart_size: layer["size"].as_u64()? })
+}
+
+/// The chart a pushed artifact holds, from its config (Chart.yaml as JSON),
+/// if it is the chart its repository and tag name.
+pub fn pushed_metadata(config: &[u8], chart: &str, tag: &str) -> Option<Metadata> {
+    let m: Metadata = serde_json::from_slice(config).ok()?;
+    (m.name == chart && oci_tag(&m.version) == tag && chart::valid_name(&m.name) && chart::parse_version(&m.version).is_ok()).then_some(m)
 }
 
 pub struct Input<'a> {
@@ -107,7 +141,8 @@ pub fn plan(input: &Input<'_>) -> Publication {
     for m in input.members {
         let (name, version) = (&m.metadata.name, &m.metadata.version);
         let file = format!("{repo}/{}", chart::filename(name, version));
-        if input.existing.get(&file) != Some(&m.sha256) {
+        let mut changed = input.existing.get(&file) != Some(&m.sha256);
+        if changed {
             p.link(file.clone(), &m.sha256, CHART_TYPE);
         }
         want.insert(file.clone());
@@ -115,8 +150,13 @@ pub fn plan(input: &Input<'_>) -> Publication {
             let path = format!("{file}.prov");
             if input.existing.get(&path) != Some(prov) {
                 p.link(path.clone(), prov, PROV_TYPE);
+                changed = true;
             }
             want.insert(path);
+        }
+        if !changed || m.pushed {
+            // Published as it is, or pushed: its OCI artifact is in the release already.
+            continue;
         }
         // The OCI artifact: config (Chart.yaml as JSON), the chart, its provenance.
         let oci_repo = oci_name(repo, name);
@@ -133,6 +173,7 @@ pub fn plan(input: &Input<'_>) -> Publication {
         annotations.insert("org.opencontainers.image.title".into(), json!(name));
         annotations.insert("org.opencontainers.image.version".into(), json!(version));
         annotations.insert("org.opencontainers.image.created".into(), json!(rfc3339(m.created_ms)));
+        annotations.insert(MADE_BY_WHARF.into(), json!("true"));
         if let Some(d) = &m.metadata.description {
             annotations.insert("org.opencontainers.image.description".into(), json!(d));
         }
@@ -169,7 +210,29 @@ mod tests {
 
     fn member(name: &str, version: &str, created_ms: i64) -> Member {
         let tgz = chart(name, version);
-        Member { sha256: crate::auth::sha256_hex(&tgz), size: tgz.len() as u64, metadata: inspect(&tgz).unwrap(), created_ms, provenance: None }
+        Member { sha256: crate::auth::sha256_hex(&tgz), size: tgz.len() as u64, metadata: inspect(&tgz).unwrap(), created_ms, provenance: None, pushed: false }
+    }
+
+    #[test]
+    fn a_pushed_chart_is_read_from_its_manifest_and_config_and_listed_without_a_new_artifact() {
+        let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST,
+            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": format!("sha256:{}", "c".repeat(64)), "size": 10},
+            "layers": [{"mediaType": CHART_MEDIA_TYPE, "digest": format!("sha256:{}", "d".repeat(64)), "size": 123}]});
+        let pushed = pushed_chart(&serde_json::to_vec(&manifest).unwrap()).unwrap();
+        assert_eq!((pushed.config_sha256, pushed.chart_sha256, pushed.chart_size), ("c".repeat(64), "d".repeat(64), 123));
+        let image = serde_json::json!({"config": {"mediaType": "application/vnd.oci.image.config.v1+json"}, "layers": []});
+        let mut ours = manifest.clone();
+        ours["annotations"] = serde_json::json!({MADE_BY_WHARF: "true"});
+        assert_eq!(pushed_chart(&serde_json::to_vec(&ours).unwrap()), None, "made from an upload");
+        assert_eq!(pushed_chart(&serde_json::to_vec(&image).unwrap()), None);
+        let config = br#"{"apiVersion":"v2","name":"web","version":"1.0.0+b.1"}"#;
+        assert!(pushed_metadata(config, "web", "1.0.0_b.1").is_some());
+        assert!(pushed_metadata(config, "web", "1.0.0").is_none(), "another tag");
+        assert!(pushed_metadata(config, "api", "1.0.0_b.1").is_none(), "another repository");
+        let mut m = member("web", "1.0.0", 1_000);
+        m.pushed = true;
+        let p = plan(&Input { repository: "charts", members: &[m.clone()], existing: &BTreeMap::new(), now_ms: 2_000 });
+        assert_eq!(p.changes.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(), ["charts/web-1.0.0.tgz", "charts/index.yaml"]);
     }
 
     #[test]
@@ -228,5 +291,9 @@ mod tests {
         }
         let removed: Vec<&str> = p.changes.iter().filter(|c| c.sha256.is_none()).map(|c| c.path.as_str()).collect();
         assert_eq!(removed, ["charts/old-2.0.0.tgz", &oci::tag_path("charts/old", "2.0.0"), "charts/old-2.0.0.tgz.prov"]);
+        // Published again unchanged: only the index is written.
+        let published: BTreeMap<String, String> = [("charts/web-1.0.0+b.1.tgz".to_string(), members[0].sha256.clone())].into();
+        let again = plan(&Input { repository: "charts", members: &members, existing: &published, now_ms: 6_000 });
+        assert_eq!(again.changes.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(), ["charts/index.yaml"]);
     }
 }

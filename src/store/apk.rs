@@ -40,17 +40,8 @@ pub fn members(site_id: i64, read_seq: i64, release_id: i64, prefix: &str, after
     )
 }
 
-pub fn settings(site_id: i64) -> Stmt {
-    super::formats::settings(site_id, FORMAT, "")
-}
-
 pub fn put_settings(site_id: i64, config: &str) -> Stmt {
     super::formats::put_settings(site_id, FORMAT, "", config)
-}
-
-/// Columns: public_key (PEM).
-pub fn public_key(site_id: i64) -> Stmt {
-    super::formats::public_key(site_id, FORMAT)
 }
 
 pub fn put_public_key(site_id: i64, pem: &str, now: i64) -> Stmt {

@@ -66,10 +66,6 @@ pub fn package_source(sha256: &str) -> Stmt {
     stmt("SELECT source FROM deb_packages WHERE sha256 = ?1", vec![sha256.into()])
 }
 
-pub fn dist_config(site_id: i64, dist: &str) -> Stmt {
-    super::formats::settings(site_id, FORMAT, dist)
-}
-
 pub fn put_dist_config(site_id: i64, dist: &str, config: &str) -> Stmt {
     super::formats::put_settings(site_id, FORMAT, dist, config)
 }
@@ -98,11 +94,6 @@ pub fn ledger(release_id: i64, dist: &str) -> Stmt {
 
 pub fn put_ledger(release_id: i64, dist: &str, ledger: &str) -> Stmt {
     super::formats::put_ledger(release_id, FORMAT, dist, ledger)
-}
-
-/// Columns: public_key, fingerprint.
-pub fn public_key(site_id: i64) -> Stmt {
-    super::formats::public_key(site_id, FORMAT)
 }
 
 pub fn put_public_key(site_id: i64, key_hex: &str, fingerprint: &str, now: i64) -> Stmt {

@@ -1,7 +1,7 @@
 //! APK repositories in the admin API: ingest, removal, publishing of signed
 //! `APKINDEX.tar.gz` per architecture, and client-side signing.
 
-use super::service::{paged_members, batch_err, carry_out, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::service::{format_key, format_settings, signing_secret, paged_members, batch_err, carry_out, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::formats::apk::{index, package, repo};
 use crate::auth::Scope;
@@ -98,23 +98,12 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
 }
 
 async fn settings(ctx: &Ctx<'_>, site_id: i64) -> std::result::Result<repo::ApkConfig, ApiError> {
-    #[derive(Deserialize)]
-    struct C {
-        config: String,
-    }
-    match ctx.db.first::<C>(sql::settings(site_id)).await? {
-        Some(c) => serde_json::from_str(&c.config).map_err(|e| ApiError::internal(format!("stored APK settings are unreadable: {e}"))),
-        None => Ok(repo::ApkConfig::default()),
-    }
+    format_settings(ctx, site_id, sql::FORMAT, "").await
 }
 
 async fn site_key(ctx: &Ctx<'_>, site_id: i64) -> std::result::Result<Option<rsa::RsaPublicKey>, ApiError> {
-    #[derive(Deserialize)]
-    struct K {
-        public_key: String,
-    }
-    match ctx.db.first::<K>(sql::public_key(site_id)).await? {
-        Some(k) => Ok(Some(index::read_public(&k.public_key).map_err(|e| ApiError::internal(e.0))?)),
+    match format_key(ctx, site_id, sql::FORMAT).await? {
+        Some(pem) => Ok(Some(index::read_public(&pem).map_err(|e| ApiError::internal(e.0))?)),
         None => Ok(None),
     }
 }
@@ -124,12 +113,7 @@ fn key_name(cfg: &repo::ApkConfig, site: &SiteRow, key: &rsa::RsaPublicKey) -> S
 }
 
 fn server_signer(ctx: &Ctx<'_>, site: &SiteRow) -> std::result::Result<index::Signer, ApiError> {
-    let site_secret = format!("APK_SIGNING_KEY_{}", site.name.to_ascii_uppercase().replace('-', "_"));
-    let pem = ctx.env.secret(&site_secret).or_else(|_| ctx.env.secret("APK_SIGNING_KEY")).map(|s| s.to_string()).map_err(|_| {
-        ApiError::conflict(format!(
-            "no APK signing key: set the Worker secret APK_SIGNING_KEY (or {site_secret}) to an RSA private key in PEM, or use client-side signing"
-        ))
-    })?;
+    let pem = signing_secret(ctx, site, "APK_SIGNING_KEY", "an RSA private key in PEM")?;
     index::Signer::from_pem(&pem).map_err(|e| ApiError::internal(format!("the APK signing key is unusable: {}", e.0)))
 }
 

@@ -1,7 +1,7 @@
 //! Debian repositories in the admin API: ingest, removal, publishing
 //! (Packages, Release, InRelease, Release.gpg, by-hash) and client-side signing.
 
-use super::service::{paged_members, batch_err, carry_out, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::service::{format_key, format_settings, signing_secret, paged_members, batch_err, carry_out, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
 use crate::formats::deb::{package, repo, sign};
@@ -81,23 +81,12 @@ fn fingerprint(key: &pgp::composed::SignedPublicKey) -> String {
 }
 
 async fn dist_config(ctx: &Ctx<'_>, site_id: i64, dist: &str) -> std::result::Result<repo::DistConfig, ApiError> {
-    #[derive(Deserialize)]
-    struct C {
-        config: String,
-    }
-    match ctx.db.first::<C>(sql::dist_config(site_id, dist)).await? {
-        Some(c) => serde_json::from_str(&c.config).map_err(|e| ApiError::internal(format!("stored dist settings are unreadable: {e}"))),
-        None => Ok(repo::DistConfig::default()),
-    }
+    format_settings(ctx, site_id, sql::FORMAT, dist).await
 }
 
 async fn site_key(ctx: &Ctx<'_>, site_id: i64) -> std::result::Result<Option<pgp::composed::SignedPublicKey>, ApiError> {
-    #[derive(Deserialize)]
-    struct K {
-        public_key: String,
-    }
-    let Some(k) = ctx.db.first::<K>(sql::public_key(site_id)).await? else { return Ok(None) };
-    let bytes = hex::decode(&k.public_key).map_err(|_| ApiError::internal("stored key is not hex"))?;
+    let Some(hex_key) = format_key(ctx, site_id, sql::FORMAT).await? else { return Ok(None) };
+    let bytes = hex::decode(&hex_key).map_err(|_| ApiError::internal("stored key is not hex"))?;
     sign::read_public(&bytes).map(Some).map_err(|e| ApiError::internal(e.0))
 }
 
@@ -266,17 +255,7 @@ async fn previous_ledger(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, dist: 
 }
 
 async fn server_signer(ctx: &Ctx<'_>, site: &SiteRow) -> std::result::Result<sign::Signer, ApiError> {
-    let site_secret = format!("DEB_SIGNING_KEY_{}", site.name.to_ascii_uppercase().replace('-', "_"));
-    let key = ctx
-        .env
-        .secret(&site_secret)
-        .or_else(|_| ctx.env.secret("DEB_SIGNING_KEY"))
-        .map(|s| s.to_string())
-        .map_err(|_| {
-            ApiError::conflict(format!(
-                "no signing key: set the Worker secret DEB_SIGNING_KEY (or {site_secret}), or use client-side signing for this dist"
-            ))
-        })?;
+    let key = signing_secret(ctx, site, "DEB_SIGNING_KEY", "an armored OpenPGP secret key")?;
     let pass = ctx.env.secret("DEB_SIGNING_KEY_PASSPHRASE").ok().map(|s| s.to_string());
     sign::Signer::from_armored(&key, pass.as_deref()).map_err(|e| ApiError::internal(format!("the signing key is unusable: {e}")))
 }

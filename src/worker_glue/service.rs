@@ -456,3 +456,36 @@ pub(super) async fn paged_members<T: serde::de::DeserializeOwned>(
         }
     }
 }
+
+/// A site's settings of a format for a scope, as stored (JSON), or the
+/// format's defaults when none are.
+pub(super) async fn format_settings<T: serde::de::DeserializeOwned + Default>(ctx: &Ctx<'_>, site_id: i64, format: &str, scope: &str) -> ApiResultOf<T> {
+    #[derive(Deserialize)]
+    struct C {
+        config: String,
+    }
+    match ctx.db.first::<C>(store::formats::settings(site_id, format, scope)).await? {
+        Some(c) => serde_json::from_str(&c.config).map_err(|e| ApiError::internal(format!("stored {format} settings are unreadable: {e}"))),
+        None => Ok(T::default()),
+    }
+}
+
+/// A site's registered client-signing key of a format, in the format's own
+/// encoding, if one is registered.
+pub(super) async fn format_key(ctx: &Ctx<'_>, site_id: i64, format: &str) -> ApiResultOf<Option<String>> {
+    #[derive(Deserialize)]
+    struct K {
+        public_key: String,
+    }
+    Ok(ctx.db.first::<K>(store::formats::public_key(site_id, format)).await?.map(|k| k.public_key))
+}
+
+/// The server's signing key for a format: the Worker secret `<NAME>_<SITE>`
+/// (site name upper-cased, `-` as `_`), else `<NAME>`; 409 saying how to set
+/// one when neither is.
+pub(super) fn signing_secret(ctx: &Ctx<'_>, site: &SiteRow, name: &str, what: &str) -> ApiResultOf<String> {
+    let site_secret = format!("{name}_{}", site.name.to_ascii_uppercase().replace('-', "_"));
+    ctx.env.secret(&site_secret).or_else(|_| ctx.env.secret(name)).map(|s| s.to_string()).map_err(|_| {
+        ApiError::conflict(format!("no signing key: set the Worker secret {name} (or {site_secret}) to {what}, or use client-side signing"))
+    })
+}

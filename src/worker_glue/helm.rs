@@ -210,3 +210,44 @@ pub(super) async fn prepare_activation(ctx: &Ctx<'_>, site: &SiteRow, rel: &Rele
     }
     Ok(())
 }
+
+/// After `helm push` put a chart in the registry at `<repo>/<chart>`: the
+/// classic repository `<repo>` is published again in a new release made from
+/// the active one (its index.yaml then lists the chart), activated by
+/// compare-and-swap and planned again when another change landed first. The
+/// push has landed whatever happens here; on failure the chart waits for the
+/// repository's next publication.
+pub(super) async fn republish_after_push(env: &Env, site_name: &str, repo: &str) -> ApiResultOf<()> {
+    let db = super::db::Db(env.d1(super::DB_BINDING).map_err(|e| ApiError::internal(e.to_string()))?);
+    let site: SiteRow = db.first(store::site_by_name(site_name)).await?.ok_or_else(|| ApiError::not_found("the site is gone"))?;
+    let who = crate::auth::Principal::Token { id: "helm-push".into(), site_id: Some(site.id), scope: Scope::Publish };
+    let ctx = Ctx { env, db, who, now: super::now_ms() };
+    let note = format!("helm push: publish {repo}/index.yaml");
+    let mut pause_ms = 20u64;
+    for _ in 0..6 {
+        let draft: ReleaseRow = ctx
+            .db
+            .first(store::create_release_from_active(site.id, Some(&note), super::now_ms()))
+            .await?
+            .ok_or_else(|| ApiError::internal("no draft was created"))?;
+        let published = publish_repo(&ctx, &site, &draft, repo).await;
+        let activated = match published {
+            Ok(_) => ctx.db.batch(store::activate(site.id, draft.id, draft.parent_id, super::now_ms())).await.map(|_| ()),
+            Err(e) => Err(super::db::BatchError::Failed(e)),
+        };
+        match activated {
+            Ok(()) => return Ok(()),
+            Err(super::db::BatchError::Precondition) => {
+                // Another release landed first: plan again on top of it.
+                let _ = ctx.db.batch(store::delete_draft(site.id, draft.id)).await;
+                worker::Delay::from(std::time::Duration::from_millis(pause_ms / 2 + rand::random::<u64>() % pause_ms)).await;
+                pause_ms = (pause_ms * 2).min(1_000);
+            }
+            Err(super::db::BatchError::Failed(e)) => {
+                let _ = ctx.db.batch(store::delete_draft(site.id, draft.id)).await;
+                return Err(e);
+            }
+        }
+    }
+    Err(ApiError::new(503, "busy", "the site kept changing"))
+}

@@ -34,7 +34,6 @@ fn respond(e: &OciError) -> Result<Response> {
 #[derive(Deserialize)]
 struct Site {
     id: i64,
-    #[allow(dead_code)]
     name: String,
     created_at: f64,
     active_release_id: Option<i64>,
@@ -757,6 +756,14 @@ async fn put_manifest(ctx: &Ctx<'_>, req: &mut Request, name: &str, reference: &
     commit(ctx, &changes, &format!("push manifest to {name}")).await?;
     for b in &joining {
         let _ = ctx.db.run(sql::unstage_blob(ctx.site.id, name, b)).await; // else swept later
+    }
+    // `helm push` to `<repo>/<chart>`: the classic repository lists it too.
+    if let (Some(_), Some((repo, chart))) = (crate::formats::helm::publish::pushed_chart(&body), name.split_once('/')) {
+        if crate::api::valid_dist_name(repo) && !chart.contains('/') {
+            if let Err(e) = super::helm::republish_after_push(ctx.env, &ctx.site.name, repo).await {
+                console_warn!("helm push to {name}: {repo}/index.yaml waits for the next publication: {}", e.message);
+            }
+        }
     }
     let mut r = created(format!("/v2/{name}/manifests/sha256:{hex}"), &hex)?;
     if let Some(s) = info.subject {

@@ -172,10 +172,10 @@ def test_malformed_charts_are_refused_with_the_reason_and_leave_nothing(helm):
 
 
 def test_a_chart_pushed_to_the_registry_is_listed_in_index_yaml(helm):
-    """The requests `helm push web-2.0.0.tgz oci://host/stable` makes (blob
-    uploads, then the manifest with Helm's media types); the repository's next
-    publication lists the chart and serves its archive, leaving the pushed
-    artifact as it was."""
+    """The requests `helm push pushed-2.0.0.tgz oci://host/stable` makes (blob
+    uploads, then the manifest with Helm's media types): the classic
+    repository lists the chart at once and serves its archive, leaving the
+    pushed artifact as it was."""
     w, host = helm
     auth = {"Authorization": f"Bearer {w.admin.make_token('publish', 'charts').token}"}
     tgz = chart("pushed", "2.0.0")
@@ -191,12 +191,10 @@ def test_a_chart_pushed_to_the_registry_is_listed_in_index_yaml(helm):
         "annotations": {"org.opencontainers.image.title": "pushed", "org.opencontainers.image.version": "2.0.0"}}).encode()
     r = w.get(host, "/v2/stable/pushed/manifests/2.0.0", method="PUT", data=manifest, headers={**auth, "Content-Type": oci_manifest})
     assert r.status_code == 201, r.text
-    assert "pushed" not in verify_repository(w, host, "stable")
-
-    rel = w.admin.draft("charts")
-    w.admin.call("POST", f"/sites/charts/releases/{rel}/helm/stable/publish")
-    w.admin.activate("charts", rel)
+    # The push published the classic repository too, in a release of its own.
     assert verify_repository(w, host, "stable")["pushed"] == ["2.0.0"]
+    notes = [r["note"] for r in w.admin.call("GET", "/sites/charts/releases")["releases"][:2]]
+    assert notes == ["helm push: publish stable/index.yaml", "push manifest to stable/pushed"], notes
     assert w.get(host, "/stable/pushed-2.0.0.tgz").content == tgz
     got = w.get(host, "/v2/stable/pushed/manifests/2.0.0", headers={"Accept": oci_manifest})
     assert got.status_code == 200 and got.content == manifest, "the pushed artifact is left as pushed"

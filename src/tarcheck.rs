@@ -26,6 +26,18 @@ enum Collect {
     Skip,
     LongName(Vec<u8>),
     Pax(Vec<u8>),
+    /// A file [`Check::keeping`] asked for: its name and content.
+    Keep(String, Vec<u8>),
+}
+
+/// What a check keeps of the archive besides its verdict, when asked
+/// ([`Check::keeping`]): the distinct top-level folders, the entries that are
+/// links, and the content of the files named `<top folder>/<file>`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub tops: std::collections::BTreeSet<String>,
+    pub links: Vec<String>,
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Debug)]
@@ -45,6 +57,9 @@ struct Walker {
     zero_blocks: u8,
     total: u64,
     limit: u64,
+    /// The file name to keep (`<top>/<name>`) and its largest size.
+    keep: Option<(String, u64)>,
+    kept: Kept,
 }
 
 fn pax_path(records: &[u8]) -> Option<Vec<u8>> {
@@ -69,7 +84,17 @@ fn pax_path(records: &[u8]) -> Option<Vec<u8>> {
 
 impl Walker {
     fn new(limit: u64) -> Walker {
-        Walker { block: Vec::with_capacity(512), state: State::Header, next_name: None, entries: 0, zero_blocks: 0, total: 0, limit }
+        Walker {
+            block: Vec::with_capacity(512),
+            state: State::Header,
+            next_name: None,
+            entries: 0,
+            zero_blocks: 0,
+            total: 0,
+            limit,
+            keep: None,
+            kept: Kept::default(),
+        }
     }
 
     fn header(&mut self) -> Result<(), String> {
@@ -104,7 +129,28 @@ impl Walker {
                     return Err(format!("a file name leaves the package root: {:?}", String::from_utf8_lossy(&name)));
                 }
                 self.entries += 1;
-                Collect::Skip
+                match &self.keep {
+                    Some((file, max)) => {
+                        let name = String::from_utf8_lossy(&name).to_string();
+                        let parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+                        if let Some(top) = parts.first() {
+                            self.kept.tops.insert(top.to_string());
+                        }
+                        let kind = h.entry_type();
+                        if kind.is_symlink() || kind.is_hard_link() {
+                            self.kept.links.push(name.clone());
+                        }
+                        if parts.len() == 2 && parts[1] == file && kind.is_file() {
+                            if content > *max {
+                                return Err(format!("{name} is larger than {max} bytes"));
+                            }
+                            Collect::Keep(name, Vec::new())
+                        } else {
+                            Collect::Skip
+                        }
+                    }
+                    None => Collect::Skip,
+                }
             }
         };
         self.state = State::Data { remaining, content, collect };
@@ -132,7 +178,7 @@ impl Walker {
                     let n = (*remaining).min(data.len() as u64) as usize;
                     let wanted = (*content).min(n as u64) as usize;
                     match collect {
-                        Collect::LongName(v) | Collect::Pax(v) => v.extend_from_slice(&data[..wanted]),
+                        Collect::LongName(v) | Collect::Pax(v) | Collect::Keep(_, v) => v.extend_from_slice(&data[..wanted]),
                         Collect::Skip => {}
                     }
                     *content -= wanted as u64;
@@ -151,6 +197,7 @@ impl Walker {
                                     self.next_name = Some(p);
                                 }
                             }
+                            State::Data { collect: Collect::Keep(name, v), .. } => self.kept.files.push((name, v)),
                             _ => {}
                         }
                     }
@@ -308,8 +355,28 @@ impl Check {
         }
     }
 
+    /// Also keeps the distinct top-level folders, the links, and the content
+    /// of every file named `<top folder>/<file>` (refused above `max` bytes):
+    /// see [`Check::finish_keeping`].
+    pub fn keeping(mut self, file: &str, max: u64) -> Check {
+        self.sink().0.keep = Some((file.to_string(), max));
+        self
+    }
+
+    /// [`Check::finish`], returning what [`Check::keeping`] asked to keep.
+    pub fn finish_keeping(mut self) -> Result<Kept, String> {
+        self.end()?;
+        self.sink().0.finish()?;
+        Ok(std::mem::take(&mut self.sink().0.kept))
+    }
+
     /// The archive has ended: the compressed stream must be complete, and the tar with it.
     pub fn finish(mut self) -> Result<(), String> {
+        self.end()?;
+        self.sink().0.finish()
+    }
+
+    fn end(&mut self) -> Result<(), String> {
         let r: Result<(), String> = match &mut self.decoder {
             Decoder::None(_) => Ok(()),
             Decoder::Gzip(g) => g.try_finish().map_err(|e| e.to_string()),
@@ -319,8 +386,7 @@ impl Check {
                 _ => Err("the zstd stream is truncated".into()),
             }),
         };
-        r.map_err(|e| self.error(e))?;
-        self.sink().0.finish()
+        r.map_err(|e| self.error(e))
     }
 }
 

@@ -2,7 +2,7 @@
 //! repository (inspected once), provenance files, removal, and publishing
 //! (planned by [`crate::formats::helm::publish::plan`]).
 
-use super::service::{paged_members, batch_err, carry_out, json_body, package_blob, paths_under, read_blob_range, refuse_republished, store_bytes, ApiResult, ApiResultOf, Ctx, PackageBlob, PathRow, ReleaseRow, SiteRow};
+use super::service::{for_each_chunk, paged_members, batch_err, carry_out, json_body, package_blob, paths_under, read_blob_range, refuse_republished, store_bytes, ApiResult, ApiResultOf, Ctx, PackageBlob, PathRow, ReleaseRow, SiteRow};
 use crate::api::{ApiError, Change, Route};
 use crate::auth::Scope;
 use crate::formats::helm::{chart, publish};
@@ -71,8 +71,11 @@ async fn add_chart(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, repo: &str
     if size > chart::MAX_CHART_BYTES {
         return Err(bad_chart(format!("{size} bytes; charts are limited to {} MiB", chart::MAX_CHART_BYTES >> 20)));
     }
-    let tgz = read_blob_range(ctx, &sha, 0, size).await?;
-    let meta = chart::inspect(&tgz).map_err(bad_chart)?;
+    // Streamed from R2 through the check, never held whole.
+    let first = read_blob_range(ctx, &sha, 0, size.min(2)).await?;
+    let mut check = chart::check(&first).map_err(bad_chart)?;
+    for_each_chunk(ctx, &sha, 0, size, |chunk| check.push(chunk)).await?.map_err(bad_chart)?;
+    let meta = chart::from_kept(check.finish_keeping().map_err(bad_chart)?).map_err(bad_chart)?;
     let file = chart::filename(&meta.name, &meta.version);
     let member = sql::member_path(repo, &file);
     let mut changes = vec![Change { path: member.clone(), sha256: Some(sha.clone()), content_type: Some(publish::CHART_TYPE.into()) }];

@@ -148,7 +148,7 @@ def test_malformed_charts_are_refused_with_the_reason_and_leave_nothing(helm):
         (b"this is not a chart", "not gzip"),
         (chart("web", "1.0.0", top="other"), "its folder in the archive is \"other\""),
         (chart("web", "1.0"), "not SemVer 2"),
-        (chart("web", "1.0.0", files={"web/../../evil": b"x"}), "leaves the chart's folder"),
+        (chart("web", "1.0.0", files={"web/../../evil": b"x"}), "leaves the package root"),
     ]
     no_yaml = io.BytesIO()
     with tarfile.open(fileobj=no_yaml, mode="w:gz") as t:

@@ -5,7 +5,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Read;
 
 /// Largest chart archive Wharf takes (Helm's own limit on a decompressed chart is 100 MiB).
 pub const MAX_CHART_BYTES: u64 = 20 << 20;
@@ -119,54 +118,44 @@ pub fn parse_metadata(yaml: &str) -> Result<Metadata, String> {
     Ok(m)
 }
 
-/// Reads a chart archive: every entry under one top folder named after the
-/// chart, no absolute or `..` paths, at most [`MAX_DECOMPRESSED`] bytes;
-/// returns the checked metadata.
-pub fn inspect(tgz: &[u8]) -> Result<Metadata, String> {
-    if tgz.len() < 2 || tgz[0] != 0x1f || tgz[1] != 0x8b {
+/// Starts checking a chart archive as it streams past ([`crate::tarcheck`]:
+/// the whole gzip'd tar must unpack, no entry may leave the chart's folder,
+/// at most [`MAX_DECOMPRESSED`] bytes), keeping what [`from_kept`] reads.
+/// `first` is the archive's first bytes (a chart is gzip).
+pub fn check(first: &[u8]) -> Result<crate::tarcheck::Check, String> {
+    if first.len() < 2 || first[0] != 0x1f || first[1] != 0x8b {
         return Err("a chart is a gzip'd tar (.tgz); this is not gzip".into());
     }
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
-    let entries = archive.entries().map_err(|e| format!("not a tar archive: {e}"))?;
-    let (mut top, mut yaml, mut total): (Option<String>, Option<String>, u64) = (None, None, 0);
-    for entry in entries {
-        let mut entry = entry.map_err(|e| format!("the archive is damaged: {e}"))?;
-        total += entry.header().size().unwrap_or(0);
-        if total > MAX_DECOMPRESSED {
-            return Err(format!("the chart decompresses to more than {} MiB", MAX_DECOMPRESSED >> 20));
-        }
-        let kind = entry.header().entry_type();
-        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() || kind.is_gnu_longname() {
-            continue;
-        }
-        let path = entry.path().map_err(|e| format!("an entry's name is unreadable: {e}"))?.to_string_lossy().to_string();
-        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
-        if path.starts_with('/') || parts.iter().any(|p| *p == "..") || path.contains('\\') {
-            return Err(format!("entry {path:?} leaves the chart's folder"));
-        }
-        if kind.is_symlink() || kind.is_hard_link() {
-            return Err(format!("entry {path:?} is a link; charts hold files and folders only"));
-        }
-        let Some(first) = parts.first() else { continue };
-        match &top {
-            None => top = Some(first.to_string()),
-            Some(t) if t != first => return Err(format!("entries {t:?} and {first:?}: a chart's files all sit under one folder")),
-            _ => {}
-        }
-        if parts.len() == 2 && parts[1] == "Chart.yaml" && kind.is_file() {
-            let mut text = String::new();
-            (&mut entry).take(MAX_CHART_YAML).read_to_string(&mut text).map_err(|e| format!("Chart.yaml is not UTF-8 text: {e}"))?;
-            yaml = Some(text);
-        } else {
-            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| format!("the archive is damaged: {e}"))?;
-        }
+    Ok(crate::tarcheck::Check::new(crate::tarcheck::Compression::Gzip, MAX_DECOMPRESSED).keeping("Chart.yaml", MAX_CHART_YAML))
+}
+
+/// The chart's metadata from a checked archive: every entry under one top
+/// folder named after the chart, no links, `<name>/Chart.yaml` valid.
+pub fn from_kept(kept: crate::tarcheck::Kept) -> Result<Metadata, String> {
+    let mut tops = kept.tops.iter();
+    let top = tops.next().ok_or("the archive is empty")?.clone();
+    if let Some(other) = tops.next() {
+        return Err(format!("entries {top:?} and {other:?}: a chart's files all sit under one folder"));
     }
-    let top = top.ok_or("the archive is empty")?;
-    let meta = parse_metadata(&yaml.ok_or_else(|| format!("no {top}/Chart.yaml in the archive"))?)?;
+    if let Some(link) = kept.links.first() {
+        return Err(format!("entry {link:?} is a link; charts hold files and folders only"));
+    }
+    let (_, yaml) = kept.files.into_iter().find(|(name, _)| name.trim_start_matches("./") == format!("{top}/Chart.yaml")).ok_or_else(|| format!("no {top}/Chart.yaml in the archive"))?;
+    let meta = parse_metadata(&String::from_utf8(yaml).map_err(|_| "Chart.yaml is not UTF-8 text".to_string())?)?;
     if meta.name != top {
         return Err(format!("Chart.yaml names the chart {:?}, but its folder in the archive is {top:?}", meta.name));
     }
     Ok(meta)
+}
+
+/// Reads a chart archive held in memory, pushed in pieces as the worker pushes
+/// one streamed from R2.
+pub fn inspect(tgz: &[u8]) -> Result<Metadata, String> {
+    let mut c = check(tgz)?;
+    for piece in tgz.chunks(64 << 10) {
+        c.push(piece)?;
+    }
+    from_kept(c.finish_keeping()?)
 }
 
 /// The archive's file name in a repository.
@@ -228,10 +217,25 @@ pub(crate) mod tests {
             (tgz(&[("web/Chart.yaml", b"apiVersion: v2\nname: web\nversion: 1.0\n")]), "not SemVer 2"),
             (tgz(&[("web/Chart.yaml", b"apiVersion: v3\nname: web\nversion: 1.0.0\n")]), "apiVersion must be v1 or v2"),
             (tgz(&[("web/Chart.yaml", b"name: [unclosed\n")]), "Chart.yaml:"),
-            (tgz(&[("web/Chart.yaml", b"apiVersion: v2\nname: web\nversion: 1.0.0\n"), ("web/../../etc/passwd", b"x")]), "leaves the chart's folder"),
+            (tgz(&[("web/Chart.yaml", b"apiVersion: v2\nname: web\nversion: 1.0.0\n"), ("web/../../etc/passwd", b"x")]), "leaves the package root"),
             (tgz(&[("web/Chart.yaml", b"apiVersion: v2\nname: web\nversion: 1.0.0\n"), ("other/x", b"x")]), "one folder"),
             (tgz(&[("Web/Chart.yaml", b"apiVersion: v2\nname: Web\nversion: 1.0.0\n")]), "not a chart name"),
         ];
+        // A link entry.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "web/link", "/etc/passwd").unwrap();
+        let mut y = tar::Header::new_gnu();
+        let yaml = b"apiVersion: v2\nname: web\nversion: 1.0.0\n";
+        y.set_size(yaml.len() as u64);
+        y.set_mode(0o644);
+        b.append_data(&mut y, "web/Chart.yaml", &yaml[..]).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &b.into_inner().unwrap()).unwrap();
+        let mut cases = cases;
+        cases.push((gz.finish().unwrap(), "is a link"));
         for (data, want) in cases {
             let err = inspect(&data).unwrap_err();
             assert!(err.contains(want), "{want:?} not in {err:?}");

@@ -133,16 +133,24 @@ impl Walker {
                     Some((file, max)) => {
                         let name = String::from_utf8_lossy(&name).to_string();
                         let parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+                        // What is kept stays bounded whatever the archive holds: two
+                        // top folders tell "more than one", the first link tells "a
+                        // link", and the file is kept once.
                         if let Some(top) = parts.first() {
-                            self.kept.tops.insert(top.to_string());
+                            if self.kept.tops.len() < 2 {
+                                self.kept.tops.insert(top.to_string());
+                            }
                         }
                         let kind = h.entry_type();
-                        if kind.is_symlink() || kind.is_hard_link() {
+                        if (kind.is_symlink() || kind.is_hard_link()) && self.kept.links.is_empty() {
                             self.kept.links.push(name.clone());
                         }
                         if parts.len() == 2 && parts[1] == file && kind.is_file() {
                             if content > *max {
                                 return Err(format!("{name} is larger than {max} bytes"));
+                            }
+                            if !self.kept.files.is_empty() {
+                                return Err(format!("the archive holds {file} more than once"));
                             }
                             Collect::Keep(name, Vec::new())
                         } else {

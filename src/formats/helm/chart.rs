@@ -209,6 +209,16 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_check_keeps_at_most_two_top_folders() {
+        let many: Vec<(String, &[u8])> = (0..500).map(|i| (format!("top{i}/x"), &b"x"[..])).collect();
+        let many: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        let data = tgz(&many);
+        let mut c = check(&data).unwrap();
+        c.push(&data).unwrap();
+        assert_eq!(c.finish_keeping().unwrap().tops.len(), 2);
+    }
+
+    #[test]
     fn malformed_charts_are_refused_with_the_reason() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"PK\x03\x04 not gzip".to_vec(), "not gzip"),
@@ -236,6 +246,13 @@ pub(crate) mod tests {
         std::io::Write::write_all(&mut gz, &b.into_inner().unwrap()).unwrap();
         let mut cases = cases;
         cases.push((gz.finish().unwrap(), "is a link"));
+        // Whatever the archive holds, what the check keeps stays small: a second
+        // Chart.yaml is refused, and many top folders are told apart by two.
+        let yaml: &[u8] = b"apiVersion: v2\nname: web\nversion: 1.0.0\n";
+        cases.push((tgz(&[("web/Chart.yaml", yaml), ("other/Chart.yaml", yaml)]), "Chart.yaml more than once"));
+        let many: Vec<(String, &[u8])> = (0..500).map(|i| (format!("top{i}/x"), &b"x"[..])).collect();
+        let many: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        cases.push((tgz(&many), "one folder"));
         for (data, want) in cases {
             let err = inspect(&data).unwrap_err();
             assert!(err.contains(want), "{want:?} not in {err:?}");

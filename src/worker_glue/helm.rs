@@ -243,8 +243,7 @@ pub(super) async fn republish_after_push(env: &Env, site_name: &str, repo: &str)
             Err(super::db::BatchError::Precondition) => {
                 // Another release landed first: plan again on top of it.
                 let _ = ctx.db.batch(store::delete_draft(site.id, draft.id)).await;
-                worker::Delay::from(std::time::Duration::from_millis(pause_ms / 2 + rand::random::<u64>() % pause_ms)).await;
-                pause_ms = (pause_ms * 2).min(1_000);
+                super::service::back_off(&mut pause_ms, 1_000).await;
             }
             Err(super::db::BatchError::Failed(e)) => {
                 let _ = ctx.db.batch(store::delete_draft(site.id, draft.id)).await;

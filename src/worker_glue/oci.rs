@@ -425,8 +425,7 @@ async fn commit(ctx: &Ctx<'_>, changes: &[Change], note: &str) -> R<()> {
         if now_ms() > deadline {
             return Err(OciError::new(503, "UNAVAILABLE", "the site kept changing; try again"));
         }
-        worker::Delay::from(std::time::Duration::from_millis(pause_ms / 2 + rand::random::<u64>() % pause_ms)).await;
-        pause_ms = (pause_ms * 2).min(2_000);
+        super::service::back_off(&mut pause_ms, 2_000).await;
     }
 }
 

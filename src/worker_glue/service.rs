@@ -489,3 +489,10 @@ pub(super) fn signing_secret(ctx: &Ctx<'_>, site: &SiteRow, name: &str, what: &s
         ApiError::conflict(format!("no signing key: set the Worker secret {name} (or {site_secret}) to {what}, or use client-side signing"))
     })
 }
+
+/// The pause between tries of a compare-and-swap that lost to another
+/// change: jittered around `pause_ms`, which then doubles up to `max_ms`.
+pub(super) async fn back_off(pause_ms: &mut u64, max_ms: u64) {
+    worker::Delay::from(std::time::Duration::from_millis(*pause_ms / 2 + rand::random::<u64>() % *pause_ms)).await;
+    *pause_ms = (*pause_ms * 2).min(max_ms);
+}

@@ -4,6 +4,10 @@ use libfuzzer_sys::fuzz_target;
 use wharf::formats::apk::package;
 
 fuzz_target!(|data: &[u8]| {
+    // The worker's inspection: it may refuse, never ask for bytes outside the upload.
+    if let Err(e) = wharf::formats::inspect::in_memory(package::Inspection::new(data.len() as u64), data, 4093) {
+        assert!(!e.starts_with(wharf::formats::inspect::DEFECT), "{e}");
+    }
     if let Ok(layout) = package::read_head(data, data.len() as u64) {
         if let Ok(info) = package::parse_pkginfo(&layout.pkginfo) {
             let _ = package::check_data(data, data.len() as u64, &layout, &info);

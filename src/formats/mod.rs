@@ -7,9 +7,14 @@
 pub mod apk;
 pub mod deb;
 pub mod helm;
+pub mod inspect;
 
-use crate::release::Change;
 use crate::auth::sha256_hex;
+use crate::release::Change;
+
+pub use apk::Apk;
+pub use deb::Deb;
+pub use helm::Helm;
 
 /// What re-activating an older release needs from a format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,17 +27,76 @@ pub enum Rollback {
 }
 
 /// A package format, as the release lifecycle sees it: its name (in the
-/// format-keyed tables and the admin API), what a rollback needs, and its
-/// publication planned without I/O from what the glue read.
+/// format-keyed tables and the admin API), how an upload is inspected into a
+/// member, its publication planned without I/O from what the glue read, and
+/// what a rollback needs. Each format implements it in its own folder.
 pub trait Format {
     const NAME: &'static str;
     const ROLLBACK: Rollback;
+    /// The error code of a refused upload (422), and the words before its reason.
+    const REFUSAL: (&'static str, &'static str);
+    /// What inspection makes of an accepted upload.
+    type Member;
+    /// The inspection of one upload of `size` bytes.
+    type Inspector: inspect::Inspector<Member = Self::Member>;
+    fn inspector(size: u64) -> Self::Inspector;
     /// What publishing one scope reads (members, settings, existing paths, keys).
     type Input<'a>;
     /// The publication, with what the glue records besides it (pending
     /// signatures, ledgers, what was regenerated).
     type Plan;
     fn plan(input: &Self::Input<'_>) -> Result<Self::Plan, String>;
+}
+
+/// A format whose indexes are signed: by the server, with a key from a Worker
+/// secret, or by the user, whose registered public key checks the signatures
+/// uploaded for the blobs a publication left waiting.
+pub trait Signed: Format {
+    /// A site's settings of one settings scope (see [`Signed::settings_scope`]).
+    type Settings: serde::Serialize + serde::de::DeserializeOwned + Default;
+    type ServerKey;
+    type ClientKey;
+    /// The body of a signature upload.
+    type Signatures: serde::de::DeserializeOwned;
+    /// The Worker secret holding the server's key, what it must hold, and the
+    /// secret holding its passphrase, if the key can have one.
+    const SERVER_SECRET: (&'static str, &'static str, Option<&'static str>);
+    /// The settings scope a publication scope reads (Debian: per dist; APK: one per site).
+    fn settings_scope(scope: &str) -> &str;
+    fn client_signed(settings: &Self::Settings) -> bool;
+    fn server_key(secret: &str, passphrase: Option<&str>) -> Result<Self::ServerKey, String>;
+    /// A registered client key, from its stored form.
+    fn client_key(stored: &str) -> Result<Self::ClientKey, String>;
+    /// A path of the release that must still hold the blob waiting to be
+    /// signed (Debian: the Release it was published as), if any.
+    fn unsigned_path(_scope: &str, _part: &str) -> Option<String> {
+        None
+    }
+    /// Checks the user's signatures over `unsigned` (the blob a part of a
+    /// scope waits to have signed) and gives the files they complete.
+    fn accept_signatures(
+        keys: &SigningKeys<'_, Self::Settings, Self::ClientKey>,
+        scope: &str,
+        part: &str,
+        unsigned: &[u8],
+        signatures: Self::Signatures,
+    ) -> Result<Vec<SignedFile>, String>;
+}
+
+/// What checking a user's signatures sees: the site, its settings for the
+/// scope, and its registered key.
+pub struct SigningKeys<'a, S, K> {
+    pub site_name: &'a str,
+    pub settings: &'a S,
+    pub key: &'a K,
+}
+
+/// A file a user's signature completes, to place in the release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedFile {
+    pub path: String,
+    pub data: Vec<u8>,
+    pub content_type: &'static str,
 }
 
 /// Who signs a format's indexes: the server with its key, or the user, whose
@@ -42,41 +106,21 @@ pub enum Signing<'a, S, K> {
     Client(&'a K),
 }
 
-/// Debian repositories.
-pub struct Deb;
-/// APK repositories.
-pub struct Apk;
-/// Helm chart repositories.
-pub struct Helm;
-
-impl Format for Deb {
-    const NAME: &'static str = "deb";
-    const ROLLBACK: Rollback = Rollback::Republish;
-    type Input<'a> = deb::publish::Input<'a>;
-    type Plan = deb::publish::Plan;
-    fn plan(input: &Self::Input<'_>) -> Result<Self::Plan, String> {
-        deb::publish::plan(input).map_err(|e| e.0)
-    }
-}
-
-impl Format for Apk {
-    const NAME: &'static str = "apk";
-    const ROLLBACK: Rollback = Rollback::PointerSwitch;
-    type Input<'a> = apk::publish::Input<'a>;
-    type Plan = apk::publish::Plan;
-    fn plan(input: &Self::Input<'_>) -> Result<Self::Plan, String> {
-        apk::publish::plan(input)
-    }
-}
-
-impl Format for Helm {
-    const NAME: &'static str = "helm";
-    const ROLLBACK: Rollback = Rollback::PointerSwitch;
-    type Input<'a> = helm::publish::Input<'a>;
-    type Plan = Publication;
-    fn plan(input: &Self::Input<'_>) -> Result<Self::Plan, String> {
-        Ok(helm::publish::plan(input))
-    }
+/// Where an accepted upload goes in a draft.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The path the upload takes: other content there is a conflict (409)
+    /// unless the upload replaces it.
+    pub occupies: String,
+    /// Where the conflict lies, in words ("hello 1.0 (amd64) is already in the pool").
+    pub conflict: String,
+    /// The changes that add the member.
+    pub changes: Vec<Change>,
+    /// The changes made besides when it replaces other content.
+    pub on_replace: Vec<Change>,
+    /// The paths it will be served at, with its blob: a path published before
+    /// as immutable must not get other bytes.
+    pub served: Vec<Change>,
 }
 
 /// Bytes a publication writes, stored under their sha256 before the changes

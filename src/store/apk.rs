@@ -5,11 +5,7 @@ use super::{stmt, Stmt};
 /// The format's name in the format-keyed tables.
 pub const FORMAT: &str = <crate::formats::Apk as crate::formats::Format>::NAME;
 
-/// Release-map path recording that a package belongs to a branch/repository:
-/// `_wharf/apk/<branch>/<repository>/<arch>/<file>` → the .apk's blob.
-pub fn member_path(branch: &str, repo: &str, arch: &str, filename: &str) -> String {
-    format!("{}apk/{branch}/{repo}/{arch}/{filename}", super::INTERNAL_PREFIX)
-}
+pub use crate::formats::apk::member_path;
 
 pub fn member_prefix(branch: &str, repo: &str) -> String {
     format!("{}apk/{branch}/{repo}/", super::INTERNAL_PREFIX)

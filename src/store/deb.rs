@@ -5,11 +5,7 @@ use super::{stmt, Stmt, Val};
 /// The format's name in the format-keyed tables.
 pub const FORMAT: &str = <crate::formats::Deb as crate::formats::Format>::NAME;
 
-/// Release-map path recording that a package belongs to a dist and component:
-/// `_wharf/deb/<dist>/<component>/<file>` → the .deb's blob.
-pub fn member_path(dist: &str, component: &str, filename: &str) -> String {
-    format!("{}deb/{dist}/{component}/{filename}", super::INTERNAL_PREFIX)
-}
+pub use crate::formats::deb::member_path;
 
 pub fn member_prefix(dist: &str, component: Option<&str>) -> String {
     match component {

@@ -82,3 +82,11 @@ pub fn pending_is(release_id: i64, format: &str, scope: &str, part: &str, sha256
 /// regenerate and no signature to wait for, in any format: what activation needs.
 pub const SETTLED: &str = "NOT EXISTS (SELECT 1 FROM format_dirty WHERE release_id = ?2) \
      AND NOT EXISTS (SELECT 1 FROM format_pending_signatures WHERE release_id = ?2)";
+
+/// The blob a part of a scope waits to have signed. Columns: sha256.
+pub fn pending(release_id: i64, format: &str, scope: &str, part: &str) -> Stmt {
+    stmt(
+        "SELECT sha256 FROM format_pending_signatures WHERE release_id = ?1 AND format = ?2 AND scope = ?3 AND part = ?4",
+        vec![release_id.into(), format.into(), scope.into(), part.into()],
+    )
+}

@@ -5,12 +5,7 @@ use super::{stmt, Stmt};
 /// The format's name in the format-keyed tables.
 pub const FORMAT: &str = <crate::formats::Helm as crate::formats::Format>::NAME;
 
-/// Release-map path recording that a chart belongs to a repository:
-/// `_wharf/helm/<repo>/<name>-<version>.tgz` → the chart's blob (and
-/// `….tgz.prov` → its provenance file).
-pub fn member_path(repo: &str, file: &str) -> String {
-    format!("{}helm/{repo}/{file}", super::INTERNAL_PREFIX)
-}
+pub use crate::formats::helm::member_path;
 
 pub fn member_prefix(repo: &str) -> String {
     format!("{}helm/{repo}/", super::INTERNAL_PREFIX)

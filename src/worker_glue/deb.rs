@@ -1,18 +1,17 @@
 //! Debian repositories in the admin API: ingest, removal, publishing
 //! (Packages, Release, InRelease, Release.gpg, by-hash) and client-side signing.
 
-use super::service::{format_key, format_settings, signing_secret, paged_members, batch_err, carry_out, for_each_chunk, refuse_republished, paths_under, json_body, package_blob, PackageBlob, read_blob_range, store_bytes, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::formats::{admit, client_key, inspect, accept_signatures, settings, Keys};
+use super::service::{batch_err, carry_out, json_body, package_blob, paged_members, paths_under, read_blob_range, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
-use crate::formats::deb::{package, repo, sign};
+use crate::formats::deb::{self as format, package, publish, repo, sign};
+use crate::formats::{Deb, Format};
 use crate::store::{self, deb as sql};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use worker::*;
-
-const DEB_TYPE: &str = "application/vnd.debian.binary-package";
-use crate::formats::deb::publish;
 
 pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
     use Route::*;
@@ -27,7 +26,7 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
         }
         DebShowDist(s, d) => {
             let site = ctx.site(&s, Scope::Read).await?;
-            Ok((200, json!({"dist": d, "config": dist_config(ctx, site.id, &d).await?})))
+            Ok((200, json!({"dist": d, "config": settings::<Deb>(ctx, site.id, &d).await?})))
         }
         DebPutKey(s) => {
             let site = ctx.site(&s, Scope::Admin).await?;
@@ -40,7 +39,7 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
         }
         DebShowKey(s) => {
             let site = ctx.site(&s, Scope::Read).await?;
-            let key = site_key(ctx, site.id).await?.ok_or_else(|| ApiError::not_found("no public key registered for this site"))?;
+            let key = client_key::<Deb>(ctx, site.id).await?.ok_or_else(|| ApiError::not_found("no public key registered for this site"))?;
             let (_, armored) = sign::export_public(&key).map_err(|e| ApiError::internal(e.0))?;
             Ok((200, json!({"fingerprint": fingerprint(&key), "armored": armored})))
         }
@@ -70,7 +69,13 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
             let text = read_text(ctx, &row).await?;
             Ok((200, json!({"dist": d, "sha256": row.sha256, "release": text})))
         }
-        DebSignatures(s, r, d) => upload_signatures(ctx, req, &s, r, &d).await,
+        DebSignatures(s, r, d) => {
+            let site = ctx.site(&s, Scope::Publish).await?;
+            let rel = ctx.draft(site.id, r).await?;
+            let body = api::parse_json(&json_body(req).await?)?;
+            accept_signatures::<Deb>(ctx, &site, &rel, &d, "", body).await?;
+            Ok((200, json!({"dist": d, "signed": true})))
+        }
         _ => Err(ApiError::not_found("no such endpoint")),
     }
 }
@@ -78,16 +83,6 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
 fn fingerprint(key: &pgp::composed::SignedPublicKey) -> String {
     use pgp::types::KeyDetails;
     hex::encode_upper(key.fingerprint().as_bytes())
-}
-
-async fn dist_config(ctx: &Ctx<'_>, site_id: i64, dist: &str) -> std::result::Result<repo::DistConfig, ApiError> {
-    format_settings(ctx, site_id, sql::FORMAT, dist).await
-}
-
-async fn site_key(ctx: &Ctx<'_>, site_id: i64) -> std::result::Result<Option<pgp::composed::SignedPublicKey>, ApiError> {
-    let Some(hex_key) = format_key(ctx, site_id, sql::FORMAT).await? else { return Ok(None) };
-    let bytes = hex::decode(&hex_key).map_err(|_| ApiError::internal("stored key is not hex"))?;
-    sign::read_public(&bytes).map(Some).map_err(|e| ApiError::internal(e.0))
 }
 
 async fn path_row(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, path: &str) -> std::result::Result<Option<PathRow>, ApiError> {
@@ -99,49 +94,21 @@ async fn read_text(ctx: &Ctx<'_>, row: &PathRow) -> std::result::Result<String, 
     String::from_utf8(bytes).map_err(|_| ApiError::internal("stored Release is not UTF-8"))
 }
 
-fn bad_package(e: package::DebError) -> ApiError {
-    ApiError::new(422, "invalid_package", format!("not a valid Debian package: {e}"))
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d: &str, c: &str, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.draft(site.id, r).await?;
     let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
-    let PackageBlob { sha, size, index } = package_blob(ctx, req, &site, query).await?;
-    let head = read_blob_range(ctx, &sha, 0, size.min(package::HEAD_BYTES as u64)).await?;
-    let member = package::locate_control(&head, size).map_err(bad_package)?;
-    let control = read_blob_range(ctx, &sha, member.offset, member.size).await?;
-    let info = package::check(package::read_control(&control, member.compression).map_err(bad_package)?).map_err(bad_package)?;
-    // The data member: present, complete, and streamed whole through the check.
-    let at = package::data_header_offset(&member);
-    let header = read_blob_range(ctx, &sha, at.min(size), size.saturating_sub(at).min(60)).await?;
-    let data = package::locate_data(&header, at, size).map_err(bad_package)?;
-    let mut check = crate::tarcheck::Check::new(data.compression, package::MAX_DATA_TAR);
-    for_each_chunk(ctx, &sha, data.offset, data.size, |chunk| check.push(chunk)).await?.map_err(|e| bad_package(package::data_error(e)))?;
-    check.finish().map_err(|e| bad_package(package::data_error(e)))?;
-    let pool = package::pool_path(c, &info);
-    let filename = package::filename(&info);
-    if let Some(existing) = path_row(ctx, &site, &rel, &pool).await? {
-        if existing.sha256 != sha && !replace {
-            return Err(ApiError::conflict(format!(
-                "{} {} ({}) is already in the pool with different content; add ?replace=true to replace it",
-                info.package, info.version, info.architecture
-            )));
-        }
-    }
-    let changes = vec![
-        Change { path: pool.clone(), sha256: Some(sha.clone()), content_type: Some(DEB_TYPE.into()) },
-        Change { path: sql::member_path(d, c, &filename), sha256: Some(sha.clone()), content_type: Some(DEB_TYPE.into()) },
-    ];
-    let extra = vec![
+    let blob = package_blob(ctx, req, &site, query).await?;
+    let (sha, size) = (blob.sha.clone(), blob.size);
+    let info = inspect::<Deb>(ctx, &sha, size).await?;
+    let admission = format::admission(&info, &sha, d, c);
+    let pool = admission.occupies.clone();
+    let rows = vec![
         sql::insert_package(&sha, &info.package, &info.version, &info.architecture, &info.source, &info.control.render(), ctx.now),
         sql::mark_dirty(rel.id, d, c, &info.architecture),
     ];
-    refuse_republished(ctx, site.id, &changes).await?;
-    let mut stmts = index;
-    stmts.extend(store::apply_changes_with(site.id, rel.id, &changes, extra));
-    ctx.db.batch(stmts).await.map_err(|e| batch_err(e, &format!("release {r} stopped being a draft")))?;
+    admit(ctx, &site, &rel, blob, replace, admission, rows).await?;
     Ok((
         201,
         json!({"package": info.package, "version": info.version, "architecture": info.architecture, "dist": d, "component": c,
@@ -254,29 +221,13 @@ async fn previous_ledger(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, dist: 
     Ok(vec![])
 }
 
-async fn server_signer(ctx: &Ctx<'_>, site: &SiteRow) -> std::result::Result<sign::Signer, ApiError> {
-    let key = signing_secret(ctx, site, "DEB_SIGNING_KEY", "an armored OpenPGP secret key")?;
-    let pass = ctx.env.secret("DEB_SIGNING_KEY_PASSPHRASE").ok().map(|s| s.to_string());
-    sign::Signer::from_armored(&key, pass.as_deref()).map_err(|e| ApiError::internal(format!("the signing key is unusable: {e}")))
-}
-
 /// Regenerates a distribution's indexes in a draft (planned by
 /// [`publish::plan`]): reads the members, the draft's paths and the by-hash
 /// ledger, stores the planned blobs, commits the changes with the
 /// bookkeeping in one batch.
 pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, d: &str, full: bool) -> std::result::Result<Value, ApiError> {
-    let cfg = dist_config(ctx, site.id, d).await?;
-    let client_key = if cfg.client_signed() {
-        Some(site_key(ctx, site.id).await?.ok_or_else(|| ApiError::conflict("client-side signing needs a public key: PUT /sites/{site}/deb/key"))?)
-    } else {
-        None
-    };
-    let signer = if client_key.is_none() { Some(server_signer(ctx, site).await?) } else { None };
-    let signing = match (&signer, &client_key) {
-        (Some(s), _) => publish::Signing::Server(s),
-        (None, Some(k)) => publish::Signing::Client(k),
-        (None, None) => return Err(ApiError::internal("no signer and no client key")),
-    };
+    let cfg = settings::<Deb>(ctx, site.id, d).await?;
+    let keys = Keys::<Deb>::of(ctx, site, &cfg).await?;
 
     let started = super::now_ms();
     let members: Vec<publish::Member> = all_members(ctx, site, rel, d)
@@ -322,9 +273,9 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         previous_ledger: &previous,
         now_secs: (ctx.now / 1000) as u64,
         full,
-        signing,
+        signing: keys.signing(),
     };
-    let plan = <crate::formats::Deb as crate::formats::Format>::plan(&input).map_err(ApiError::internal)?;
+    let plan = Deb::plan(&input).map_err(ApiError::internal)?;
     let planned = super::now_ms();
     let extra = vec![
         sql::clear_dirty(rel.id, d),
@@ -349,46 +300,6 @@ pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     }))
 }
 
-async fn upload_signatures(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d: &str) -> ApiResult {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Body {
-        inrelease: String,
-        release_gpg: String,
-    }
-    let site = ctx.site(s, Scope::Publish).await?;
-    let rel = ctx.draft(site.id, r).await?;
-    let body: Body = api::parse_json(&json_body(req).await?)?;
-    #[derive(Deserialize)]
-    struct P {
-        release_sha256: String,
-    }
-    let pending = ctx
-        .db
-        .first::<P>(sql::pending(rel.id, d))
-        .await?
-        .ok_or_else(|| ApiError::conflict(format!("dist {d} of release {r} is not waiting for signatures: publish it first")))?;
-    let key = site_key(ctx, site.id).await?.ok_or_else(|| ApiError::conflict("no public key registered for this site"))?;
-    let release_path = format!("dists/{d}/Release");
-    let row = path_row(ctx, &site, &rel, &release_path).await?.ok_or_else(|| ApiError::internal("the published Release is missing"))?;
-    if row.sha256 != pending.release_sha256 {
-        return Err(ApiError::conflict("the Release changed since it was published; publish again"));
-    }
-    let release = read_text(ctx, &row).await?;
-    sign::verify_inrelease(&key, &body.inrelease, &release).map_err(|e| ApiError::new(422, "bad_signature", e.0))?;
-    sign::verify_detached(&key, body.release_gpg.as_bytes(), release.as_bytes()).map_err(|e| ApiError::new(422, "bad_signature", e.0))?;
-    let in_sha = store_bytes(ctx, site.id, body.inrelease.into_bytes()).await?;
-    let gpg_sha = store_bytes(ctx, site.id, body.release_gpg.into_bytes()).await?;
-    let changes = vec![
-        Change { path: format!("dists/{d}/InRelease"), sha256: Some(in_sha), content_type: Some("text/plain; charset=utf-8".into()) },
-        Change { path: format!("dists/{d}/Release.gpg"), sha256: Some(gpg_sha), content_type: Some("application/pgp-signature".into()) },
-    ];
-    let mut stmts = vec![sql::pending_is(rel.id, d, &row.sha256)];
-    stmts.extend(store::apply_changes_with(site.id, rel.id, &changes, vec![sql::set_pending(rel.id, d, None)]));
-    ctx.db.batch(stmts).await.map_err(|e| batch_err(e, "the Release was published again meanwhile; fetch it and sign again"))?;
-    Ok((200, json!({"dist": d, "signed": true})))
-}
-
 /// Before activation: regenerate what changed (server-signed dists), or
 /// explain what a client-signed dist still needs.
 pub(super) async fn prepare_activation(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow) -> std::result::Result<(), ApiError> {
@@ -398,7 +309,7 @@ pub(super) async fn prepare_activation(ctx: &Ctx<'_>, site: &SiteRow, rel: &Rele
     }
     let dists: BTreeSet<String> = ctx.db.all::<Dirty>(sql::dirty(rel.id)).await?.into_iter().map(|d| d.dist).collect();
     for d in dists {
-        if dist_config(ctx, site.id, &d).await?.client_signed() {
+        if settings::<Deb>(ctx, site.id, &d).await?.client_signed() {
             return Err(ApiError::conflict(format!(
                 "dist {d} changed and is signed by you: POST …/releases/{}/deb/{d}/publish, sign its Release and upload the signatures",
                 rel.id
@@ -428,7 +339,7 @@ pub(super) async fn rollback_scopes(ctx: &Ctx<'_>, site: &SiteRow, target: &Rele
     }
     let dists: Vec<String> = ctx.db.all::<D>(sql::published_dists(target.id)).await?.into_iter().map(|d| d.dist).collect();
     for d in &dists {
-        if dist_config(ctx, site.id, d).await?.client_signed() {
+        if settings::<Deb>(ctx, site.id, d).await?.client_signed() {
             return Err(ApiError::conflict(format!(
                 "dist {d} is signed by you, and apt ignores an older Release: create a release from {} (\"from\": {}), publish, sign and activate it",
                 target.id, target.id

@@ -2,10 +2,12 @@
 //! repository (inspected once), provenance files, removal, and publishing
 //! (planned by [`crate::formats::helm::publish::plan`]).
 
-use super::service::{for_each_chunk, paged_members, batch_err, carry_out, json_body, package_blob, paths_under, read_blob_range, refuse_republished, store_bytes, ApiResult, ApiResultOf, Ctx, PackageBlob, PathRow, ReleaseRow, SiteRow};
+use super::formats::{admit, inspect};
+use super::service::{batch_err, carry_out, json_body, package_blob, paged_members, paths_under, read_blob_range, refuse_republished, store_bytes, ApiResult, ApiResultOf, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{ApiError, Change, Route};
 use crate::auth::Scope;
-use crate::formats::helm::{chart, publish};
+use crate::formats::helm::{self as format, chart, publish};
+use crate::formats::{Format, Helm};
 use crate::store::{self, helm as sql};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -51,10 +53,6 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
     }
 }
 
-fn bad_chart(message: String) -> ApiError {
-    ApiError::new(422, "invalid_chart", format!("not a valid Helm chart: {message}"))
-}
-
 async fn commit(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, changes: &[Change], extra: Vec<store::Stmt>) -> ApiResultOf<()> {
     ctx.db
         .batch(store::apply_changes_with(site.id, rel.id, changes, extra))
@@ -67,36 +65,13 @@ async fn add_chart(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, repo: &str
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.draft(site.id, r).await?;
     let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
-    let PackageBlob { sha, size, index } = package_blob(ctx, req, &site, query).await?;
-    if size > chart::MAX_CHART_BYTES {
-        return Err(bad_chart(format!("{size} bytes; charts are limited to {} MiB", chart::MAX_CHART_BYTES >> 20)));
-    }
+    let blob = package_blob(ctx, req, &site, query).await?;
+    let (sha, size) = (blob.sha.clone(), blob.size);
     // Streamed from R2 through the check, never held whole.
-    let first = read_blob_range(ctx, &sha, 0, size.min(2)).await?;
-    let mut check = chart::check(&first).map_err(bad_chart)?;
-    for_each_chunk(ctx, &sha, 0, size, |chunk| check.push(chunk)).await?.map_err(bad_chart)?;
-    let meta = chart::from_kept(check.finish_keeping().map_err(bad_chart)?).map_err(bad_chart)?;
-    let file = chart::filename(&meta.name, &meta.version);
-    let member = sql::member_path(repo, &file);
-    let mut changes = vec![Change { path: member.clone(), sha256: Some(sha.clone()), content_type: Some(publish::CHART_TYPE.into()) }];
-    if let Some(existing) = ctx.db.first::<PathRow>(store::release_path(site.id, rel.read_seq(), rel.id, &member)).await? {
-        if existing.sha256 != sha {
-            if !replace {
-                return Err(ApiError::conflict(format!(
-                    "{} {} is already in {repo} with different content; add ?replace=true to replace it",
-                    meta.name, meta.version
-                )));
-            }
-            // A provenance file signs the old archive: it goes with it.
-            changes.push(Change { path: format!("{member}.prov"), sha256: None, content_type: None });
-        }
-    }
-    refuse_republished(ctx, site.id, &[Change { path: format!("{repo}/{file}"), sha256: Some(sha.clone()), content_type: None }]).await?;
+    let meta = inspect::<Helm>(ctx, &sha, size).await?;
     let metadata = serde_json::to_string(&meta).expect("serialisable");
-    let extra = vec![sql::insert_chart(&sha, &meta.name, &meta.version, &metadata, ctx.now), sql::mark_dirty(rel.id, repo)];
-    let mut stmts = index;
-    stmts.extend(store::apply_changes_with(site.id, rel.id, &changes, extra));
-    ctx.db.batch(stmts).await.map_err(|e| batch_err(e, &format!("release {r} stopped being a draft")))?;
+    let rows = vec![sql::insert_chart(&sha, &meta.name, &meta.version, &metadata, ctx.now), sql::mark_dirty(rel.id, repo)];
+    admit(ctx, &site, &rel, blob, replace, format::admission(&meta, &sha, repo), rows).await?;
     Ok((201, json!({"name": meta.name, "version": meta.version, "repository": repo, "sha256": sha, "size": size, "metadata": meta})))
 }
 
@@ -166,7 +141,7 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     members.extend(pushed_charts(ctx, site, rel, repo, &members).await?);
     members.sort_by(|a, b| (&a.metadata.name, &a.metadata.version).cmp(&(&b.metadata.name, &b.metadata.version)));
     let existing: BTreeMap<String, String> = paths_under(ctx, site, rel, &format!("{repo}/")).await?.into_iter().map(|(p, row)| (p, row.sha256)).collect();
-    let plan = <crate::formats::Helm as crate::formats::Format>::plan(&publish::Input { repository: repo, members: &members, existing: &existing, now_ms: ctx.now })
+    let plan = Helm::plan(&publish::Input { repository: repo, members: &members, existing: &existing, now_ms: ctx.now })
         .map_err(ApiError::internal)?;
     let changes = carry_out(ctx, site, plan).await?;
     commit(ctx, site, rel, &changes, vec![sql::clear_dirty(rel.id, repo)]).await?;

@@ -359,6 +359,100 @@ pub fn valid_arch(a: &str) -> bool {
     !a.is_empty() && a.len() <= 32 && a.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
+/// An accepted package, as the index and the admin API see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub info: PkgInfo,
+    /// The architecture `.PKGINFO` names (required).
+    pub arch: String,
+    /// apk's `C:` identity.
+    pub identity: String,
+    /// The package's APKINDEX record.
+    pub record: String,
+    /// `.PKGINFO` as the package holds it.
+    pub pkginfo: String,
+    /// Whether the package carries abuild's signature stream.
+    pub signed: bool,
+}
+
+/// Reads and checks a whole package held in memory (tests, tools), as the
+/// worker does one it streams from R2: the same [`Inspection`].
+pub fn inspect(apk: &[u8]) -> Result<Accepted, ApkError> {
+    crate::formats::inspect::in_memory(Inspection::new(apk.len() as u64), apk, 64 << 10).map_err(ApkError)
+}
+
+/// The inspection of an `.apk` of `size` bytes: its head ([`HEAD_BYTES`])
+/// holds the signature and control streams; the data stream is checked from
+/// the head when the head is the whole package, else streamed through
+/// [`DataCheck`].
+pub struct Inspection {
+    size: u64,
+    state: State,
+}
+
+enum State {
+    Start,
+    Head,
+    Data(Box<(Accepted, DataCheck)>),
+    Over,
+}
+
+impl Inspection {
+    pub fn new(size: u64) -> Inspection {
+        Inspection { size, state: State::Start }
+    }
+}
+
+impl crate::formats::inspect::Inspector for Inspection {
+    type Member = Accepted;
+
+    fn step(&mut self, given: Option<Vec<u8>>) -> Result<crate::formats::inspect::Need<Accepted>, String> {
+        use crate::formats::inspect::{given as bytes, Need};
+        let size = self.size;
+        match std::mem::replace(&mut self.state, State::Over) {
+            State::Start => {
+                self.state = State::Head;
+                Ok(Need::Bytes { offset: 0, len: size.min(HEAD_BYTES) })
+            }
+            State::Head => {
+                let head = bytes(given)?;
+                let layout = read_head(&head, size).map_err(|e| e.0)?;
+                let info = parse_pkginfo(&layout.pkginfo).map_err(|e| e.0)?;
+                let (at, len) = layout.control;
+                let identity = identity(&head[at..at + len]);
+                let arch = info.arch.clone().ok_or("the .PKGINFO names no arch")?;
+                let record = index_record(&info, &identity, size);
+                let signed = layout.signature.is_some();
+                if (head.len() as u64) >= size {
+                    check_data(&head, size, &layout, &info).map_err(|e| e.0)?;
+                    let pkginfo = layout.pkginfo;
+                    return Ok(Need::Done(Accepted { info, arch, identity, record, pkginfo, signed }));
+                }
+                let at = data_offset(&layout) as u64;
+                let accepted = Accepted { info, arch, identity, record, pkginfo: layout.pkginfo, signed };
+                self.state = State::Data(Box::new((accepted, DataCheck::new())));
+                Ok(Need::Stream { offset: at, len: size - at })
+            }
+            State::Data(data) => {
+                let (accepted, check) = *data;
+                check.finish(&accepted.info).map_err(|e| e.0)?;
+                Ok(Need::Done(accepted))
+            }
+            State::Over => Err("the inspection is over".into()),
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<(), String> {
+        match &mut self.state {
+            State::Data(data) => {
+                data.1.push(chunk);
+                Ok(())
+            }
+            _ => Err("no stream was asked for".into()),
+        }
+    }
+}
+
 /// The file name of a package in its repository directory.
 pub fn filename(name: &str, version: &str) -> String {
     format!("{name}-{version}.apk")

@@ -96,3 +96,9 @@ mod tests {
         assert!(ApkConfig { signing: Some("hsm".into()), ..Default::default() }.validate().is_err());
     }
 }
+
+/// The key's file name under /etc/apk/keys/: the configured one, else
+/// `<site>-<8 hex of the key's SHA-256>.rsa.pub`.
+pub fn key_name(cfg: &ApkConfig, site: &str, key: &rsa::RsaPublicKey) -> String {
+    cfg.key_name.clone().unwrap_or_else(|| super::index::default_key_name(site, key))
+}

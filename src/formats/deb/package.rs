@@ -236,16 +236,72 @@ pub fn check(control: Paragraph) -> Result<DebInfo, DebError> {
 }
 
 /// Reads and checks a whole package held in memory (tests, tools), as the
-/// worker does one it streams from R2.
+/// worker does one it streams from R2: the same [`Inspection`].
 pub fn inspect(deb: &[u8]) -> Result<DebInfo, DebError> {
-    let m = locate_control(&deb[..deb.len().min(HEAD_BYTES)], deb.len() as u64)?;
-    let member = &deb[m.offset as usize..(m.offset + m.size) as usize];
-    let info = check(read_control(member, m.compression)?)?;
-    let at = data_header_offset(&m);
-    let header = deb.get(at as usize..).unwrap_or(&[]);
-    let d = locate_data(&header[..header.len().min(AR_HEADER)], at, deb.len() as u64)?;
-    check_data(&deb[d.offset as usize..(d.offset + d.size) as usize], d.compression)?;
-    Ok(info)
+    crate::formats::inspect::in_memory(Inspection::new(deb.len() as u64), deb, 64 << 10).map_err(DebError)
+}
+
+/// The inspection of a `.deb` of `size` bytes: its head locates the control
+/// member; the control member (read whole) gives the checked [`DebInfo`]; the
+/// data member's ar header locates it; the data member streams through
+/// [`crate::tarcheck::Check`].
+pub struct Inspection {
+    size: u64,
+    state: State,
+}
+
+enum State {
+    Start,
+    Head,
+    Control(ControlMember),
+    DataHeader(DebInfo, u64),
+    Data(DebInfo, crate::tarcheck::Check),
+    Over,
+}
+
+impl Inspection {
+    pub fn new(size: u64) -> Inspection {
+        Inspection { size, state: State::Start }
+    }
+}
+
+impl crate::formats::inspect::Inspector for Inspection {
+    type Member = DebInfo;
+
+    fn step(&mut self, given: Option<Vec<u8>>) -> Result<crate::formats::inspect::Need<DebInfo>, String> {
+        use crate::formats::inspect::{given as bytes, Need};
+        let size = self.size;
+        let (state, need) = match std::mem::replace(&mut self.state, State::Over) {
+            State::Start => (State::Head, Need::Bytes { offset: 0, len: size.min(HEAD_BYTES as u64) }),
+            State::Head => {
+                let m = locate_control(&bytes(given)?, size).map_err(|e| e.0)?;
+                (State::Control(m), Need::Bytes { offset: m.offset, len: m.size })
+            }
+            State::Control(m) => {
+                let info = check(read_control(&bytes(given)?, m.compression).map_err(|e| e.0)?).map_err(|e| e.0)?;
+                let at = data_header_offset(&m).min(size);
+                (State::DataHeader(info, at), Need::Bytes { offset: at, len: (size - at).min(AR_HEADER as u64) })
+            }
+            State::DataHeader(info, at) => {
+                let d = locate_data(&bytes(given)?, at, size).map_err(|e| e.0)?;
+                (State::Data(info, crate::tarcheck::Check::new(d.compression, MAX_DATA_TAR)), Need::Stream { offset: d.offset, len: d.size })
+            }
+            State::Data(info, check) => {
+                check.finish().map_err(|e| data_error(e).0)?;
+                (State::Over, Need::Done(info))
+            }
+            State::Over => return Err("the inspection is over".into()),
+        };
+        self.state = state;
+        Ok(need)
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<(), String> {
+        match &mut self.state {
+            State::Data(_, check) => check.push(chunk).map_err(|e| data_error(e).0),
+            _ => Err("no stream was asked for".into()),
+        }
+    }
 }
 
 /// `<package>_<version without epoch>_<arch>.deb`

@@ -149,13 +149,55 @@ pub fn from_kept(kept: crate::tarcheck::Kept) -> Result<Metadata, String> {
 }
 
 /// Reads a chart archive held in memory, pushed in pieces as the worker pushes
-/// one streamed from R2.
+/// one streamed from R2: the same [`Inspection`].
 pub fn inspect(tgz: &[u8]) -> Result<Metadata, String> {
-    let mut c = check(tgz)?;
-    for piece in tgz.chunks(64 << 10) {
-        c.push(piece)?;
+    crate::formats::inspect::in_memory(Inspection::new(tgz.len() as u64), tgz, 64 << 10)
+}
+
+/// The inspection of a chart archive of `size` bytes (at most
+/// [`MAX_CHART_BYTES`]): its first bytes must be gzip; then the whole archive
+/// streams through [`check`], and [`from_kept`] reads what it kept.
+pub struct Inspection {
+    size: u64,
+    state: State,
+}
+
+enum State {
+    Start,
+    First,
+    Archive(crate::tarcheck::Check),
+    Over,
+}
+
+impl Inspection {
+    pub fn new(size: u64) -> Inspection {
+        Inspection { size, state: State::Start }
     }
-    from_kept(c.finish_keeping()?)
+}
+
+impl crate::formats::inspect::Inspector for Inspection {
+    type Member = Metadata;
+
+    fn step(&mut self, given: Option<Vec<u8>>) -> Result<crate::formats::inspect::Need<Metadata>, String> {
+        use crate::formats::inspect::{given as bytes, Need};
+        let size = self.size;
+        let (state, need) = match std::mem::replace(&mut self.state, State::Over) {
+            State::Start if size > MAX_CHART_BYTES => return Err(format!("{size} bytes; charts are limited to {} MiB", MAX_CHART_BYTES >> 20)),
+            State::Start => (State::First, Need::Bytes { offset: 0, len: size.min(2) }),
+            State::First => (State::Archive(check(&bytes(given)?)?), Need::Stream { offset: 0, len: size }),
+            State::Archive(c) => (State::Over, Need::Done(from_kept(c.finish_keeping()?)?)),
+            State::Over => return Err("the inspection is over".into()),
+        };
+        self.state = state;
+        Ok(need)
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<(), String> {
+        match &mut self.state {
+            State::Archive(c) => c.push(chunk),
+            _ => Err("no stream was asked for".into()),
+        }
+    }
 }
 
 /// The archive's file name in a repository.

@@ -156,3 +156,58 @@ fn a_data_stream_whose_names_leave_the_root_is_refused() {
     let e = read_head(b"", 0).unwrap_err().0;
     assert_eq!(e, "the package is empty (0 bytes)");
 }
+
+/// Records what an inspection asks for, answering from memory as the worker
+/// answers from R2.
+struct Recording<I>(I, Vec<String>);
+
+impl<I: crate::formats::inspect::Inspector> crate::formats::inspect::Inspector for Recording<I> {
+    type Member = I::Member;
+    fn step(&mut self, given: Option<Vec<u8>>) -> Result<crate::formats::inspect::Need<I::Member>, String> {
+        use crate::formats::inspect::Need;
+        let need = self.0.step(given)?;
+        match &need {
+            Need::Bytes { offset, len } => self.1.push(format!("bytes {offset}+{len}")),
+            Need::Stream { offset, len } => self.1.push(format!("stream {offset}+{len}")),
+            Need::Done(_) => self.1.push("done".into()),
+        }
+        Ok(need)
+    }
+    fn push(&mut self, chunk: &[u8]) -> Result<(), String> {
+        self.0.push(chunk)
+    }
+}
+
+#[test]
+fn the_inspection_reads_the_head_and_streams_the_data_of_a_package_larger_than_the_head() {
+    use crate::formats::inspect::in_memory;
+    let dir = tmp("inspect");
+    // Small: the head is the whole package; one read.
+    let small = build_apk(&dir.join("small"), PKGINFO, None);
+    let n = small.apk.len();
+    let mut rec = Recording(Inspection::new(n as u64), vec![]);
+    let accepted = in_memory(&mut rec, &small.apk, 1000).unwrap();
+    assert_eq!(rec.1, [format!("bytes 0+{n}"), "done".to_string()]);
+    assert_eq!(accepted.identity, identity(&small.control));
+    assert_eq!(accepted.record, index_record(&accepted.info, &accepted.identity, n as u64));
+    assert_eq!((accepted.arch.as_str(), accepted.signed), ("x86_64", false));
+    // Large (5 MiB of incompressible data): the head, then the data stream pushed through.
+    let big = dir.join("big");
+    std::fs::create_dir_all(big.join("d/usr/bin")).unwrap();
+    run(&big, "head -c 5242880 /dev/urandom > d/usr/bin/blob");
+    let built = build_apk(&big, PKGINFO, None);
+    assert!(built.apk.len() as u64 > HEAD_BYTES);
+    let mut rec = Recording(Inspection::new(built.apk.len() as u64), vec![]);
+    let at = built.control.len();
+    let accepted = in_memory(&mut rec, &built.apk, 65536).unwrap();
+    assert_eq!(rec.1, [format!("bytes 0+{HEAD_BYTES}"), format!("stream {at}+{}", built.apk.len() - at), "done".to_string()]);
+    assert_eq!(accepted.info.name, "hello");
+    assert_eq!(inspect(&built.apk).unwrap(), accepted, "the in-memory reading is the same inspection");
+    // Any chunking gives the same verdict; a byte changed past the head is caught by the datahash.
+    assert_eq!(in_memory(Inspection::new(built.apk.len() as u64), &built.apk, 7777).unwrap(), accepted);
+    let mut bad = built.apk.clone();
+    let last = bad.len() - 100;
+    bad[last] ^= 1;
+    assert!(inspect(&bad).unwrap_err().0.contains("datahash"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

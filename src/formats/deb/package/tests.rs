@@ -141,3 +141,31 @@ fn broken_packages_are_refused_whole() {
     let big = build_deb(&dir, &long, "xz");
     assert!(e(&big).contains("control file is larger"), "{}", e(&big));
 }
+
+#[test]
+fn the_inspection_reads_three_small_ranges_and_streams_the_data_member_in_any_chunks() {
+    use crate::formats::inspect::{in_memory, Inspector, Need};
+    let dir = tmp("inspect");
+    let deb = build_deb(&dir, CONTROL, "xz");
+    let n = deb.len() as u64;
+    // Step by step, as the worker does: head, control member, data header, data stream.
+    let mut i = Inspection::new(n);
+    let Ok(Need::Bytes { offset: 0, len }) = i.step(None) else { panic!("the head first") };
+    assert_eq!(len, n.min(HEAD_BYTES as u64));
+    let Ok(Need::Bytes { offset, len }) = i.step(Some(deb[..len as usize].to_vec())) else { panic!("the control member next") };
+    let m = locate_control(&deb, n).unwrap();
+    assert_eq!((offset, len), (m.offset, m.size));
+    let Ok(Need::Bytes { offset, len }) = i.step(Some(deb[offset as usize..(offset + len) as usize].to_vec())) else { panic!("the data header next") };
+    assert_eq!((offset, len), (data_header_offset(&m), 60));
+    let Ok(Need::Stream { offset, len }) = i.step(Some(deb[offset as usize..(offset + len) as usize].to_vec())) else { panic!("the data stream last") };
+    assert_eq!(offset + len, n, "the data member runs to the end");
+    assert!(i.push(&deb[offset as usize..]).is_ok());
+    let Ok(Need::Done(info)) = i.step(None) else { panic!("then the verdict") };
+    assert_eq!(info, inspect(&deb).unwrap());
+    for chunk in [1, 3, 511, 4096] {
+        assert_eq!(in_memory(Inspection::new(n), &deb, chunk).unwrap(), info, "chunks of {chunk}");
+    }
+    // Out of order or over: an error, never a panic.
+    assert!(Inspection::new(n).push(b"x").is_err());
+    assert!(i.step(None).is_err());
+}

@@ -1,7 +1,7 @@
 //! The admin API (`/api/v1/…` on admin hostnames only).
 
 use super::db::{BatchError, Db};
-use super::service::*;
+use super::service::{batch_err, json_body, not_held, not_held_error, principal, refuse_republished, store_upload, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use super::{error_response, json_response, now_ms, BUCKET_BINDING, DB_BINDING};
 use crate::api::{self, ApiError, Base, Route};
 use crate::auth::{self, Scope};

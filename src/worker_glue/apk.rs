@@ -1,7 +1,7 @@
 //! APK repositories in the admin API: ingest, removal, publishing of signed
 //! `APKINDEX.tar.gz` per architecture, and client-side signing.
 
-use super::formats::{accept_signatures, admit, client_key, inspect, pending, settings, Keys};
+use super::format_io::{accept_signatures, admit, client_key, inspect, pending, settings, Keys};
 use super::service::{batch_err, carry_out, json_body, package_blob, paged_members, paths_under, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;

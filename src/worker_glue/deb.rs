@@ -1,7 +1,7 @@
 //! Debian repositories in the admin API: ingest, removal, publishing
 //! (Packages, Release, InRelease, Release.gpg, by-hash) and client-side signing.
 
-use super::formats::{admit, client_key, inspect, accept_signatures, settings, Keys};
+use super::format_io::{admit, client_key, inspect, accept_signatures, settings, Keys};
 use super::service::{batch_err, carry_out, json_body, package_blob, paged_members, paths_under, read_blob_range, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;

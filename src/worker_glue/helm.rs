@@ -2,7 +2,7 @@
 //! repository (inspected once), provenance files, removal, and publishing
 //! (planned by [`crate::formats::helm::publish::plan`]).
 
-use super::formats::{admit, inspect};
+use super::format_io::{admit, inspect};
 use super::service::{batch_err, carry_out, json_body, package_blob, paged_members, paths_under, read_blob_range, refuse_republished, store_bytes, ApiResult, ApiResultOf, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{ApiError, Change, Route};
 use crate::auth::Scope;

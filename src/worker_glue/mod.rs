@@ -5,6 +5,7 @@ mod blobs;
 mod db;
 mod apk;
 mod deb;
+mod format_io;
 mod formats;
 mod helm;
 mod oci;

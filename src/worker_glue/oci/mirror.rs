@@ -2,7 +2,7 @@
 //! name an upstream takes, is fetched from the upstream (with its token flow),
 //! checked against its digest, kept in R2 and recorded in the site's cache.
 
-use super::{internal, send, send_manifest, Ctx, R};
+use super::context::{batch_message, content_length_of, headers, held_size, internal, reference_text, send, send_manifest, store_small, Ctx, R};
 use crate::oci::mirror::{self as m, Challenge, Upstream};
 use crate::oci::{self, OciError, Reference};
 use crate::store::{self, oci as sql};
@@ -156,7 +156,7 @@ pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference
         Reference::Tag(tag) => ("tag", tag.clone()),
         Reference::Digest(d) => ("manifest", d.clone()),
     };
-    let unknown = || OciError::manifest_unknown(&super::reference_text(reference));
+    let unknown = || OciError::manifest_unknown(&reference_text(reference));
     let entry = cached(ctx, &t, kind, &r).await?;
     let stale = entry.as_ref().and_then(Cached::content);
     let serve = |c: (String, u64, String)| async move { send_manifest(ctx, req, reference, &c.0, c.1, &c.2).await.map(Some) };
@@ -212,7 +212,7 @@ pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference
     if !oci::MANIFEST_TYPES.contains(&ct.as_str()) {
         return Err(unavailable(&t, format!("the manifest's media type {ct:?} is not one Wharf serves")));
     }
-    if super::content_length_of(resp.headers()).map_or(false, |l| l as usize > oci::MAX_MANIFEST) {
+    if content_length_of(resp.headers()).map_or(false, |l| l as usize > oci::MAX_MANIFEST) {
         return Err(unavailable(&t, "the manifest is larger than 4 MiB".into()));
     }
     let body = resp.bytes().await.map_err(|e| unavailable(&t, e.to_string()))?;
@@ -227,7 +227,7 @@ pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference
         ));
     }
     let size = body.len() as u64;
-    super::store_small(ctx, body).await?;
+    store_small(ctx, body).await?;
     remember(ctx, &t, "manifest", &hex, Some((&hex, size, &ct))).await?;
     if kind == "tag" {
         remember(ctx, &t, "tag", &r, Some((&hex, size, &ct))).await?;
@@ -255,7 +255,7 @@ pub(super) async fn blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) ->
     // blob only another site holds is never adopted on an upstream's word:
     // it is downloaded (and checked) like any other, and a HEAD answers with
     // what the upstream said, nothing from the store.
-    let known = super::held_size(ctx, hex).await?;
+    let known = held_size(ctx, hex).await?;
     if known.is_some() || req.method() == Method::Head {
         let h = call(ctx, &t, Method::Head, &path, None).await?;
         return match h.status_code() {
@@ -265,7 +265,7 @@ pub(super) async fn blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) ->
                     send(ctx, req, hex, size, "application/octet-stream").await.map(Some)
                 }
                 None => {
-                    let size = super::content_length_of(h.headers()).ok_or_else(|| unavailable(&t, "HEAD without Content-Length".into()))?;
+                    let size = content_length_of(h.headers()).ok_or_else(|| unavailable(&t, "HEAD without Content-Length".into()))?;
                     blob_headers(hex, size).map(|hd| Some(ResponseBuilder::new().with_status(200).with_headers(hd).empty()))
                 }
             },
@@ -285,7 +285,7 @@ pub(super) async fn blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) ->
         }
         s => return Err(upstream_error(&t, s)),
     }
-    let size = super::content_length_of(resp.headers());
+    let size = content_length_of(resp.headers());
     let ResponseBody::Stream(body) = resp.body() else { return Err(unavailable(&t, "the blob has no body".into())) };
     let body = body.clone();
     let Some(size) = size else {
@@ -303,7 +303,7 @@ pub(super) async fn blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) ->
 }
 
 fn blob_headers(hex: &str, size: u64) -> R<Headers> {
-    let h = super::headers();
+    let h = headers();
     let set = |k: &str, v: &str| h.set(k, v).map_err(internal);
     set("docker-content-digest", &format!("sha256:{hex}"))?;
     set("content-type", "application/octet-stream")?;
@@ -340,7 +340,7 @@ async fn keep(
         let db = crate::worker_glue::db::Db(env.d1(crate::worker_glue::DB_BINDING)?);
         let mut stmts = store::insert_owned_blob(site, &hex, size as i64, now);
         stmts.push(sql::cache(site, &upstream, &repo, "blob", &hex, Some(&hex), Some(size as i64), Some("application/octet-stream"), now));
-        db.batch(stmts).await.map_err(|e| Error::RustError(super::batch_message(e)))?;
+        db.batch(stmts).await.map_err(|e| Error::RustError(batch_message(e)))?;
         Ok(())
     }
     .await;
@@ -374,7 +374,7 @@ pub(super) async fn tags(ctx: &Ctx<'_>, name: &str, query: &dyn Fn(&str) -> Opti
     }
     let list: List = resp.json().await.map_err(|e| unavailable(&t, e.to_string()))?;
     let tags = list.tags.unwrap_or_default();
-    let mut r = super::json_response(200, &serde_json::json!({"name": name, "tags": tags})).map_err(internal)?;
+    let mut r = crate::worker_glue::json_response(200, &serde_json::json!({"name": name, "tags": tags})).map_err(internal)?;
     if resp.headers().get("link").ok().flatten().is_some() {
         if let (Some(n), Some(l)) = (query("n"), tags.last()) {
             r.headers_mut().set("link", &format!("</v2/{name}/tags/list?n={n}&last={l}>; rel=\"next\"")).map_err(internal)?;

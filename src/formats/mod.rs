@@ -99,6 +99,16 @@ pub struct SignedFile {
     pub content_type: &'static str,
 }
 
+/// Who signs a format's indexes, as a site's settings say (`"server"`, the
+/// default, or `"client"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignedBy {
+    #[default]
+    Server,
+    Client,
+}
+
 /// Who signs a format's indexes: the server with its key, or the user, whose
 /// public key checks the signatures uploaded for the planned blobs.
 pub enum Signing<'a, S, K> {

@@ -444,7 +444,7 @@ async fn apply_changes(ctx: &Ctx<'_>, s: &str, r: i64, changes: Vec<api::Change>
 async fn activate(ctx: &Ctx<'_>, s: &str, r: i64, b: api::ActivateBody, allow_empty: bool) -> ApiResult {
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.release(site.id, r).await?;
-    if rel.state != "draft" {
+    if rel.state != crate::release::State::Draft {
         return Err(ApiError::conflict(format!("release {r} is {}; use rollback to re-activate an earlier release", rel.state)));
     }
     let expected = b.expected_active.unwrap_or(rel.parent_id);
@@ -519,7 +519,7 @@ async fn rollback(ctx: &Ctx<'_>, s: &str, b: api::RollbackBody) -> ApiResult {
         }
     };
     let target = ctx.release(site.id, to).await?;
-    if target.state != "retired" {
+    if target.state != crate::release::State::Retired {
         return Err(ApiError::conflict(format!("release {to} is {}; only a retired release can be re-activated", target.state)));
     }
     let expected = b.expected_active.unwrap_or(site.active_release_id);

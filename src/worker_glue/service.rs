@@ -52,7 +52,7 @@ pub(super) struct ReleaseRow {
     pub parent_id: Option<i64>,
     pub parent_seq: i64,
     pub seq: Option<i64>,
-    pub state: String,
+    pub state: crate::release::State,
     note: Option<String>,
     created_at: i64,
     activated_at: Option<i64>,
@@ -150,7 +150,7 @@ impl Ctx<'_> {
 
     pub async fn draft(&self, site_id: i64, id: i64) -> std::result::Result<ReleaseRow, ApiError> {
         let r = self.release(site_id, id).await?;
-        if r.state != "draft" {
+        if r.state != crate::release::State::Draft {
             return Err(ApiError::conflict(format!("release {id} is {}; an activated release never changes", r.state)));
         }
         Ok(r)

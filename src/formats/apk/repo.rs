@@ -17,7 +17,7 @@ pub struct ApkConfig {
     /// "server" (default: signed with the Worker's RSA key) or "client" (the
     /// user signs each index stream with the key registered for the site).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signing: Option<String>,
+    pub signing: Option<crate::formats::SignedBy>,
     /// The key's file name under /etc/apk/keys/ (ends in `.rsa.pub`); by
     /// default `<site>-<8 hex of the key's SHA-256>.rsa.pub`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,14 +44,11 @@ impl ApkConfig {
                 return Err("description is at most 200 characters on one line".into());
             }
         }
-        match self.signing.as_deref() {
-            None | Some("server") | Some("client") => Ok(()),
-            Some(s) => Err(format!("signing is \"server\" or \"client\", not {s:?}")),
-        }
+        Ok(())
     }
 
     pub fn client_signed(&self) -> bool {
-        self.signing.as_deref() == Some("client")
+        self.signing == Some(crate::formats::SignedBy::Client)
     }
 }
 
@@ -93,7 +90,8 @@ mod tests {
         assert!(ApkConfig { architectures: vec!["noarch".into()], ..Default::default() }.validate().is_err());
         assert!(ApkConfig { key_name: Some("../x.rsa.pub".into()), ..Default::default() }.validate().is_err());
         assert!(ApkConfig { key_name: Some("me@example.com-1a2b3c4d.rsa.pub".into()), ..Default::default() }.validate().is_ok());
-        assert!(ApkConfig { signing: Some("hsm".into()), ..Default::default() }.validate().is_err());
+        assert!(serde_json::from_str::<ApkConfig>(r#"{"signing": "hsm"}"#).is_err());
+        assert_eq!(serde_json::to_string(&ApkConfig { signing: Some(crate::formats::SignedBy::Server), ..Default::default() }).unwrap(), r#"{"architectures":[],"signing":"server"}"#);
     }
 }
 

@@ -31,7 +31,7 @@ pub struct DistConfig {
     /// "server" (default: signed with the Worker's key) or "client" (the user
     /// uploads InRelease and Release.gpg made with the key registered for the site).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signing: Option<String>,
+    pub signing: Option<crate::formats::SignedBy>,
 }
 
 pub const DEFAULT_BY_HASH_KEEP: u32 = 3;
@@ -61,14 +61,11 @@ impl DistConfig {
         if self.valid_until_days.map_or(false, |d| d == 0 || d > 3650) {
             return Err("valid_until_days is 1..=3650".into());
         }
-        match self.signing.as_deref() {
-            None | Some("server") | Some("client") => Ok(()),
-            Some(s) => Err(format!("signing is \"server\" or \"client\", not {s:?}")),
-        }
+        Ok(())
     }
 
     pub fn client_signed(&self) -> bool {
-        self.signing.as_deref() == Some("client")
+        self.signing == Some(crate::formats::SignedBy::Client)
     }
 
     pub fn by_hash_keep(&self) -> usize {
@@ -142,7 +139,8 @@ mod tests {
     #[test]
     fn config_validation() {
         assert!(DistConfig::default().validate().is_ok());
-        assert!(DistConfig { signing: Some("nobody".into()), ..Default::default() }.validate().is_err());
+        assert!(serde_json::from_str::<DistConfig>(r#"{"signing": "nobody"}"#).is_err());
+        assert_eq!(serde_json::from_str::<DistConfig>(r#"{"signing": "client"}"#).unwrap().signing, Some(crate::formats::SignedBy::Client));
         assert!(DistConfig { architectures: vec!["all".into()], ..Default::default() }.validate().is_err());
         assert!(DistConfig { origin: Some("a\nb".into()), ..Default::default() }.validate().is_err());
         assert!(serde_json::from_str::<DistConfig>(r#"{"bogus": 1}"#).is_err());

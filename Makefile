@@ -1,5 +1,5 @@
 # Two commands: `make dev` runs Wharf locally, `make test` runs every test.
-.PHONY: dev test setup build deploy bench bench-debian bench-apk bench-oci fuzz
+.PHONY: dev test setup build deploy bench bench-hot bench-debian bench-apk bench-oci fuzz
 
 dev:
 	scripts/dev
@@ -18,6 +18,9 @@ deploy:
 
 bench:
 	bench/run
+
+bench-hot:
+	bench/run-hot
 
 bench-debian:
 	bench/run-debian

@@ -25,9 +25,9 @@ BIG_MIB = int(os.environ.get("BENCH_BIG_MIB", "256"))
 SCALE_PATHS = int(os.environ.get("BENCH_SCALE_PATHS", "100000"))
 
 
-def wrk(url: str, host: str) -> dict:
+def wrk(url: str, host: str, extra: list = ()) -> dict:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", "--latency", "-H", f"Host: {host}", url],
+        ["wrk", "-t2", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", "--latency", "-H", f"Host: {host}", *extra, url],
         capture_output=True, text=True, check=True,
     ).stdout
 

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 os.environ.setdefault("BENCH_WRK_SECONDS", "5")
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
 sys.path.insert(0, str(HERE))
-from bench import start_nginx, wrk  # noqa: E402
+from bench import download_mbps, start_nginx, wrk  # noqa: E402
 import bench as bench_module  # noqa: E402
 from oci import start_registry  # noqa: E402
 from wharf import WRANGLER, Wharf, free_port, stop_process_group, wrangler_env  # noqa: E402
@@ -38,6 +38,7 @@ from wharf import WRANGLER, Wharf, free_port, stop_process_group, wrangler_env  
 OUT = HERE / "out-hot"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+BLOB_MIB = int(os.environ.get("BENCH_HOT_BLOB_MIB", "64"))
 
 
 def sha(b: bytes) -> str:
@@ -98,20 +99,30 @@ def main():
     files.mkdir()
     small = os.urandom(2048)
     (files / "small.bin").write_bytes(small)
+    blob = os.urandom(BLOB_MIB << 20)
+    (files / "blob.bin").write_bytes(blob)
+    blob_sha = sha(blob)
 
     print("starting the null worker, Wharf, docker-registry and nginx ...", flush=True)
     null, null_port = start_null_worker(OUT / "null")
     w = Wharf(OUT / "state")
+    w_off = Wharf(OUT / "state-off", extra_vars={"EDGE_CACHE": "off"})
     (OUT / "registry").mkdir()
     registry, reg_port = start_registry(OUT / "registry", tls=False)
     nginx, nginx_port = start_nginx(files)
     results: dict[str, list[dict]] = {}
+    speeds: dict[str, list[float]] = {}
     try:
         a = w.admin
         a.site("bench", "bench.test")
         rel = a.draft("bench")
         a.put("bench", rel, "small.bin", small)
         a.activate("bench", rel)
+        for inst in (w, w_off):
+            inst.admin.site("blob", "blob.test")
+            r = inst.admin.draft("blob")
+            inst.admin.put("blob", r, "blob.bin", blob)
+            inst.admin.activate("blob", r)
         wurl, rurl = f"http://127.0.0.1:{w.port}", f"http://127.0.0.1:{reg_port}"
         auth = {"Authorization": f"Bearer {w.root_token}"}
         wm, wl = push_image(wurl, "bench.test", "bench/app", auth)
@@ -128,14 +139,23 @@ def main():
             ("Wharf: 4 KiB blob GET", f"{wurl}/v2/bench/app/blobs/sha256:{wl}", "bench.test", []),
             ("docker-registry: 4 KiB blob GET", f"{rurl}/v2/bench/app/blobs/sha256:{rl}", "registry.test", []),
         ]
-        rss_before = workerd_rss_mib(w.proc.pid)
+        downloads = [
+            (f"Wharf: {BLOB_MIB} MiB blob GET, edge cache on", f"{wurl}/blob.bin"),
+            (f"Wharf: {BLOB_MIB} MiB blob GET, edge cache off", f"http://127.0.0.1:{w_off.port}/blob.bin"),
+            (f"nginx: {BLOB_MIB} MiB file GET", f"http://127.0.0.1:{nginx_port}/blob.bin"),
+        ]
+        rss_before, null_before = workerd_rss_mib(w.proc.pid), workerd_rss_mib(null.pid)
         for r in range(ROUNDS):
             for name, url, host, extra in targets:
                 print(f"round {r + 1}/{ROUNDS}: {name} ...", flush=True)
                 results.setdefault(name, []).append(wrk(url, host, extra))
-        rss_after = workerd_rss_mib(w.proc.pid)
+            for name, url in downloads:
+                print(f"round {r + 1}/{ROUNDS}: {name} ...", flush=True)
+                speeds.setdefault(name, []).append(download_mbps(url, "blob.test", blob_sha, runs=1))
+        rss_after, null_after = workerd_rss_mib(w.proc.pid), workerd_rss_mib(null.pid)
     finally:
         w.stop()
+        w_off.stop()
         stop_process_group(null)
         stop_process_group(registry)
         nginx.terminate()
@@ -156,7 +176,12 @@ def main():
         ("Wharf 2 KiB file / nginx", med["Wharf: 2 KiB file GET"]["rps"] / med["nginx: 2 KiB file GET"]["rps"]),
     ]
     lines += ["", "| ratio (requests/s) | value |", "|---|---:|"] + [f"| {n} | {v:.2f}× |" for n, v in ratios]
-    lines += ["", f"No blob HEAD row: wrk waits for the body a HEAD answer announces, and ApacheBench stalls on workerd's keep-alive HEAD answers (one request in 5 s), so a small blob GET stands in.", "", f"workerd RSS (Wharf): {rss_before:.0f} MiB before the load, {rss_after:.0f} MiB after.",
+    lines += ["", f"| {BLOB_MIB} MiB body, one curl per round | MB/s (median) | / nginx |", "|---|---:|---:|"]
+    nginx_mbps = statistics.median(speeds[downloads[2][0]])
+    for name, _ in downloads:
+        v = statistics.median(speeds[name])
+        lines.append(f"| {name} | {v:,.0f} | {v / nginx_mbps:.2f}× |")
+    lines += ["", f"No blob HEAD row: wrk waits for the body a HEAD answer announces, and ApacheBench stalls on workerd's keep-alive HEAD answers (one request in 5 s), so a small blob GET stands in.", "", f"workerd RSS: Wharf {rss_before:.0f} MiB before the load, {rss_after:.0f} MiB after; the null worker {null_before:.0f} → {null_after:.0f} MiB.",
               "", f"wrk: 2 threads, {bench_module.WRK_CONNECTIONS} connections, {bench_module.WRK_SECONDS} s per measurement; "
               f"{ROUNDS} interleaved rounds, medians; machine: {os.cpu_count()} cores; everything on loopback, plain HTTP."]
     report = "\n".join(lines)

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod formats;
 pub mod hostname;
+pub mod lookup;
 pub mod http;
 pub mod oci;
 pub mod path;

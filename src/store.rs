@@ -96,6 +96,30 @@ pub fn lookup(hostname: &str, path: &str) -> Stmt {
     )
 }
 
+/// A tenant request's one query: the schema version, the hostname's site
+/// with its active release and registry settings, and what `path` holds in
+/// that release (pass "" for no path). One row whenever the schema is
+/// applied; the site's columns are NULL for an unknown hostname, the path's
+/// for a missing path. Columns: schema_version, site_id, site_name,
+/// site_created_at, active_release_id, seq, activated_at, registry_config,
+/// sha256, size, content_type.
+pub fn route(hostname: &str, path: &str) -> Stmt {
+    stmt(
+        "SELECT m.value AS schema_version, s.id AS site_id, s.name AS site_name, s.created_at AS site_created_at, \
+                s.active_release_id AS active_release_id, r.seq AS seq, r.activated_at AS activated_at, o.config AS registry_config, \
+                v.sha256 AS sha256, v.size AS size, v.content_type AS content_type \
+         FROM schema_meta m \
+         LEFT JOIN hostnames h ON h.hostname = ?1 \
+         LEFT JOIN sites s ON s.id = h.site_id \
+         LEFT JOIN releases r ON r.id = s.active_release_id \
+         LEFT JOIN oci_settings o ON o.site_id = s.id \
+         LEFT JOIN path_versions v ON v.site_id = s.id AND v.path = ?2 \
+                                   AND v.from_seq <= r.seq AND v.to_seq > r.seq \
+         WHERE m.key = 'version'",
+        vec![hostname.into(), path.into()],
+    )
+}
+
 pub fn schema_version() -> Stmt {
     stmt("SELECT value FROM schema_meta WHERE key = 'version'", vec![])
 }

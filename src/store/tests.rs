@@ -93,7 +93,7 @@ impl Db {
     }
     /// What the data plane serves for host/path: the blob digest.
     fn serve(&self, host: &str, path: &str) -> Option<String> {
-        match &self.rows(lookup(host, path))[0][1] {
+        match &self.rows(route(host, path))[0][8] {
             Value::Text(t) => Some(t.clone()),
             _ => None,
         }
@@ -253,7 +253,7 @@ fn one_change_on_a_large_release_writes_two_rows() {
     assert_eq!(db.served_content("big.test", "pool/p050001.deb").as_deref(), Some("x"));
     // The data-plane lookup is a single indexed search, not a scan.
     let plan: Vec<String> = {
-        let q = lookup("big.test", "pool/p050001.deb");
+        let q = route("big.test", "pool/p050001.deb");
         let mut st = db.0.prepare(&format!("EXPLAIN QUERY PLAN {}", q.sql)).unwrap();
         st.query_map(params_from_iter(q.params.iter().map(to_sql)), |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect()
     };

@@ -1,8 +1,8 @@
 //! The admin API (`/api/v1/…` on admin hostnames only).
 
-use super::db::{BatchError, Db};
+use super::db::{BatchError, Db, Start};
 use super::service::{batch_err, json_body, not_held, not_held_error, principal, refuse_republished, store_upload, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
-use super::{error_response, json_response, now_ms, BUCKET_BINDING, DB_BINDING};
+use super::{error_response, json_response, now_ms, BUCKET_BINDING};
 use crate::api::{self, ApiError, Base, Route};
 use crate::auth::{self, Scope};
 use crate::api::schema_error;
@@ -13,12 +13,33 @@ use serde_json::{json, Value};
 use worker::*;
 
 pub async fn handle(req: Request, env: &Env) -> Result<Response> {
-    match dispatch(req, env).await {
-        Ok((204, _)) => Ok(Response::builder().with_status(204).empty()),
-        Ok((status, body)) => json_response(status, &body),
-        Err(e) => error_response(&e),
+    let changes = !matches!(req.method(), Method::Get | Method::Head);
+    // The admin API reads and writes the primary; its answers carry the
+    // session's bookmark, which a client may send to a tenant hostname
+    // (`X-Wharf-Bookmark`) to read at least what it wrote.
+    let db = match Db::open(env, Start::Primary) {
+        Ok(db) => db,
+        Err(e) => return error_response(&e),
+    };
+    let result = dispatch(req, env, &db).await;
+    if changes {
+        // An activation, a rollback, a hostname, a site or registry settings
+        // may have changed what a hostname serves: this isolate sees it at once.
+        super::memory::forget_routes();
     }
+    let mut response = match result {
+        Ok((204, _)) => Response::builder().with_status(204).empty(),
+        Ok((status, body)) => json_response(status, &body)?,
+        Err(e) => error_response(&e)?,
+    };
+    if let Some(b) = db.bookmark() {
+        response.headers_mut().set(BOOKMARK_HEADER, &b)?;
+    }
+    Ok(response)
 }
+
+/// Where the admin API gives its D1 bookmark, and where a tenant request may bring one back.
+pub(super) const BOOKMARK_HEADER: &str = "x-wharf-bookmark";
 
 /// One entry of a site's mirror cache, as the admin API lists it.
 #[derive(Deserialize, serde::Serialize)]
@@ -40,17 +61,16 @@ async fn check_schema(db: &Db) -> std::result::Result<(), ApiError> {
     }
 }
 
-async fn dispatch(mut req: Request, env: &Env) -> ApiResult {
+async fn dispatch(mut req: Request, env: &Env, db: &Db) -> ApiResult {
     let url = req.url().map_err(|e| ApiError::bad_request(e.to_string()))?;
     let method = req.method().to_string();
     let route = api::route(&method, url.path())?;
-    let db = Db(env.d1(DB_BINDING).map_err(|e| ApiError::internal(e.to_string()))?);
     let now = now_ms();
     if route == Route::Health {
-        return health(&db).await;
+        return health(db).await;
     }
-    check_schema(&db).await?;
-    let who = principal(&req, env, &db, now).await?;
+    check_schema(db).await?;
+    let who = principal(&req, env, db, now).await?;
     let query = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
     let ctx = Ctx { env, db, who, now };
     use Route::*;

@@ -196,10 +196,10 @@ pub(super) async fn prepare_activation(ctx: &Ctx<'_>, site: &SiteRow, rel: &Rele
 /// push has landed whatever happens here; on failure the chart waits for the
 /// repository's next publication.
 pub(super) async fn republish_after_push(env: &Env, site_name: &str, repo: &str) -> ApiResultOf<()> {
-    let db = super::db::Db(env.d1(super::DB_BINDING).map_err(|e| ApiError::internal(e.to_string()))?);
+    let db = super::db::Db::open(env, super::db::Start::Primary)?;
     let site: SiteRow = db.first(store::site_by_name(site_name)).await?.ok_or_else(|| ApiError::not_found("the site is gone"))?;
     let who = crate::auth::Principal::Token { id: "helm-push".into(), site_id: Some(site.id), scope: Scope::Publish };
-    let ctx = Ctx { env, db, who, now: super::now_ms() };
+    let ctx = Ctx { env, db: &db, who, now: super::now_ms() };
     let note = format!("helm push: publish {repo}/index.yaml");
     let mut pause_ms = 20u64;
     for _ in 0..6 {
@@ -210,7 +210,7 @@ pub(super) async fn republish_after_push(env: &Env, site_name: &str, repo: &str)
             .ok_or_else(|| ApiError::internal("no draft was created"))?;
         let published = publish_repo(&ctx, &site, &draft, repo).await;
         let activated = match published {
-            Ok(_) => ctx.db.batch(store::activate(site.id, draft.id, draft.parent_id, super::now_ms())).await.map(|_| ()),
+            Ok(_) => ctx.db.batch(store::activate(site.id, draft.id, draft.parent_id, super::now_ms())).await.map(|_| super::memory::forget_routes()),
             Err(e) => Err(super::db::BatchError::Failed(e)),
         };
         match activated {

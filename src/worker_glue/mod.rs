@@ -3,11 +3,13 @@
 mod admin;
 mod blobs;
 mod db;
+mod edge;
 mod apk;
 mod deb;
 mod format_io;
 mod formats;
 mod helm;
+mod memory;
 mod oci;
 mod serve;
 mod service;

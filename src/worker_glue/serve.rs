@@ -1,23 +1,13 @@
 //! The data plane: tenant hostname + path → blob, streamed from R2.
 
-use super::db::Db;
-use super::{error_response, DB_BINDING, BUCKET_BINDING};
+use super::db::{Db, Start};
+use super::{error_response, BUCKET_BINDING};
 use crate::api::ApiError;
 use crate::http::{self, Conditions, Entry, Outcome};
+use super::memory::Resolved;
 use crate::api::schema_error;
-use crate::schema::{self, SchemaState};
 use crate::{path, store};
-use serde::Deserialize;
 use worker::*;
-
-#[derive(Deserialize)]
-struct LookupRow {
-    schema_version: Option<String>,
-    sha256: Option<String>,
-    size: Option<f64>,
-    content_type: Option<String>,
-    activated_at: Option<f64>,
-}
 
 fn not_found() -> Result<Response> {
     error_response(&ApiError::not_found("not found"))
@@ -44,27 +34,23 @@ pub async fn handle(req: Request, env: &Env, worker_ctx: &Context, host: &str) -
     if path.starts_with(store::INTERNAL_PREFIX) {
         return not_found();
     }
-    let db = Db(env.d1(DB_BINDING)?);
-    let row: LookupRow = match db.first(store::lookup(host, &path)).await {
-        Ok(Some(r)) => r,
-        // No schema_meta row, or no table at all: the schema was never applied.
-        Ok(None) => return error_response(&schema_error(&SchemaState::Outdated { database: None })),
-        Err(e) => {
-            let state = schema::check(db.recorded_schema().await.as_deref());
-            if state != SchemaState::Current {
-                return error_response(&schema_error(&state));
-            }
-            return error_response(&e);
-        }
+    // Reads from the nearest replica, or no earlier than the bookmark the
+    // client brings (what an admin API answer gave it).
+    let bookmark = req.headers().get(super::admin::BOOKMARK_HEADER)?.filter(|b| super::db::is_bookmark(b));
+    let db = match Db::open(env, bookmark.as_deref().map_or(Start::Nearest, Start::After)) {
+        Ok(db) => db,
+        Err(e) => return error_response(&e),
     };
-    let state = schema::check(row.schema_version.as_deref());
-    if state != SchemaState::Current {
-        return error_response(&schema_error(&state));
-    }
-    let (Some(sha256), Some(size), Some(content_type), Some(activated_at)) = (row.sha256, row.size, row.content_type, row.activated_at) else {
+    let (route, found) = match super::memory::resolve(env, &db, host, &path, bookmark.is_some()).await {
+        Ok(Resolved::Site(route, found)) => (route, found),
+        Ok(Resolved::NoSite) => return not_found(),
+        Ok(Resolved::Schema(state)) => return error_response(&schema_error(&state)),
+        Err(e) => return error_response(&e),
+    };
+    let (Some(found), Some(activated_at)) = (found, route.activated_at) else {
         return not_found();
     };
-    let entry = Entry { sha256, size: size as u64, content_type, activated_at_ms: activated_at as u64 };
+    let entry = Entry { sha256: found.sha256.clone(), size: found.size, content_type: found.content_type.clone(), activated_at_ms: activated_at as u64 };
     let h = req.headers();
     let (inm, ims, im, ius, range, if_range) = (
         h.get("if-none-match")?,
@@ -119,6 +105,29 @@ pub async fn handle(req: Request, env: &Env, worker_ctx: &Context, host: &str) -
     headers.set("content-length", &length.to_string())?;
     if head {
         return Ok(builder(status).empty());
+    }
+    // Small bodies come from the isolate's memory (read from R2 once).
+    match super::memory::small_body(env, &entry.sha256, entry.size).await {
+        Ok(Some(bytes)) => {
+            let (at, n) = r2_range.map_or((0, entry.size), |r| r);
+            return Ok(builder(status).fixed(bytes[at as usize..(at + n) as usize].to_vec()));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            console_error!("blob {} of {host}/{path}: {}", entry.sha256, e.message);
+            return error_response(&e);
+        }
+    }
+    // Whole bodies through the edge cache (a colo's copy, else R2, teed into it).
+    if r2_range.is_none() {
+        match super::edge::whole_body(env, worker_ctx, &entry.sha256, entry.size).await {
+            Ok(Some(body)) => return Ok(builder(status).body(body)),
+            Ok(None) => {}
+            Err(e) => {
+                console_error!("blob {} of {host}/{path}: {e}", entry.sha256);
+                return error_response(&ApiError::internal("stored content is missing"));
+            }
+        }
     }
     let bucket = env.bucket(BUCKET_BINDING)?;
     let mut get = bucket.get(store::blob_key(&entry.sha256));

@@ -24,7 +24,7 @@ pub(super) const DEFAULT_MAX_BLOB_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 pub(super) struct Ctx<'a> {
     pub env: &'a Env,
-    pub db: Db,
+    pub db: &'a Db,
     pub who: Principal,
     pub now: i64,
 }

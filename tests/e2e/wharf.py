@@ -143,6 +143,39 @@ class Wharf:
                 c.close()
         return sorted(keys)
 
+    def r2_forget(self, key: str) -> int:
+        """Makes local R2 forget an object behind the worker's back (its
+        metadata row goes; R2 then answers as if it never held it)."""
+        import glob
+        import sqlite3
+        n = 0
+        for db in glob.glob(str(self.state / "v3/r2/miniflare-R2BucketObject/*.sqlite")):
+            if db.endswith("/metadata.sqlite"):
+                continue
+            c = sqlite3.connect(db, timeout=10)
+            try:
+                n += c.execute("DELETE FROM _mf_objects WHERE key = ?", (key,)).rowcount
+                c.commit()
+            finally:
+                c.close()
+        return n
+
+    def d1_write(self, sql: str, params: tuple = ()) -> int:
+        """Changes local D1 behind the worker's back, as another isolate (or
+        another region's) change would reach it: the worker learns of it only
+        by reading D1. Returns the rows changed."""
+        import glob
+        import sqlite3
+        dbs = [d for d in glob.glob(str(self.state / "v3/d1/miniflare-D1DatabaseObject/*.sqlite")) if not d.endswith("/metadata.sqlite")]
+        assert len(dbs) == 1, dbs
+        c = sqlite3.connect(dbs[0], timeout=10)
+        try:
+            n = c.execute(sql, params).rowcount
+            c.commit()
+            return n
+        finally:
+            c.close()
+
     def stop(self) -> None:
         stop_process_group(self.proc)
         self.log.close()

@@ -25,27 +25,8 @@ pub(super) fn respond(e: &OciError) -> Result<Response> {
     Ok(r)
 }
 
-#[derive(Deserialize)]
-pub(super) struct Site {
-    pub(super) id: i64,
-    pub(super) name: String,
-    pub(super) created_at: f64,
-    pub(super) active_release_id: Option<i64>,
-    pub(super) seq: Option<i64>,
-    /// The registry settings (JSON), if any were stored.
-    pub(super) config: Option<String>,
-    /// What the request's path holds, read in the same query.
-    pub(super) sha256: Option<String>,
-    pub(super) size: Option<f64>,
-    pub(super) content_type: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct Found {
-    pub(super) sha256: Option<String>,
-    pub(super) size: Option<f64>,
-    pub(super) content_type: Option<String>,
-}
+/// The hostname's site with its active release and registry settings.
+pub(super) type Site = std::rc::Rc<crate::lookup::Route>;
 
 pub(super) struct Ctx<'a> {
     pub(super) env: &'a Env,
@@ -58,12 +39,14 @@ pub(super) struct Ctx<'a> {
     pub(super) now: i64,
     /// A release path read with the site (a GET or HEAD of a manifest or blob).
     pub(super) prefetched: Option<(String, Option<(String, u64, String)>)>,
+    /// The client brought a bookmark: paths are read from D1, not from memory.
+    pub(super) latest: bool,
 }
 
 impl Ctx<'_> {
     /// What names this site and no other, ever: its id and creation time.
     pub(super) fn site_key(&self) -> (i64, i64) {
-        (self.site.id, self.site.created_at as i64)
+        (self.site.id, self.site.created_at)
     }
 }
 
@@ -83,11 +66,10 @@ pub(super) async fn find(ctx: &Ctx<'_>, path: &str) -> R<Option<(String, u64, St
             return Ok(found.clone());
         }
     }
-    let f: Option<Found> = ctx.db.first(store::lookup(&ctx.host, path)).await?;
-    Ok(f.and_then(|f| match (f.sha256, f.size, f.content_type) {
-        (Some(s), Some(n), Some(t)) => Some((s, n as u64, t)),
-        _ => None,
-    }))
+    match crate::worker_glue::memory::resolve(ctx.env, &ctx.db, &ctx.host, path, ctx.latest).await? {
+        crate::worker_glue::memory::Resolved::Site(_, found) => Ok(found.map(|f| (f.sha256.clone(), f.size, f.content_type.clone()))),
+        _ => Ok(None),
+    }
 }
 
 /// Streams a stored blob (with Range) or answers HEAD.
@@ -117,6 +99,16 @@ pub(super) async fn send(ctx: &Ctx<'_>, req: &Request, sha: &str, size: u64, con
     let builder = ResponseBuilder::new().with_status(status).with_headers(h.clone()).with_encode_body(EncodeBody::Manual);
     if req.method() == Method::Head {
         return Ok(builder.empty());
+    }
+    // Small bodies (manifests, configs) come from the isolate's memory.
+    if let Some(bytes) = crate::worker_glue::memory::small_body(ctx.env, sha, size).await? {
+        let (at, n) = r2_range.unwrap_or((0, size));
+        return Ok(builder.fixed(bytes[at as usize..(at + n) as usize].to_vec()));
+    }
+    if r2_range.is_none() {
+        if let Some(body) = crate::worker_glue::edge::whole_body(ctx.env, ctx.worker, sha, size).await.map_err(internal)? {
+            return Ok(builder.body(body));
+        }
     }
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
     let mut get = bucket.get(store::blob_key(sha));
@@ -165,7 +157,10 @@ pub(super) async fn commit(ctx: &Ctx<'_>, changes: &[Change], note: &str) -> R<(
             .ok_or_else(|| internal("no draft was created"))?;
         match ctx.db.batch(store::apply_changes(ctx.site.id, draft.id, changes)).await {
             Ok(_) => match ctx.db.batch(store::activate_rebased(ctx.site.id, draft.id, now_ms())).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    crate::worker_glue::memory::forget_routes();
+                    return Ok(());
+                }
                 Err(BatchError::Precondition) => {}
                 Err(BatchError::Failed(e)) => return Err(internal(e.message)),
             },

@@ -337,7 +337,7 @@ async fn keep(
         let (stored, (_to_client, to_store)) = futures_util::future::join(put, copy).await;
         to_store?;
         stored.map_err(|e| Error::RustError(e.to_string()))?;
-        let db = crate::worker_glue::db::Db(env.d1(crate::worker_glue::DB_BINDING)?);
+        let db = crate::worker_glue::db::Db::open(&env, crate::worker_glue::db::Start::Primary).map_err(|e| Error::RustError(e.message))?;
         let mut stmts = store::insert_owned_blob(site, &hex, size as i64, now);
         stmts.push(sql::cache(site, &upstream, &repo, "blob", &hex, Some(&hex), Some(size as i64), Some("application/octet-stream"), now));
         db.batch(stmts).await.map_err(|e| Error::RustError(batch_message(e)))?;

@@ -3,8 +3,8 @@
 //! R2 under their digest like every other file.
 
 use super::service::principal_for_token;
-use super::db::Db;
-use super::{json_response, now_ms, DB_BINDING};
+use super::db::{Db, Start};
+use super::{json_response, now_ms};
 use crate::auth::Scope;
 use crate::oci::{self, OciError, OciRoute, Reference};
 use crate::store::oci as sql;
@@ -17,7 +17,7 @@ mod context;
 mod mirror;
 mod push;
 
-use context::{all_tags, find, internal, list_under, read_small, reference_text, repository_exists, respond, send, send_manifest, Ctx, R, Site};
+use context::{all_tags, find, internal, list_under, read_small, reference_text, repository_exists, respond, send, send_manifest, Ctx, R};
 use push::{cancel_upload, delete_blob, delete_manifest, finish_upload, owned_blob, patch_upload, put_manifest, start_upload, upload_status};
 
 /// A site's registry settings (defaults when none are stored).
@@ -50,24 +50,32 @@ pub async fn handle(mut req: Request, env: &Env, worker: &Context, host: &str) -
         (Ok(OciRoute::Blob { name, digest }), Method::Get | Method::Head) => Some(oci::blob_path(name, digest)),
         _ => None,
     };
-    let db = Db(env.d1(DB_BINDING)?);
-    let site = match db.first::<Site>(sql::site_for_host(host, read_path.as_deref().unwrap_or(""))).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return respond(&OciError::new(404, "NAME_UNKNOWN", "no registry on this hostname")),
-        Err(e) => return respond(&internal(e.message)),
+    // Reads (pulls) from the nearest replica or after the client's bookmark;
+    // pushes and deletions on the primary. A session's writes always reach
+    // the primary, so a pull that fills the mirror's cache writes there too.
+    let reads = matches!(req.method(), Method::Get | Method::Head);
+    let bookmark = req.headers().get(super::admin::BOOKMARK_HEADER)?.filter(|b| reads && super::db::is_bookmark(b));
+    let start = match (&bookmark, reads) {
+        (Some(b), _) => Start::After(b),
+        (None, true) => Start::Nearest,
+        (None, false) => Start::Primary,
     };
-    let cfg = match parse_settings(site.config.as_deref()) {
+    let db = match Db::open(env, start) {
+        Ok(db) => db,
+        Err(e) => return respond(&e),
+    };
+    let (site, found) = match super::memory::resolve(env, &db, host, read_path.as_deref().unwrap_or(""), bookmark.is_some()).await {
+        Ok(super::memory::Resolved::Site(site, found)) => (site, found),
+        Ok(super::memory::Resolved::NoSite) => return respond(&OciError::new(404, "NAME_UNKNOWN", "no registry on this hostname")),
+        Ok(super::memory::Resolved::Schema(state)) => return respond(&crate::api::schema_error(&state)),
+        Err(e) => return respond(&e),
+    };
+    let cfg = match parse_settings(site.registry_config.as_deref()) {
         Ok(c) => c,
         Err(e) => return respond(&internal(e.message)),
     };
-    let prefetched = read_path.map(|p| {
-        let found = match (&site.sha256, site.size, &site.content_type) {
-            (Some(s), Some(n), Some(t)) => Some((s.clone(), n as u64, t.clone())),
-            _ => None,
-        };
-        (p, found)
-    });
-    let ctx = Ctx { env, worker, db, host: host.to_string(), site, cfg, now: now_ms(), prefetched };
+    let prefetched = read_path.map(|p| (p, found.map(|f| (f.sha256.clone(), f.size, f.content_type.clone()))));
+    let ctx = Ctx { env, worker, db, host: host.to_string(), site, cfg, now: now_ms(), prefetched, latest: bookmark.is_some() };
     let query = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
     if path == "/v2/token" {
         return match issue_token(&ctx, &req, &url).await {

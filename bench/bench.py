@@ -136,7 +136,7 @@ def main():
         big_rel = a.draft("big-site")
         for start in range(0, SCALE_PATHS, 1000):
             a.call("POST", f"/sites/big-site/releases/{big_rel}/changes",
-                   {"put": [{"path": f"pool/main/p/pkg{i:06d}/pkg{i:06d}_1.0_amd64.deb", "sha256": sha_small}
+                   {"put": [{"path": f"files/p/pkg{i:06d}/pkg{i:06d}_1.0_amd64.txt", "sha256": sha_small}
                             for i in range(start, min(start + 1000, SCALE_PATHS))]})
         t = time.perf_counter()
         first = a.activate("big-site", big_rel)
@@ -147,19 +147,19 @@ def main():
         for _ in range(5):
             t = time.perf_counter()
             d = a.draft("big-site")
-            a.call("PUT", f"/sites/big-site/releases/{d}/paths/pool/main/p/pkg050000/pkg050000_1.0_amd64.deb",
+            a.call("PUT", f"/sites/big-site/releases/{d}/paths/files/p/pkg050000/pkg050000_1.0_amd64.txt",
                    {"sha256": changed if len(timings) % 2 == 0 else sha_small})
             res = a.activate("big-site", d)
             timings.append(time.perf_counter() - t)
             written.append(res["rows_closed"] + res["rows_opened"])
         small_rel = a.draft("small-site")
         a.call("POST", f"/sites/small-site/releases/{small_rel}/changes",
-               {"put": [{"path": f"pool/main/p/pkg{i:06d}/pkg{i:06d}_1.0_amd64.deb", "sha256": sha_small} for i in range(100)]})
+               {"put": [{"path": f"files/p/pkg{i:06d}/pkg{i:06d}_1.0_amd64.txt", "sha256": sha_small} for i in range(100)]})
         a.activate("small-site", small_rel)
 
         print("lookup latency: 100,000-path site vs 100-path site ...", flush=True)
-        lb = wrk(f"{wurl}/pool/main/p/pkg000042/pkg000042_1.0_amd64.deb", "big.test")
-        ls = wrk(f"{wurl}/pool/main/p/pkg000042/pkg000042_1.0_amd64.deb", "small.test")
+        lb = wrk(f"{wurl}/files/p/pkg000042/pkg000042_1.0_amd64.txt", "big.test")
+        ls = wrk(f"{wurl}/files/p/pkg000042/pkg000042_1.0_amd64.txt", "small.test")
     finally:
         w.stop()
         nginx.terminate()

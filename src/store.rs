@@ -77,25 +77,6 @@ pub fn guard_clear() -> Stmt {
 
 // ---------------------------------------------------------------- data plane
 
-/// The data plane's single query: hostname → site → active release → path.
-/// Always returns one row (from schema_meta), so an unknown host or path and
-/// an outdated schema are told apart in the same round trip.
-/// Columns: schema_version, sha256, size, content_type, activated_at.
-pub fn lookup(hostname: &str, path: &str) -> Stmt {
-    stmt(
-        "SELECT m.value AS schema_version, v.sha256 AS sha256, v.size AS size, \
-                v.content_type AS content_type, r.activated_at AS activated_at \
-         FROM schema_meta m \
-         LEFT JOIN hostnames h ON h.hostname = ?1 \
-         LEFT JOIN sites s ON s.id = h.site_id \
-         LEFT JOIN releases r ON r.id = s.active_release_id \
-         LEFT JOIN path_versions v ON v.site_id = s.id AND v.path = ?2 \
-                                   AND v.from_seq <= r.seq AND v.to_seq > r.seq \
-         WHERE m.key = 'version'",
-        vec![hostname.into(), path.into()],
-    )
-}
-
 /// A tenant request's one query: the schema version, the hostname's site
 /// with its active release and registry settings, and what `path` holds in
 /// that release (pass "" for no path). One row whenever the schema is

@@ -2,22 +2,6 @@
 
 use super::{stmt, Stmt};
 
-/// The site a hostname belongs to, its active release, its registry settings
-/// and what `path` holds in that release: a registry read is this one query.
-/// Columns: id, name, created_at, active_release_id, seq, config (NULL: defaults),
-/// sha256, size, content_type (NULL: no such path; pass "" for none).
-pub fn site_for_host(hostname: &str, path: &str) -> Stmt {
-    stmt(
-        "SELECT s.id AS id, s.name AS name, s.created_at AS created_at, s.active_release_id AS active_release_id, r.seq AS seq, o.config AS config, \
-                v.sha256 AS sha256, v.size AS size, v.content_type AS content_type \
-         FROM hostnames h JOIN sites s ON s.id = h.site_id LEFT JOIN releases r ON r.id = s.active_release_id \
-         LEFT JOIN oci_settings o ON o.site_id = s.id \
-         LEFT JOIN path_versions v ON v.site_id = s.id AND v.path = ?2 AND v.from_seq <= r.seq AND v.to_seq > r.seq \
-         WHERE h.hostname = ?1",
-        vec![hostname.into(), path.into()],
-    )
-}
-
 pub fn create_upload(id: &str, site_id: i64, name: &str, now: i64) -> Stmt {
     stmt(
         "INSERT INTO oci_uploads(id, site_id, name, size, created_at) VALUES (?1, ?2, ?3, 0, ?4)",

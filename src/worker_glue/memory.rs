@@ -69,9 +69,13 @@ pub(super) async fn resolve(env: &Env, db: &Db, host: &str, path: &str, latest: 
     let now = super::now_ms().max(0) as u64;
     let remembered = if latest { None } else { with(env, |m| {
         let route = m.route(host, now)?;
-        let found = match route.seq {
-            Some(seq) if !path.is_empty() => Some(m.path(route.id, seq, path)?),
-            _ => None,
+        // A path is answered from memory only when remembered; anything
+        // else (a path the release lacks, a site with no active release yet)
+        // is asked of D1.
+        let found = match (path.is_empty(), route.seq) {
+            (true, _) => None,
+            (false, Some(seq)) => Some(m.path(route.id, seq, path)?),
+            (false, None) => return None,
         };
         Some((route, found))
     }) };

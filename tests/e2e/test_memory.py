@@ -212,3 +212,16 @@ def test_whole_blobs_come_from_the_edge_cache_once_read(slow, tmp_path):
     assert r.status_code == 200 and r.content == big, "served from the edge cache, R2 no longer has it"
     assert r.headers["etag"] == f'"{sha}"' and r.headers["content-length"] == str(len(big))
     assert slow.get("mj.test", "/pool/big.deb").status_code == 404
+
+
+def test_a_site_without_a_release_yet_never_answers_from_memory(slow):
+    """A remembered route whose site has no active release does not answer a
+    path by itself: the path is asked of D1 (here the hostname has moved to a
+    site with content, behind the worker's back)."""
+    a = slow.admin
+    a.site("mk", "mk.test")
+    a.site("ml", "ml.test")
+    a.publish("ml", {"f": b"L"})
+    assert slow.get("mk.test", "/f").status_code == 404  # the route (no release) is remembered
+    assert slow.d1_write("UPDATE hostnames SET site_id = (SELECT id FROM sites WHERE name = 'ml') WHERE hostname = 'mk.test'") == 1
+    assert text(slow, "mk.test", "f") == (200, "L")

@@ -1,6 +1,6 @@
 -- Wharf D1 schema. Apply with: wrangler d1 execute <db> --file schema.sql
 -- Every statement is idempotent, so applying it again is safe.
--- wharf-schema-version: 6
+-- wharf-schema-version: 7
 -- Bump the version above whenever a table, column or index changes; the worker
 -- refuses to serve (503 schema_outdated) from a database whose recorded version is older.
 
@@ -38,6 +38,15 @@ CREATE TABLE IF NOT EXISTS blobs (
   sha256     TEXT PRIMARY KEY,
   size       INTEGER NOT NULL,
   created_at INTEGER NOT NULL
+);
+
+-- Where a blob's bytes lie in R2 when not under `blobs/sha256/<hex>`: a
+-- registry upload sent in one chunk is kept where it was written (its digest
+-- computed as it arrived), so the closing PUT copies nothing (R2 has no
+-- rename). Readers follow this row; without one, the bytes are at the default key.
+CREATE TABLE IF NOT EXISTS blob_locations (
+  sha256 TEXT PRIMARY KEY,
+  r2_key TEXT NOT NULL
 );
 
 -- What a site has proved it holds: it uploaded the bytes (checked against the
@@ -321,5 +330,5 @@ DELETE FROM oci_staged_blobs WHERE site_id NOT IN (SELECT id FROM sites);
 DELETE FROM oci_cache WHERE site_id NOT IN (SELECT id FROM sites);
 DELETE FROM site_blobs WHERE site_id NOT IN (SELECT id FROM sites);
 
-INSERT INTO schema_meta(key, value) VALUES ('version', '6')
+INSERT INTO schema_meta(key, value) VALUES ('version', '7')
   ON CONFLICT(key) DO UPDATE SET value = excluded.value;

@@ -45,6 +45,8 @@ pub struct Found {
     pub sha256: String,
     pub size: u64,
     pub content_type: String,
+    /// Where the bytes lie in R2 (`blobs/sha256/<hex>` unless recorded elsewhere).
+    pub key: String,
 }
 
 /// The bounds of an isolate's memory.
@@ -191,7 +193,7 @@ mod tests {
     }
 
     fn found(sha: &str) -> Found {
-        Found { sha256: sha.into(), size: 3, content_type: "text/plain".into() }
+        Found { sha256: sha.into(), size: 3, content_type: "text/plain".into(), key: format!("blobs/sha256/{sha}") }
     }
 
     #[test]

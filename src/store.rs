@@ -83,12 +83,12 @@ pub fn guard_clear() -> Stmt {
 /// applied; the site's columns are NULL for an unknown hostname, the path's
 /// for a missing path. Columns: schema_version, site_id, site_name,
 /// site_created_at, active_release_id, seq, activated_at, registry_config,
-/// sha256, size, content_type.
+/// sha256, size, content_type, r2_key (NULL: the default key).
 pub fn route(hostname: &str, path: &str) -> Stmt {
     stmt(
         "SELECT m.value AS schema_version, s.id AS site_id, s.name AS site_name, s.created_at AS site_created_at, \
                 s.active_release_id AS active_release_id, r.seq AS seq, r.activated_at AS activated_at, o.config AS registry_config, \
-                v.sha256 AS sha256, v.size AS size, v.content_type AS content_type \
+                v.sha256 AS sha256, v.size AS size, v.content_type AS content_type, l.r2_key AS r2_key \
          FROM schema_meta m \
          LEFT JOIN hostnames h ON h.hostname = ?1 \
          LEFT JOIN sites s ON s.id = h.site_id \
@@ -96,6 +96,7 @@ pub fn route(hostname: &str, path: &str) -> Stmt {
          LEFT JOIN oci_settings o ON o.site_id = s.id \
          LEFT JOIN path_versions v ON v.site_id = s.id AND v.path = ?2 \
                                    AND v.from_seq <= r.seq AND v.to_seq > r.seq \
+         LEFT JOIN blob_locations l ON l.sha256 = v.sha256 \
          WHERE m.key = 'version'",
         vec![hostname.into(), path.into()],
     )
@@ -209,6 +210,17 @@ pub fn revoke_token(id: &str, now: i64) -> Stmt {
 }
 
 // ---------------------------------------------------------------- blobs
+
+/// Where a blob's bytes lie when not at [`blob_key`]. Columns: r2_key.
+pub fn blob_location(sha256: &str) -> Stmt {
+    stmt("SELECT r2_key FROM blob_locations WHERE sha256 = ?1", vec![sha256.into()])
+}
+
+/// Records where a blob's bytes lie, unless a location is recorded already
+/// (check the changed-row count: 0 means the other location stands).
+pub fn locate_blob(sha256: &str, r2_key: &str) -> Stmt {
+    stmt("INSERT INTO blob_locations(sha256, r2_key) VALUES (?1, ?2) ON CONFLICT(sha256) DO NOTHING", vec![sha256.into(), r2_key.into()])
+}
 
 pub fn blob(sha256: &str) -> Stmt {
     stmt("SELECT sha256, size, created_at FROM blobs WHERE sha256 = ?1", vec![sha256.into()])

@@ -573,3 +573,20 @@ fn schema_6_moves_each_formats_bookkeeping_into_the_format_tables() {
     let old = db.count("SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'deb\\_%' ESCAPE '\\' AND name <> 'deb_packages'");
     assert_eq!(old, 0, "the legacy tables are gone");
 }
+
+#[test]
+fn a_blob_kept_elsewhere_is_found_where_it_lies_and_its_first_location_stands() {
+    let mut db = Db::new();
+    let s = db.site("loc");
+    let r = db.draft(s);
+    db.put(s, r, "kept", "kept elsewhere");
+    db.put(s, r, "plain", "at its digest");
+    db.activate(s, r, None).unwrap();
+    let sha = crate::auth::sha256_hex(b"kept elsewhere");
+    assert_eq!(db.batch(vec![locate_blob(&sha, "uploads/abc/00000000000000000000")]).unwrap(), vec![1]);
+    assert_eq!(db.batch(vec![locate_blob(&sha, "uploads/def/00000000000000000000")]).unwrap(), vec![0], "the first location stands");
+    let key = |path: &str| db.rows(route("loc.test", path))[0][11].clone();
+    assert_eq!(key("kept"), Value::Text("uploads/abc/00000000000000000000".into()));
+    assert_eq!(key("plain"), Value::Null, "no row: the default key");
+    assert_eq!(db.rows(blob_location(&sha))[0][0], Value::Text("uploads/abc/00000000000000000000".into()));
+}

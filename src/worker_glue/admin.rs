@@ -409,7 +409,7 @@ async fn show_blob(ctx: &Ctx<'_>, sha: &str) -> ApiResult {
     }
     let row: Option<B> = ctx.db.first(store::blob(sha)).await?;
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
-    let object = bucket.head(store::blob_key(sha)).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let object = bucket.head(super::blobs::locate(ctx.db, sha).await?).await.map_err(|e| ApiError::internal(e.to_string()))?;
     if row.is_none() && object.is_none() {
         return Err(ApiError::not_found("no such blob"));
     }

@@ -49,3 +49,13 @@ pub async fn put_blob(env: &Env, sha256: &str, data: Data) -> std::result::Resul
     let bucket = env.bucket(super::BUCKET_BINDING).map_err(|e| PutError::Failed(e.to_string()))?;
     put_checked(&bucket, &crate::store::blob_key(sha256), sha256, data).await
 }
+
+/// Where a stored blob's bytes lie in R2: the location recorded for it
+/// (a registry upload kept where it was written), else `blobs/sha256/<hex>`.
+pub(super) async fn locate(db: &super::db::Db, sha256: &str) -> Result<String, crate::api::ApiError> {
+    #[derive(serde::Deserialize)]
+    struct L {
+        r2_key: String,
+    }
+    Ok(db.first::<L>(crate::store::blob_location(sha256)).await?.map_or_else(|| crate::store::blob_key(sha256), |l| l.r2_key))
+}

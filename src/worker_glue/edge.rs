@@ -8,7 +8,6 @@
 //! caches keep) bounds what is put.
 
 use super::BUCKET_BINDING;
-use crate::store;
 use worker::*;
 
 /// The key host: a reserved name (RFC 2606) that no request reaches the worker with.
@@ -21,12 +20,12 @@ fn enabled(env: &Env, size: u64) -> bool {
     on && size <= max
 }
 
-/// The whole body of blob `sha256` (`size` bytes), as a stream: from the edge
+/// The whole body of blob `sha256` (`size` bytes, at `r2_key` in R2), as a stream: from the edge
 /// cache, else from R2 — teed, one branch to the client, one into the cache
 /// after the response (`waitUntil`). None when the edge cache is off or the
 /// blob too large for it (the caller reads R2 itself); an error when R2 has
 /// no such blob.
-pub(super) async fn whole_body(env: &Env, worker: &Context, sha256: &str, size: u64) -> Result<Option<ResponseBody>> {
+pub(super) async fn whole_body(env: &Env, worker: &Context, sha256: &str, r2_key: &str, size: u64) -> Result<Option<ResponseBody>> {
     if !enabled(env, size) {
         return Ok(None);
     }
@@ -40,7 +39,7 @@ pub(super) async fn whole_body(env: &Env, worker: &Context, sha256: &str, size: 
         }
     }
     let missing = || Error::RustError(format!("blob {sha256} is missing from R2"));
-    let object = env.bucket(BUCKET_BINDING)?.get(store::blob_key(sha256)).execute().await?.ok_or_else(missing)?;
+    let object = env.bucket(BUCKET_BINDING)?.get(r2_key).execute().await?.ok_or_else(missing)?;
     let body = object.body().ok_or_else(missing)?;
     let headers = Headers::new();
     headers.set("content-length", &size.to_string())?;

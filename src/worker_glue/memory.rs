@@ -60,6 +60,7 @@ struct Row {
     sha256: Option<String>,
     size: Option<f64>,
     content_type: Option<String>,
+    r2_key: Option<String>,
 }
 
 /// Resolves `host` and `path` ("" for none): from memory when the route is
@@ -106,7 +107,10 @@ pub(super) async fn resolve(env: &Env, db: &Db, host: &str, path: &str, latest: 
         registry_config: row.registry_config,
     };
     let found = match (row.sha256, row.size, row.content_type) {
-        (Some(sha256), Some(size), Some(content_type)) => Some(Found { sha256, size: size as u64, content_type }),
+        (Some(sha256), Some(size), Some(content_type)) => {
+            let key = row.r2_key.unwrap_or_else(|| store::blob_key(&sha256));
+            Some(Found { sha256, size: size as u64, content_type, key })
+        }
         _ => None,
     };
     Ok(with(env, |m| {
@@ -123,7 +127,7 @@ pub(super) async fn resolve(env: &Env, db: &Db, host: &str, path: &str, latest: 
 /// read from R2 once and kept. None when the blob is too large to keep (the
 /// caller streams it from R2). Call only with a digest a path of the
 /// requesting site resolved to.
-pub(super) async fn small_body(env: &Env, sha256: &str, size: u64) -> std::result::Result<Option<Rc<[u8]>>, ApiError> {
+pub(super) async fn small_body(env: &Env, sha256: &str, key: &str, size: u64) -> std::result::Result<Option<Rc<[u8]>>, ApiError> {
     if !with(env, |m| m.keeps(size)) {
         return Ok(None);
     }
@@ -132,7 +136,7 @@ pub(super) async fn small_body(env: &Env, sha256: &str, size: u64) -> std::resul
     }
     let bucket = env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
     let object = bucket
-        .get(store::blob_key(sha256))
+        .get(key)
         .execute()
         .await
         .map_err(|e| ApiError::internal(format!("reading blob {sha256}: {e}")))?

@@ -398,7 +398,7 @@ pub(super) async fn read_blob_range(ctx: &Ctx<'_>, sha: &str, offset: u64, lengt
 pub(super) async fn blob_range(ctx: &Ctx<'_>, sha: &str, offset: u64, length: u64) -> std::result::Result<Object, ApiError> {
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
     bucket
-        .get(store::blob_key(sha))
+        .get(super::blobs::locate(ctx.db, sha).await?)
         .range(Range::OffsetWithLength { offset, length })
         .execute()
         .await

@@ -137,3 +137,38 @@ pub async fn copy_to_both(source: web_sys::ReadableStream, a: &web_sys::Writable
     }
     (ra, rb)
 }
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// The runtime's `crypto.DigestStream`: a WritableStream that hashes what
+    /// is written to it (in the runtime, not in wasm).
+    #[wasm_bindgen(extends = web_sys::WritableStream, js_namespace = crypto)]
+    type DigestStream;
+    #[wasm_bindgen(constructor, js_namespace = crypto)]
+    fn new(algorithm: &str) -> DigestStream;
+    #[wasm_bindgen(method, getter)]
+    fn digest(this: &DigestStream) -> js_sys::Promise;
+}
+
+/// Stores `body` (`length` bytes) in R2 under `key` while the runtime
+/// computes its sha256: the stream is teed, one branch to R2 through a
+/// FixedLengthStream (a body shorter or longer than `length` fails the put),
+/// the other into a DigestStream. No byte passes through wasm. Returns the
+/// sha256 (hex).
+pub async fn put_hashing(bucket: &Bucket, key: &str, body: web_sys::ReadableStream, length: u64) -> Result<String> {
+    let branches = body.tee();
+    let (to_store, to_hash): (web_sys::ReadableStream, web_sys::ReadableStream) = (branches.get(0).unchecked_into(), branches.get(1).unchecked_into());
+    let Fixed { readable, writable } = fixed(length)?;
+    let put = bucket.put(key, Data::ReadableStream(readable)).execute();
+    let feed = pipe(&to_store, &writable, false);
+    let hash = async {
+        let digest = DigestStream::new("SHA-256");
+        pipe(&to_hash, &digest, false).await?;
+        let value = JsFuture::from(digest.digest()).await.map_err(js)?;
+        Ok::<String, Error>(hex::encode(js_sys::Uint8Array::new(&value).to_vec()))
+    };
+    let (stored, fed, hashed) = futures_util::future::join3(put, feed, hash).await;
+    fed?;
+    stored?;
+    hashed
+}

@@ -573,3 +573,48 @@ def test_the_flows_of_the_distribution_spec_conformance_suite(reg):
     assert len(call("GET", f"/v2/{name}/tags/list").json()["tags"]) < before
     assert call("DELETE", f"/v2/{name}/blobs/sha256:{sha(config)}").status_code == 202
     assert call("GET", f"/v2/{name}/blobs/sha256:{sha(config)}").status_code == 404
+
+
+def test_an_upload_sent_in_one_chunk_is_kept_where_it_was_written(reg):
+    """A blob pushed as POST + one PATCH + PUT (what docker, podman and skopeo
+    do) is hashed as it arrives and stays where the PATCH wrote it: no copy
+    under blobs/sha256/ is made (R2's own metadata says so), and it is served
+    from there, whole and by range, with or without a Content-Length on the
+    PATCH. Several chunks are still concatenated (and checked by R2); a wrong
+    digest is refused; a second upload of the same bytes leaves no second copy."""
+    admin, host = reg.admin, "onechunk.wharf.test"
+    admin.site("onechunk", host)
+    auth = {"Authorization": f"Bearer {admin.make_token('publish', 'onechunk').token}"}
+
+    def upload(chunks, digest, sized=True):
+        loc = reg.get(host, "/v2/one/blobs/uploads/", method="POST", headers=auth).headers["Location"]
+        upload_id = loc.rstrip("/").rsplit("/", 1)[1]
+        for c in chunks:
+            data = c if sized else iter([c[: len(c) // 2], c[len(c) // 2:]])  # a generator: chunked, no length
+            assert reg.get(host, loc, method="PATCH", data=data, headers=auth).status_code == 202
+        return upload_id, reg.get(host, f"{loc}?digest=sha256:{digest}", method="PUT", headers=auth)
+
+    for sized in (True, False):
+        blob = os.urandom(300_000)
+        upload_id, r = upload([blob], sha(blob), sized)
+        assert r.status_code == 201, r.text
+        assert reg.r2_keys(f"blobs/sha256/{sha(blob)}") == [], "no copy was written under the digest"
+        assert len(reg.r2_keys(f"uploads/{upload_id}/")) == 1, "the chunk is the blob"
+        got = reg.get(host, f"/v2/one/blobs/sha256:{sha(blob)}", headers=auth)
+        assert got.status_code == 200 and got.content == blob
+        part = reg.get(host, f"/v2/one/blobs/sha256:{sha(blob)}", headers={**auth, "Range": "bytes=1000-1999"})
+        assert part.status_code == 206 and part.content == blob[1000:2000]
+        # The same bytes again: the first location stands, the new chunk goes.
+        again_id, r = upload([blob], sha(blob), sized)
+        assert r.status_code == 201 and reg.r2_keys(f"uploads/{again_id}/") == []
+    # A wrong digest: refused, nothing recorded.
+    blob = os.urandom(50_000)
+    _, r = upload([blob], sha(b"something else"))
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "DIGEST_INVALID"
+    assert reg.get(host, f"/v2/one/blobs/sha256:{sha(b'something else')}", headers=auth).status_code == 404
+    # Two chunks: concatenated under the digest, the chunks deleted.
+    a, b = os.urandom(70_000), os.urandom(70_000)
+    upload_id, r = upload([a, b], sha(a + b))
+    assert r.status_code == 201
+    assert reg.r2_keys(f"blobs/sha256/{sha(a + b)}") == [f"blobs/sha256/{sha(a + b)}"] and reg.r2_keys(f"uploads/{upload_id}/") == []
+    assert reg.get(host, f"/v2/one/blobs/sha256:{sha(a + b)}", headers=auth).content == a + b

@@ -38,7 +38,7 @@ pub(super) struct Ctx<'a> {
     pub(super) cfg: oci::OciConfig,
     pub(super) now: i64,
     /// A release path read with the site (a GET or HEAD of a manifest or blob).
-    pub(super) prefetched: Option<(String, Option<(String, u64, String)>)>,
+    pub(super) prefetched: Option<(String, Option<std::rc::Rc<crate::lookup::Found>>)>,
     /// The client brought a bookmark: paths are read from D1, not from memory.
     pub(super) latest: bool,
 }
@@ -60,20 +60,21 @@ pub(super) fn empty(status: u16, h: Headers) -> Result<Response> {
     Ok(ResponseBuilder::new().with_status(status).with_headers(h).empty())
 }
 
-pub(super) async fn find(ctx: &Ctx<'_>, path: &str) -> R<Option<(String, u64, String)>> {
+pub(super) async fn find(ctx: &Ctx<'_>, path: &str) -> R<Option<std::rc::Rc<crate::lookup::Found>>> {
     if let Some((p, found)) = &ctx.prefetched {
         if p == path {
             return Ok(found.clone());
         }
     }
     match crate::worker_glue::memory::resolve(ctx.env, &ctx.db, &ctx.host, path, ctx.latest).await? {
-        crate::worker_glue::memory::Resolved::Site(_, found) => Ok(found.map(|f| (f.sha256.clone(), f.size, f.content_type.clone()))),
+        crate::worker_glue::memory::Resolved::Site(_, found) => Ok(found),
         _ => Ok(None),
     }
 }
 
-/// Streams a stored blob (with Range) or answers HEAD.
-pub(super) async fn send(ctx: &Ctx<'_>, req: &Request, sha: &str, size: u64, content_type: &str) -> R<Response> {
+/// Streams a stored blob (with Range) or answers HEAD. `key`: where its bytes
+/// lie in R2, when the caller knows (else it is looked up).
+pub(super) async fn send(ctx: &Ctx<'_>, req: &Request, sha: &str, size: u64, content_type: &str, key: Option<&str>) -> R<Response> {
     let h = headers();
     let set = |k: &str, v: &str| h.set(k, v).map_err(internal);
     set("docker-content-digest", &format!("sha256:{sha}"))?;
@@ -100,18 +101,22 @@ pub(super) async fn send(ctx: &Ctx<'_>, req: &Request, sha: &str, size: u64, con
     if req.method() == Method::Head {
         return Ok(builder.empty());
     }
+    let key = match key {
+        Some(k) => k.to_string(),
+        None => crate::worker_glue::blobs::locate(&ctx.db, sha).await?,
+    };
     // Small bodies (manifests, configs) come from the isolate's memory.
-    if let Some(bytes) = crate::worker_glue::memory::small_body(ctx.env, sha, size).await? {
+    if let Some(bytes) = crate::worker_glue::memory::small_body(ctx.env, sha, &key, size).await? {
         let (at, n) = r2_range.unwrap_or((0, size));
         return Ok(builder.fixed(bytes[at as usize..(at + n) as usize].to_vec()));
     }
     if r2_range.is_none() {
-        if let Some(body) = crate::worker_glue::edge::whole_body(ctx.env, ctx.worker, sha, size).await.map_err(internal)? {
+        if let Some(body) = crate::worker_glue::edge::whole_body(ctx.env, ctx.worker, sha, &key, size).await.map_err(internal)? {
             return Ok(builder.body(body));
         }
     }
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
-    let mut get = bucket.get(store::blob_key(sha));
+    let mut get = bucket.get(&key);
     if let Some((offset, length)) = r2_range {
         get = get.range(Range::OffsetWithLength { offset, length });
     }
@@ -128,7 +133,7 @@ pub(super) fn reference_text(reference: &Reference) -> String {
 }
 
 /// Serves a manifest if the client's Accept takes its media type.
-pub(super) async fn send_manifest(ctx: &Ctx<'_>, req: &Request, reference: &Reference, sha: &str, size: u64, ct: &str) -> R<Response> {
+pub(super) async fn send_manifest(ctx: &Ctx<'_>, req: &Request, reference: &Reference, sha: &str, size: u64, ct: &str, key: Option<&str>) -> R<Response> {
     let accept: Vec<String> = req.headers().entries().filter(|(k, _)| k.eq_ignore_ascii_case("accept")).map(|(_, v)| v).collect();
     if !oci::accepts(accept.iter().map(String::as_str), ct) {
         return Err(OciError::new(
@@ -137,7 +142,7 @@ pub(super) async fn send_manifest(ctx: &Ctx<'_>, req: &Request, reference: &Refe
             format!("{} is a {ct}, which this client does not accept", reference_text(reference)),
         ));
     }
-    send(ctx, req, sha, size, ct).await
+    send(ctx, req, sha, size, ct, key).await
 }
 
 /// Applies changes to the site in a new release: a draft from the active one,
@@ -256,6 +261,7 @@ pub(super) async fn store_small(ctx: &Ctx<'_>, data: Vec<u8>) -> R<String> {
 
 pub(super) async fn read_small(ctx: &Ctx<'_>, hex: &str) -> R<Vec<u8>> {
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
-    let object = bucket.get(store::blob_key(hex)).execute().await.map_err(internal)?.ok_or_else(|| internal("stored content is missing"))?;
+    let key = crate::worker_glue::blobs::locate(&ctx.db, hex).await?;
+    let object = bucket.get(&key).execute().await.map_err(internal)?.ok_or_else(|| internal("stored content is missing"))?;
     object.body().ok_or_else(|| internal("no body"))?.bytes().await.map_err(internal)
 }

@@ -159,7 +159,7 @@ pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference
     let unknown = || OciError::manifest_unknown(&reference_text(reference));
     let entry = cached(ctx, &t, kind, &r).await?;
     let stale = entry.as_ref().and_then(Cached::content);
-    let serve = |c: (String, u64, String)| async move { send_manifest(ctx, req, reference, &c.0, c.1, &c.2).await.map(Some) };
+    let serve = |c: (String, u64, String)| async move { send_manifest(ctx, req, reference, &c.0, c.1, &c.2, None).await.map(Some) };
     let seen = entry.as_ref().map(|e| m::Entry { has_content: e.sha256.is_some(), checked_at: e.checked_at as i64 });
     match m::before_asking(kind == "manifest", seen, ctx.now, ctx.cfg.tag_ttl_seconds, ctx.cfg.not_found_ttl_seconds) {
         m::Before::Serve => return serve(stale.clone().ok_or_else(|| internal("a cached manifest without content"))?).await,
@@ -232,7 +232,7 @@ pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference
     if kind == "tag" {
         remember(ctx, &t, "tag", &r, Some((&hex, size, &ct))).await?;
     }
-    send_manifest(ctx, req, reference, &hex, size, &ct).await.map(Some)
+    send_manifest(ctx, req, reference, &hex, size, &ct, None).await.map(Some)
 }
 
 /// A blob the site does not hold: from the mirror cache, else streamed from
@@ -244,7 +244,7 @@ pub(super) async fn blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) ->
     let unknown = || OciError::blob_unknown(&format!("sha256:{hex}"));
     let entry = cached(ctx, &t, "blob", hex).await?;
     if let Some((sha, size, _)) = entry.as_ref().and_then(Cached::content) {
-        return send(ctx, req, &sha, size, "application/octet-stream").await.map(Some);
+        return send(ctx, req, &sha, size, "application/octet-stream", None).await.map(Some);
     }
     if entry.as_ref().map_or(false, |e| m::fresh(e.checked_at as i64, ctx.now, ctx.cfg.not_found_ttl_seconds)) {
         return Err(unknown());
@@ -262,7 +262,7 @@ pub(super) async fn blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) ->
             200 => match known {
                 Some(size) => {
                     remember(ctx, &t, "blob", hex, Some((hex, size, "application/octet-stream"))).await?;
-                    send(ctx, req, hex, size, "application/octet-stream").await.map(Some)
+                    send(ctx, req, hex, size, "application/octet-stream", None).await.map(Some)
                 }
                 None => {
                     let size = content_length_of(h.headers()).ok_or_else(|| unavailable(&t, "HEAD without Content-Length".into()))?;

@@ -18,7 +18,7 @@ mod mirror;
 mod push;
 
 use context::{all_tags, find, internal, list_under, read_small, reference_text, repository_exists, respond, send, send_manifest, Ctx, R};
-use push::{cancel_upload, delete_blob, delete_manifest, finish_upload, owned_blob, patch_upload, put_manifest, start_upload, upload_status};
+use push::{cancel_upload, delete_blob, delete_manifest, finish_upload, patch_upload, put_manifest, staged_size, start_upload, upload_status};
 
 /// A site's registry settings (defaults when none are stored).
 pub(super) async fn settings(db: &Db, site_id: i64) -> std::result::Result<oci::OciConfig, crate::api::ApiError> {
@@ -74,7 +74,7 @@ pub async fn handle(mut req: Request, env: &Env, worker: &Context, host: &str) -
         Ok(c) => c,
         Err(e) => return respond(&internal(e.message)),
     };
-    let prefetched = read_path.map(|p| (p, found.map(|f| (f.sha256.clone(), f.size, f.content_type.clone()))));
+    let prefetched = read_path.map(|p| (p, found));
     let ctx = Ctx { env, worker, db, host: host.to_string(), site, cfg, now: now_ms(), prefetched, latest: bookmark.is_some() };
     let query = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
     if path == "/v2/token" {
@@ -253,7 +253,7 @@ async fn get_manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference: &Refe
         Reference::Digest(d) => oci::manifest_path(name, d),
     };
     match find(ctx, &path).await? {
-        Some((sha, size, ct)) => send_manifest(ctx, req, reference, &sha, size, &ct).await,
+        Some(f) => send_manifest(ctx, req, reference, &f.sha256, f.size, &f.content_type, Some(&f.key)).await,
         None => match mirror::manifest(ctx, req, name, reference).await? {
             Some(r) => Ok(r),
             None => Err(OciError::manifest_unknown(&reference_text(reference))),
@@ -262,8 +262,11 @@ async fn get_manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference: &Refe
 }
 
 async fn get_blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) -> R<Response> {
-    if let Some((size, _)) = owned_blob(ctx, name, hex).await? {
-        return send(ctx, req, hex, size, "application/octet-stream").await;
+    if let Some(f) = find(ctx, &oci::blob_path(name, hex)).await? {
+        return send(ctx, req, hex, f.size, "application/octet-stream", Some(&f.key)).await;
+    }
+    if let Some(size) = staged_size(ctx, name, hex).await? {
+        return send(ctx, req, hex, size, "application/octet-stream", None).await;
     }
     match mirror::blob(ctx, req, name, hex).await? {
         Some(r) => Ok(r),

@@ -34,14 +34,11 @@ pub(super) fn max_blob(ctx: &Ctx<'_>) -> u64 {
     ctx.env.var("MAX_BLOB_BYTES").ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(crate::worker_glue::service::DEFAULT_MAX_BLOB_BYTES)
 }
 
-/// Streams the request body into R2 under `key`; with `sha`, R2 checks the digest.
-pub(super) async fn put_body(ctx: &Ctx<'_>, req: &mut Request, key: &str, sha: Option<&str>) -> R<u64> {
+/// Streams a whole blob (a monolithic upload's body) into R2 under its
+/// digest; R2 checks the digest as the bytes pass.
+pub(super) async fn put_body(ctx: &Ctx<'_>, req: &mut Request, sha: &str) -> R<u64> {
     let Some(len) = content_length(req) else {
-        // podman and docker send a layer they compress on the fly without a length.
-        return match sha {
-            None => put_unsized_body(ctx, req, key).await,
-            Some(_) => Err(OciError::new(411, "SIZE_INVALID", "a monolithic upload needs a Content-Length (or send it as a PATCH)")),
-        };
+        return Err(OciError::new(411, "SIZE_INVALID", "a monolithic upload needs a Content-Length (or send it as a PATCH)"));
     };
     if len > max_blob(ctx) {
         return Err(OciError::new(413, "SIZE_INVALID", format!("blobs are limited to {} bytes", max_blob(ctx))));
@@ -51,11 +48,7 @@ pub(super) async fn put_body(ctx: &Ctx<'_>, req: &mut Request, key: &str, sha: O
         Some(s) if len > 0 => Data::ReadableStream(s),
         _ => Data::Empty,
     };
-    let Some(sha) = sha else {
-        bucket.put(key, data).execute().await.map_err(internal)?;
-        return Ok(len);
-    };
-    match crate::worker_glue::blobs::put_checked(&bucket, key, sha, data).await {
+    match crate::worker_glue::blobs::put_checked(&bucket, &store::blob_key(sha), sha, data).await {
         Ok(_) => Ok(len),
         Err(e) => Err(digest_error(e, &format!("sha256:{sha}"))),
     }
@@ -65,8 +58,12 @@ pub(super) async fn put_body(ctx: &Ctx<'_>, req: &mut Request, key: &str, sha: O
 pub(super) const PART: usize = 8 << 20;
 
 /// A body without a Content-Length goes to R2 as a multipart upload of
-/// fixed-size parts, so at most one part is held in memory.
-pub(super) async fn put_unsized_body(ctx: &Ctx<'_>, req: &mut Request, key: &str) -> R<u64> {
+/// fixed-size parts, so at most one part is held in memory. Returns its
+/// length and sha256 (hex; computed on the way, as the bytes pass through
+/// wasm to be cut into parts).
+pub(super) async fn put_unsized_body(ctx: &Ctx<'_>, req: &mut Request, key: &str) -> R<(u64, String)> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
     let upload = bucket.create_multipart_upload(key).execute().await.map_err(internal)?;
     let mut body = req.stream().map_err(internal)?;
@@ -79,6 +76,7 @@ pub(super) async fn put_unsized_body(ctx: &Ctx<'_>, req: &mut Request, key: &str
             let _ = upload.abort().await;
             return Err(OciError::new(413, "SIZE_INVALID", format!("blobs are limited to {max} bytes")));
         }
+        hash.update(&chunk);
         buf.extend_from_slice(&chunk);
         while buf.len() >= PART {
             let rest = buf.split_off(PART);
@@ -86,15 +84,35 @@ pub(super) async fn put_unsized_body(ctx: &Ctx<'_>, req: &mut Request, key: &str
             parts.push(upload.upload_part(parts.len() as u16 + 1, part).await.map_err(internal)?);
         }
     }
+    let sha = hex::encode(hash.finalize());
     if total == 0 {
         let _ = upload.abort().await;
-        return Ok(0);
+        return Ok((0, sha));
     }
     if !buf.is_empty() {
         parts.push(upload.upload_part(parts.len() as u16 + 1, buf).await.map_err(internal)?);
     }
     upload.complete(parts).await.map_err(internal)?;
-    Ok(total)
+    Ok((total, sha))
+}
+
+/// Streams one chunk of an upload (a PATCH body) into R2 under `key`, and
+/// returns its length and sha256 (hex): computed by the runtime's
+/// DigestStream for a body of known length, in wasm for one without (whose
+/// bytes pass through wasm anyway).
+pub(super) async fn put_chunk(ctx: &Ctx<'_>, req: &mut Request, key: &str) -> R<(u64, String)> {
+    let Some(len) = content_length(req) else { return put_unsized_body(ctx, req, key).await };
+    if len > max_blob(ctx) {
+        return Err(OciError::new(413, "SIZE_INVALID", format!("blobs are limited to {} bytes", max_blob(ctx))));
+    }
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
+    match req.inner().body() {
+        Some(body) if len > 0 => {
+            let sha = crate::worker_glue::streams::put_hashing(&bucket, key, body, len).await.map_err(internal)?;
+            Ok((len, sha))
+        }
+        _ => Ok((0, crate::auth::sha256_hex(b""))),
+    }
 }
 
 /// A blob stored under its digest (checked) becomes the repository's: staged
@@ -117,8 +135,8 @@ pub(super) async fn staged_size(ctx: &Ctx<'_>, name: &str, hex: &str) -> R<Optio
 
 /// The size of a blob the repository owns: in its release, or staged.
 pub(super) async fn owned_blob(ctx: &Ctx<'_>, name: &str, hex: &str) -> R<Option<(u64, bool)>> {
-    if let Some((_, size, _)) = find(ctx, &oci::blob_path(name, hex)).await? {
-        return Ok(Some((size, true)));
+    if let Some(f) = find(ctx, &oci::blob_path(name, hex)).await? {
+        return Ok(Some((f.size, true)));
     }
     Ok(staged_size(ctx, name, hex).await?.map(|s| (s, false)))
 }
@@ -138,7 +156,7 @@ pub(super) async fn start_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, q
     // blob takes having its bytes, not only its name.
     if let Some(d) = query("digest") {
         let hex = oci::digest_hex(&d)?.to_string();
-        let size = put_body(ctx, req, &store::blob_key(&hex), Some(&hex)).await?;
+        let size = put_body(ctx, req, &hex).await?;
         return adopt(ctx, name, &hex, size).await;
     }
     sweep_abandoned(ctx).await;
@@ -159,9 +177,39 @@ pub(super) struct Upload {
     chunks: String,
 }
 
+/// A chunk of an upload as its row records it: its offset, and its sha256
+/// when computed as it arrived (rows written before that have offsets only).
+#[derive(Deserialize, serde::Serialize, Clone)]
+#[serde(untagged)]
+pub(super) enum Chunk {
+    At(u64),
+    Hashed(u64, String),
+}
+
+impl Chunk {
+    fn offset(&self) -> u64 {
+        match self {
+            Chunk::At(o) | Chunk::Hashed(o, _) => *o,
+        }
+    }
+}
+
 impl Upload {
-    pub(super) fn offsets(&self) -> R<Vec<u64>> {
+    pub(super) fn chunks(&self) -> R<Vec<Chunk>> {
         serde_json::from_str(&self.chunks).map_err(internal)
+    }
+
+    pub(super) fn offsets(&self) -> R<Vec<u64>> {
+        Ok(self.chunks()?.iter().map(Chunk::offset).collect())
+    }
+
+    /// The sha256 of the whole upload when it arrived as one chunk whose
+    /// digest was computed on the way.
+    fn single_digest(&self) -> Option<String> {
+        match self.chunks().ok()?.as_slice() {
+            [Chunk::Hashed(0, sha)] => Some(sha.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -190,15 +238,15 @@ pub(super) fn accepted(name: &str, id: &str, size: u64) -> R<Response> {
 pub(super) async fn add_chunk(ctx: &Ctx<'_>, req: &mut Request, up: &Upload) -> R<u64> {
     let size = up.size as u64;
     let key = chunk_key(&up.id, size);
-    let len = put_body(ctx, req, &key, None).await?;
+    let (len, sha) = put_chunk(ctx, req, &key).await?;
     if len == 0 {
         return Ok(size);
     }
-    let mut offsets = up.offsets()?;
-    offsets.push(size);
+    let mut chunks = up.chunks()?;
+    chunks.push(Chunk::Hashed(size, sha));
     let changed = ctx
         .db
-        .run(sql::grow_upload(&up.id, size as i64, (size + len) as i64, &serde_json::to_string(&offsets).map_err(internal)?))
+        .run(sql::grow_upload(&up.id, size as i64, (size + len) as i64, &serde_json::to_string(&chunks).map_err(internal)?))
         .await
         ?;
     if changed == 0 {
@@ -248,14 +296,29 @@ pub(super) async fn finish_upload(ctx: &Ctx<'_>, req: &mut Request, name: &str, 
     // already: owning a blob takes having its bytes.
     let size = if up.size as u64 == 0 {
         // POST then PUT with the whole body: straight to its digest.
-        put_body(ctx, req, &store::blob_key(&hex), Some(&hex)).await?
+        put_body(ctx, req, &hex).await?
     } else {
         if body_len > 0 {
             add_chunk(ctx, req, &up).await?;
             up = upload_row(ctx, name, id).await?;
         }
-        // Concatenate the chunks in R2; R2 checks the digest as it stores it.
         let total = up.size as u64;
+        if let Some(sha) = up.single_digest() {
+            // One chunk, hashed as it arrived: it stays where it is and
+            // becomes the blob (R2 has no rename; a copy would write every
+            // byte again). Another location recorded first wins, and this
+            // chunk goes.
+            if sha != hex {
+                return Err(OciError::new(400, "DIGEST_INVALID", format!("the uploaded content has sha256:{sha}, not {d}")));
+            }
+            let key = chunk_key(&up.id, 0);
+            if ctx.db.run(store::locate_blob(&hex, &key)).await? == 0 {
+                let _ = bucket.delete(key).await;
+            }
+            ctx.db.run(sql::delete_upload(&up.id)).await?;
+            return adopt(ctx, name, &hex, total).await;
+        }
+        // Concatenate the chunks in R2; R2 checks the digest as it stores it.
         let keys: Vec<String> = up.offsets()?.into_iter().map(|o| chunk_key(&up.id, o)).collect();
         crate::worker_glue::streams::concatenate(&bucket, &keys, total, &store::blob_key(&hex), &hex).await.map_err(|e| digest_error(e, &d))?;
         total

@@ -79,31 +79,6 @@ def wrk(url: str, host: str) -> float:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
-def uncompressed_layout(root: Path, tag: str, payload: bytes) -> None:
-    """A one-layer image whose layer is an uncompressed tar: skopeo compresses
-    it on the fly when pushing (its default) and sends it without a length."""
-    import io
-    import tarfile
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "blobs/sha256").mkdir(parents=True)
-    tar = io.BytesIO()
-    with tarfile.open(fileobj=tar, mode="w", format=tarfile.PAX_FORMAT) as t:
-        info = tarfile.TarInfo("big.bin")
-        info.size, info.mtime = len(payload), 1700000000
-        t.addfile(info, io.BytesIO(payload))
-    layer = tar.getvalue()
-    m = "application/vnd.oci.image.manifest.v1+json"
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha(layer)}"]}}).encode()
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": m,
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": f"sha256:{sha(config)}", "size": len(config)},
-                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": f"sha256:{sha(layer)}", "size": len(layer)}]}).encode()
-    for b in (layer, config, manifest):
-        (root / "blobs/sha256" / sha(b)).write_bytes(b)
-    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": m, "digest": f"sha256:{sha(manifest)}", "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
-
-
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir()
@@ -162,7 +137,8 @@ def main():
         # without a length. A new layer each round (nothing to skip), interleaved.
         default_push = {"Wharf": [], "docker-registry 2.8": []}
         for i in range(3):
-            uncompressed_layout(OUT / "plain-image", "v1", os.urandom(LAYER_MIB << 20))
+            shutil.rmtree(OUT / "plain-image", ignore_errors=True)
+            oci_layout(OUT / "plain-image", "v1", {"big.bin": os.urandom(LAYER_MIB << 20)}, gzipped=False)
             for name, ref in (("docker-registry 2.8", f"127.0.0.1:{reg_port}/bench/plain:v{i}"), ("Wharf", f"{host}:{w.port}/bench/plain:v{i}")):
                 creds = ["--dest-creds", f"ci:{token}"] if name == "Wharf" else []
                 t = time.perf_counter()

@@ -30,8 +30,10 @@ def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
-def oci_layout(root: Path, tag: str, files: dict[str, bytes]) -> dict:
-    """A one-layer image in an OCI image layout, as `skopeo copy oci:` reads it."""
+def oci_layout(root: Path, tag: str, files: dict[str, bytes], gzipped: bool = True) -> dict:
+    """A one-layer image in an OCI image layout, as `skopeo copy oci:` reads it
+    (`gzipped=False`: an uncompressed tar layer, which skopeo compresses on
+    the fly when pushing)."""
     (root / "blobs/sha256").mkdir(parents=True, exist_ok=True)
     tar = io.BytesIO()
     with tarfile.open(fileobj=tar, mode="w", format=tarfile.PAX_FORMAT) as t:
@@ -39,12 +41,13 @@ def oci_layout(root: Path, tag: str, files: dict[str, bytes]) -> dict:
             info = tarfile.TarInfo(name)
             info.size, info.mtime = len(data), 1700000000
             t.addfile(info, io.BytesIO(data))
-    layer = gzip.compress(tar.getvalue(), mtime=0)
+    layer = gzip.compress(tar.getvalue(), mtime=0) if gzipped else tar.getvalue()
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
                          "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha(tar.getvalue())}"]}}).encode()
     manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": f"sha256:{sha(config)}", "size": len(config)},
-                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": f"sha256:{sha(layer)}", "size": len(layer)}]}).encode()
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if gzipped else ""),
+                                       "digest": f"sha256:{sha(layer)}", "size": len(layer)}]}).encode()
     for blob in (layer, config, manifest):
         (root / "blobs/sha256" / sha(blob)).write_bytes(blob)
     (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')

@@ -74,8 +74,16 @@ pub async fn concatenate(bucket: &Bucket, parts: &[String], total: u64, key: &st
     Ok(())
 }
 
-/// Copies `source` into two destinations in lockstep: each chunk is written to
-/// both before the next is read, so memory stays at a chunk or two whatever
+/// The size of the pieces [`copy_to_both`] writes: the source's chunks (16 KiB
+/// from a fetch) are gathered into pieces this large (by the runtime, not in
+/// wasm) before they are written, so the copy costs a few promise round trips
+/// between wasm and the runtime per MiB instead of a few per 16 KiB. Measured
+/// locally, a cold 256 MiB pull through the mirror took 7.3 s this way and
+/// 13.6–16.5 s writing each chunk as it came.
+const PIECE: u32 = 1 << 20;
+
+/// Copies `source` into two destinations in lockstep: each piece is written to
+/// both before the next is read, so memory stays at a piece or two whatever
 /// either side's speed (a tee would queue everything the slower side has not
 /// read). A destination that fails (a client that went away) is dropped and
 /// the copy goes on for the other. Returns how each destination fared.
@@ -87,31 +95,48 @@ pub async fn copy_to_both(source: web_sys::ReadableStream, a: &web_sys::Writable
         _ => return (Err(Error::RustError("a destination is locked".into())), Err(Error::RustError("a destination is locked".into()))),
     };
     let (mut ra, mut rb): (Result<()>, Result<()>) = (Ok(()), Ok(()));
-    loop {
-        let step = match JsFuture::from(reader.read()).await {
-            Ok(step) => step,
-            Err(e) => {
-                // The source failed: neither destination gets a whole copy.
-                let _ = JsFuture::from(wa.abort()).await;
-                let _ = JsFuture::from(wb.abort()).await;
-                let e = js(e);
-                return (Err(Error::RustError(e.to_string())), Err(e));
+    let mut gathered = Gathered::new();
+    let mut done = false;
+    while !done {
+        // Read until a piece is full or the source ends.
+        while gathered.len < PIECE {
+            let step = match JsFuture::from(reader.read()).await {
+                Ok(step) => step,
+                Err(e) => {
+                    // The source failed: neither destination gets a whole copy.
+                    let _ = JsFuture::from(wa.abort()).await;
+                    let _ = JsFuture::from(wb.abort()).await;
+                    let e = js(e);
+                    return (Err(Error::RustError(e.to_string())), Err(e));
+                }
+            };
+            if js_sys::Reflect::get(&step, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+                done = true;
+                break;
             }
-        };
-        if js_sys::Reflect::get(&step, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
-            break;
+            let value = js_sys::Reflect::get(&step, &"value".into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+            match value.dyn_into::<js_sys::Uint8Array>() {
+                Ok(chunk) => gathered.add(chunk),
+                Err(_) => {
+                    let _ = JsFuture::from(reader.cancel()).await;
+                    let _ = JsFuture::from(wa.abort()).await;
+                    let _ = JsFuture::from(wb.abort()).await;
+                    let e = || Error::RustError("the source sent something other than bytes".into());
+                    return (Err(e()), Err(e()));
+                }
+            }
         }
-        let chunk = js_sys::Reflect::get(&step, &"value".into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+        let Some(piece) = gathered.take() else { continue };
         let to_a = async {
             if ra.is_ok() {
-                JsFuture::from(wa.write_with_chunk(&chunk)).await.map(|_| ()).map_err(js)
+                JsFuture::from(wa.write_with_chunk(&piece)).await.map(|_| ()).map_err(js)
             } else {
                 Ok(())
             }
         };
         let to_b = async {
             if rb.is_ok() {
-                JsFuture::from(wb.write_with_chunk(&chunk)).await.map(|_| ()).map_err(js)
+                JsFuture::from(wb.write_with_chunk(&piece)).await.map(|_| ()).map_err(js)
             } else {
                 Ok(())
             }
@@ -136,6 +161,45 @@ pub async fn copy_to_both(source: web_sys::ReadableStream, a: &web_sys::Writable
         }
     }
     (ra, rb)
+}
+
+/// Chunks read from a stream, gathered into one piece by the runtime (the
+/// bytes are copied from array to array in JS, never into wasm).
+struct Gathered {
+    chunks: Vec<js_sys::Uint8Array>,
+    len: u32,
+}
+
+impl Gathered {
+    fn new() -> Gathered {
+        Gathered { chunks: Vec::new(), len: 0 }
+    }
+
+    fn add(&mut self, chunk: js_sys::Uint8Array) {
+        if chunk.length() > 0 {
+            self.len = self.len.saturating_add(chunk.length());
+            self.chunks.push(chunk);
+        }
+    }
+
+    /// The gathered bytes as one array (a single chunk as it came), or None.
+    fn take(&mut self) -> Option<js_sys::Uint8Array> {
+        let chunks = std::mem::take(&mut self.chunks);
+        let len = std::mem::replace(&mut self.len, 0);
+        match chunks.len() {
+            0 => None,
+            1 => chunks.into_iter().next(),
+            _ => {
+                let piece = js_sys::Uint8Array::new_with_length(len);
+                let mut at = 0;
+                for c in chunks {
+                    piece.set(&c, at);
+                    at += c.length();
+                }
+                Some(piece)
+            }
+        }
+    }
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen]

@@ -16,8 +16,12 @@
 //! - Small bodies are kept by content digest (the bytes of a digest never
 //!   change) and reached only through a path the site's own release maps to
 //!   that digest: a digest is never a key a request can name by itself.
-//! - Every cache is bounded: routes and paths by entry count (least recently
-//!   used goes first), bodies by size each and by their total.
+//! - A pull-through mirror's records (what an upstream answered for a tag, a
+//!   manifest or a blob of a repository, and when) change when the mirror
+//!   asks again, so they are reused for the same window as routes, per site;
+//!   the isolate that records a new answer forgets its copy at once.
+//! - Every cache is bounded: routes, paths and mirror records by entry count
+//!   (least recently used goes first), bodies by size each and by their total.
 
 use lru::LruCache;
 use std::num::NonZeroUsize;
@@ -49,6 +53,19 @@ pub struct Found {
     pub key: String,
 }
 
+/// A pull-through mirror's record of an upstream's answer for a reference of
+/// a repository (`sha256` None: the upstream said it has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirrored {
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+    pub content_type: Option<String>,
+    /// When the upstream was last asked (ms).
+    pub checked_at: i64,
+    /// Where the bytes lie in R2, when recorded elsewhere than under the digest.
+    pub r2_key: Option<String>,
+}
+
 /// The bounds of an isolate's memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -56,6 +73,7 @@ pub struct Limits {
     pub route_ms: u64,
     pub routes: usize,
     pub paths: usize,
+    pub mirrored: usize,
     /// Largest body kept, and the most kept in all (bytes).
     pub body_max: u64,
     pub bodies_total: usize,
@@ -63,7 +81,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { route_ms: 1000, routes: 1024, paths: 16_384, body_max: 64 << 10, bodies_total: 8 << 20 }
+        Limits { route_ms: 1000, routes: 1024, paths: 16_384, mirrored: 4096, body_max: 64 << 10, bodies_total: 8 << 20 }
     }
 }
 
@@ -91,6 +109,7 @@ pub struct Memory {
     limits: Limits,
     routes: LruCache<String, (Rc<Route>, u64)>,
     paths: LruCache<(i64, i64, String), Rc<Found>>,
+    mirrored: LruCache<(i64, String), (Rc<Mirrored>, u64)>,
     bodies: LruCache<String, Rc<[u8]>>,
     body_bytes: usize,
 }
@@ -105,6 +124,7 @@ impl Memory {
             limits,
             routes: LruCache::new(cap(limits.routes)),
             paths: LruCache::new(cap(limits.paths)),
+            mirrored: LruCache::new(cap(limits.mirrored)),
             bodies: LruCache::unbounded(),
             body_bytes: 0,
         }
@@ -132,9 +152,36 @@ impl Memory {
         route
     }
 
-    /// Forgets every route: this isolate changed what some hostname serves.
+    /// Forgets every route and mirror record: this isolate changed what some
+    /// hostname serves (or purged a mirror's records).
     pub fn forget_routes(&mut self) {
         self.routes.clear();
+        self.mirrored.clear();
+    }
+
+    /// The mirror record `key` of `site_id` if it was read less than
+    /// `route_ms` ago.
+    pub fn mirrored(&mut self, site_id: i64, key: &str, now_ms: u64) -> Option<Rc<Mirrored>> {
+        let k = (site_id, key.to_string());
+        let (record, at) = self.mirrored.get(&k)?;
+        if now_ms.saturating_sub(*at) < self.limits.route_ms && now_ms >= *at {
+            return Some(record.clone());
+        }
+        self.mirrored.pop(&k);
+        None
+    }
+
+    pub fn remember_mirrored(&mut self, site_id: i64, key: &str, record: Mirrored, now_ms: u64) -> Rc<Mirrored> {
+        let record = Rc::new(record);
+        if self.limits.on() {
+            self.mirrored.put((site_id, key.to_string()), (record.clone(), now_ms));
+        }
+        record
+    }
+
+    /// Forgets one mirror record (this isolate just recorded a new answer).
+    pub fn forget_mirrored(&mut self, site_id: i64, key: &str) {
+        self.mirrored.pop(&(site_id, key.to_string()));
     }
 
     /// What `path` holds in the release of `site` at sequence `seq`, if remembered.
@@ -182,6 +229,11 @@ impl Memory {
     pub fn held(&self) -> (usize, usize, usize, usize) {
         (self.routes.len(), self.paths.len(), self.bodies.len(), self.body_bytes)
     }
+
+    /// Mirror records held.
+    pub fn held_mirrored(&self) -> usize {
+        self.mirrored.len()
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +261,33 @@ mod tests {
         assert!(m.route("b.test", 20_000).is_none());
         m.forget_routes();
         assert!(m.route("a.test", 20_000).is_none());
+    }
+
+    fn mirrored(sha: Option<&str>, at: i64) -> Mirrored {
+        Mirrored { sha256: sha.map(String::from), size: sha.map(|_| 3), content_type: None, checked_at: at, r2_key: None }
+    }
+
+    #[test]
+    fn mirror_records_are_per_site_reused_within_the_window_and_bounded() {
+        let mut m = Memory::new(Limits { route_ms: 1000, mirrored: 50, ..Limits::default() });
+        m.remember_mirrored(1, "up\0lib/a\0tag\0v1", mirrored(Some("aa"), 5), 10_000);
+        assert_eq!(m.mirrored(1, "up\0lib/a\0tag\0v1", 10_999).unwrap().sha256.as_deref(), Some("aa"));
+        assert!(m.mirrored(2, "up\0lib/a\0tag\0v1", 10_000).is_none(), "another site's record is its own");
+        assert!(m.mirrored(1, "up\0lib/a\0tag\0v1", 11_000).is_none(), "stale at the window's end");
+        assert!(m.mirrored(1, "up\0lib/a\0tag\0v1", 10_500).is_none(), "and forgotten once stale");
+        m.remember_mirrored(1, "k", mirrored(None, 5), 20_000);
+        m.forget_mirrored(1, "k");
+        assert!(m.mirrored(1, "k", 20_000).is_none(), "a record this isolate replaced is read again");
+        m.remember_mirrored(1, "k", mirrored(None, 5), 20_000);
+        m.forget_routes();
+        assert!(m.mirrored(1, "k", 20_000).is_none(), "forgotten with the routes");
+        for i in 0..500 {
+            m.remember_mirrored(i, "k", mirrored(None, 5), 30_000);
+        }
+        assert_eq!(m.held_mirrored(), 50, "bounded by entry count");
+        let mut off = Memory::new(Limits { route_ms: 0, ..Limits::default() });
+        off.remember_mirrored(1, "k", mirrored(None, 5), 0);
+        assert!(off.mirrored(1, "k", 0).is_none() && off.held_mirrored() == 0);
     }
 
     #[test]

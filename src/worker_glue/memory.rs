@@ -6,7 +6,7 @@
 use super::db::Db;
 use super::BUCKET_BINDING;
 use crate::api::ApiError;
-use crate::lookup::{Found, Limits, Memory, Route};
+use crate::lookup::{Found, Limits, Memory, Mirrored, Route};
 use crate::schema::{self, SchemaState};
 use crate::store;
 use serde::Deserialize;
@@ -35,6 +35,22 @@ pub(super) fn forget_routes() {
             m.forget_routes();
         }
     });
+}
+
+/// A pull-through mirror's record `key` of the site, if read within the window.
+pub(super) fn mirrored(env: &Env, site_id: i64, key: &str) -> Option<Rc<Mirrored>> {
+    let now = super::now_ms().max(0) as u64;
+    with(env, |m| m.mirrored(site_id, key, now))
+}
+
+pub(super) fn remember_mirrored(env: &Env, site_id: i64, key: &str, record: Mirrored) -> Rc<Mirrored> {
+    let now = super::now_ms().max(0) as u64;
+    with(env, |m| m.remember_mirrored(site_id, key, record, now))
+}
+
+/// Forgets a mirror record this isolate just replaced in D1.
+pub(super) fn forget_mirrored(env: &Env, site_id: i64, key: &str) {
+    with(env, |m| m.forget_mirrored(site_id, key))
 }
 
 /// What a tenant request resolved to.

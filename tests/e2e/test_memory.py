@@ -225,3 +225,41 @@ def test_a_site_without_a_release_yet_never_answers_from_memory(slow):
     assert slow.get("mk.test", "/f").status_code == 404  # the route (no release) is remembered
     assert slow.d1_write("UPDATE hostnames SET site_id = (SELECT id FROM sites WHERE name = 'ml') WHERE hostname = 'mk.test'") == 1
     assert text(slow, "mk.test", "f") == (200, "L")
+
+
+def test_mirror_records_are_remembered_within_the_window_per_site(slow, tmp_path):
+    """A pull-through mirror's records (a tag's manifest, a manifest, a blob)
+    are reused within the window like routes, per site: a record changed in
+    D1 behind the worker's back is seen after the window, not before, and
+    another site mirroring the same upstream keeps its own."""
+    from test_oci import oci_layout, skopeo
+    from upstream import Upstream
+    up = Upstream(tmp_path / "upstream")
+    try:
+        image = oci_layout(tmp_path / "layout", "v", {"payload.bin": b"mirrored bytes"})
+        skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'layout'}:v", f"docker://{up.address}/team/app:v1")
+        a = slow.admin
+        for name in ("mm", "mn"):
+            a.site(name, f"{name}.test")
+            a.call("PUT", f"/sites/{name}/oci/settings", {"upstreams": [{"url": up.url}], "tag_ttl_seconds": 3600,
+                                                           "not_found_ttl_seconds": 3600})
+        accept = {"Accept": OCI_MANIFEST}
+
+        def pull(host):
+            r = slow.get(host, "/v2/team/app/manifests/v1", headers=accept)
+            return r.status_code, r.content
+
+        assert pull("mm.test") == (200, image["manifest"])  # fetched from the upstream and recorded
+        assert pull("mm.test") == (200, image["manifest"])  # the record read from D1, remembered now
+        t0 = time.monotonic()
+        # In D1 the tag becomes one the upstream said it lacks (and recently).
+        assert slow.d1_write("UPDATE oci_cache SET sha256 = NULL, size = NULL, content_type = NULL WHERE kind = 'tag' "
+                             "AND reference = 'v1' AND site_id = (SELECT id FROM sites WHERE name = 'mm')") == 1
+        assert pull("mm.test") == (200, image["manifest"]), "within the window the remembered record answers"
+        assert pull("mn.test") == (200, image["manifest"]), "the other site's records are its own"
+        assert time.monotonic() - t0 < WINDOW_MS / 1000, "the machine was too slow to check inside the window"
+        time.sleep(WINDOW_MS / 1000 - (time.monotonic() - t0) + 0.3)
+        assert pull("mm.test")[0] == 404, "after the window D1's record is read again"
+        assert pull("mn.test") == (200, image["manifest"])
+    finally:
+        up.stop()

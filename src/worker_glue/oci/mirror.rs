@@ -4,7 +4,9 @@
 
 use super::context::{batch_message, content_length_of, headers, held_size, internal, reference_text, send, send_manifest, store_small, Ctx, R};
 use crate::oci::mirror::{self as m, Challenge, Upstream};
+use crate::lookup::Mirrored;
 use crate::oci::{self, OciError, Reference};
+use crate::worker_glue::memory;
 use crate::store::{self, oci as sql};
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -17,18 +19,34 @@ struct Target<'a> {
     repo: String,
 }
 
+/// A mirror record as D1 holds it.
 #[derive(Deserialize)]
-struct Cached {
+struct Row {
     sha256: Option<String>,
     size: Option<f64>,
     content_type: Option<String>,
     checked_at: f64,
+    r2_key: Option<String>,
 }
 
-impl Cached {
-    fn content(&self) -> Option<(String, u64, String)> {
-        Some((self.sha256.clone()?, self.size? as u64, self.content_type.clone().unwrap_or_else(|| "application/octet-stream".into())))
-    }
+/// What the mirror holds for a reference: digest, size, type and where the
+/// bytes lie in R2.
+#[derive(Clone)]
+struct Content {
+    sha256: String,
+    size: u64,
+    content_type: String,
+    key: String,
+}
+
+fn content(c: &Mirrored) -> Option<Content> {
+    let sha256 = c.sha256.clone()?;
+    Some(Content {
+        key: c.r2_key.clone().unwrap_or_else(|| store::blob_key(&sha256)),
+        size: c.size?,
+        content_type: c.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
+        sha256,
+    })
 }
 
 thread_local! {
@@ -38,8 +56,28 @@ thread_local! {
     static TOKENS: RefCell<HashMap<String, (String, i64)>> = RefCell::new(HashMap::new());
 }
 
-async fn cached(ctx: &Ctx<'_>, t: &Target<'_>, kind: &str, reference: &str) -> R<Option<Cached>> {
-    ctx.db.first(sql::cached(ctx.site.id, t.up.key(), &t.repo, kind, reference)).await
+fn memory_key(upstream: &str, repo: &str, kind: &str, reference: &str) -> String {
+    format!("{upstream}\0{repo}\0{kind}\0{reference}")
+}
+
+/// The site's record for a reference: from the isolate's memory within its
+/// window (not when the client brought a bookmark), else from D1.
+async fn cached(ctx: &Ctx<'_>, t: &Target<'_>, kind: &str, reference: &str) -> R<Option<std::rc::Rc<Mirrored>>> {
+    let key = memory_key(t.up.key(), &t.repo, kind, reference);
+    if !ctx.latest {
+        if let Some(m) = memory::mirrored(ctx.env, ctx.site.id, &key) {
+            return Ok(Some(m));
+        }
+    }
+    let Some(row) = ctx.db.first::<Row>(sql::cached(ctx.site.id, t.up.key(), &t.repo, kind, reference)).await? else { return Ok(None) };
+    let record = Mirrored {
+        sha256: row.sha256,
+        size: row.size.map(|s| s as u64),
+        content_type: row.content_type,
+        checked_at: row.checked_at as i64,
+        r2_key: row.r2_key,
+    };
+    Ok(Some(memory::remember_mirrored(ctx.env, ctx.site.id, &key, record)))
 }
 
 async fn remember(ctx: &Ctx<'_>, t: &Target<'_>, kind: &str, reference: &str, content: Option<(&str, u64, &str)>) -> R<()> {
@@ -47,10 +85,9 @@ async fn remember(ctx: &Ctx<'_>, t: &Target<'_>, kind: &str, reference: &str, co
         Some((s, n, c)) => (Some(s), Some(n as i64), Some(c)),
         None => (None, None, None),
     };
-    ctx.db
-        .run(sql::cache(ctx.site.id, t.up.key(), &t.repo, kind, reference, sha, size, ct, ctx.now))
-        .await
-        ?;
+    ctx.db.run(sql::cache(ctx.site.id, t.up.key(), &t.repo, kind, reference, sha, size, ct, ctx.now)).await?;
+    // Read again from D1 next time (with where the bytes lie).
+    memory::forget_mirrored(ctx.env, ctx.site.id, &memory_key(t.up.key(), &t.repo, kind, reference));
     Ok(())
 }
 
@@ -158,9 +195,9 @@ pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference
     };
     let unknown = || OciError::manifest_unknown(&reference_text(reference));
     let entry = cached(ctx, &t, kind, &r).await?;
-    let stale = entry.as_ref().and_then(Cached::content);
-    let serve = |c: (String, u64, String)| async move { send_manifest(ctx, req, reference, &c.0, c.1, &c.2, None).await.map(Some) };
-    let seen = entry.as_ref().map(|e| m::Entry { has_content: e.sha256.is_some(), checked_at: e.checked_at as i64 });
+    let stale = entry.as_deref().and_then(content);
+    let serve = |c: Content| async move { send_manifest(ctx, req, reference, &c.sha256, c.size, &c.content_type, Some(&c.key)).await.map(Some) };
+    let seen = entry.as_ref().map(|e| m::Entry { has_content: e.sha256.is_some(), checked_at: e.checked_at });
     match m::before_asking(kind == "manifest", seen, ctx.now, ctx.cfg.tag_ttl_seconds, ctx.cfg.not_found_ttl_seconds) {
         m::Before::Serve => return serve(stale.clone().ok_or_else(|| internal("a cached manifest without content"))?).await,
         m::Before::NotFound => return Err(unknown()),
@@ -177,12 +214,12 @@ pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference
             m::After::Use => {
                 let digest = head.as_ref().and_then(|h| h.headers().get("docker-content-digest").ok().flatten());
                 let known = match digest.as_deref().map(oci::digest_hex) {
-                    Some(Ok(d)) if stale.as_ref().map_or(false, |c| c.0 == d) => stale.clone(),
-                    Some(Ok(d)) => cached(ctx, &t, "manifest", d).await?.as_ref().and_then(Cached::content),
+                    Some(Ok(d)) if stale.as_ref().map_or(false, |c| c.sha256 == d) => stale.clone(),
+                    Some(Ok(d)) => cached(ctx, &t, "manifest", d).await?.as_deref().and_then(content),
                     _ => None,
                 };
                 if let Some(c) = known {
-                    remember(ctx, &t, kind, &r, Some((&c.0, c.1, &c.2))).await?;
+                    remember(ctx, &t, kind, &r, Some((&c.sha256, c.size, &c.content_type))).await?;
                     return serve(c).await;
                 }
             }
@@ -243,10 +280,10 @@ pub(super) async fn blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) ->
     let t = Target { up, repo };
     let unknown = || OciError::blob_unknown(&format!("sha256:{hex}"));
     let entry = cached(ctx, &t, "blob", hex).await?;
-    if let Some((sha, size, _)) = entry.as_ref().and_then(Cached::content) {
-        return send(ctx, req, &sha, size, "application/octet-stream", None).await.map(Some);
+    if let Some(c) = entry.as_deref().and_then(content) {
+        return send(ctx, req, &c.sha256, c.size, "application/octet-stream", Some(&c.key)).await.map(Some);
     }
-    if entry.as_ref().map_or(false, |e| m::fresh(e.checked_at as i64, ctx.now, ctx.cfg.not_found_ttl_seconds)) {
+    if entry.as_ref().map_or(false, |e| m::fresh(e.checked_at, ctx.now, ctx.cfg.not_found_ttl_seconds)) {
         return Err(unknown());
     }
     let path = format!("blobs/sha256:{hex}");
@@ -341,6 +378,7 @@ async fn keep(
         let mut stmts = store::insert_owned_blob(site, &hex, size as i64, now);
         stmts.push(sql::cache(site, &upstream, &repo, "blob", &hex, Some(&hex), Some(size as i64), Some("application/octet-stream"), now));
         db.batch(stmts).await.map_err(|e| Error::RustError(batch_message(e)))?;
+        memory::forget_mirrored(&env, site, &memory_key(&upstream, &repo, "blob", &hex));
         Ok(())
     }
     .await;

@@ -182,6 +182,18 @@ impl Gathered {
         }
     }
 
+    /// Adds `chunk` up to `size` gathered bytes; returns what did not fit
+    /// (a view of the chunk's rest, no copy), if anything.
+    fn add_up_to(&mut self, chunk: js_sys::Uint8Array, size: u32) -> Option<js_sys::Uint8Array> {
+        let room = size.saturating_sub(self.len);
+        if chunk.length() <= room {
+            self.add(chunk);
+            return None;
+        }
+        self.add(chunk.subarray(0, room));
+        Some(chunk.subarray(room, chunk.length()))
+    }
+
     /// The gathered bytes as one array (a single chunk as it came), or None.
     fn take(&mut self) -> Option<js_sys::Uint8Array> {
         let chunks = std::mem::take(&mut self.chunks);
@@ -215,24 +227,166 @@ extern "C" {
 }
 
 /// Stores `body` (`length` bytes) in R2 under `key` while the runtime
-/// computes its sha256: the stream is teed, one branch to R2 through a
-/// FixedLengthStream (a body shorter or longer than `length` fails the put),
-/// the other into a DigestStream. No byte passes through wasm. Returns the
-/// sha256 (hex).
+/// computes its sha256: the body is copied in lockstep to R2 through a
+/// FixedLengthStream (a body shorter or longer than `length` fails the put)
+/// and into a DigestStream, so memory stays at a piece or two whatever R2's
+/// speed (a tee would queue what R2 has not taken yet). No byte passes
+/// through wasm. Returns the sha256 (hex).
 pub async fn put_hashing(bucket: &Bucket, key: &str, body: web_sys::ReadableStream, length: u64) -> Result<String> {
-    let branches = body.tee();
-    let (to_store, to_hash): (web_sys::ReadableStream, web_sys::ReadableStream) = (branches.get(0).unchecked_into(), branches.get(1).unchecked_into());
     let Fixed { readable, writable } = fixed(length)?;
+    let digest = DigestStream::new("SHA-256");
     let put = bucket.put(key, Data::ReadableStream(readable)).execute();
-    let feed = pipe(&to_store, &writable, false);
-    let hash = async {
-        let digest = DigestStream::new("SHA-256");
-        pipe(&to_hash, &digest, false).await?;
-        let value = JsFuture::from(digest.digest()).await.map_err(js)?;
-        Ok::<String, Error>(hex::encode(js_sys::Uint8Array::new(&value).to_vec()))
-    };
-    let (stored, fed, hashed) = futures_util::future::join3(put, feed, hash).await;
-    fed?;
+    let copy = copy_to_both(body, &writable, &digest);
+    let (stored, (to_store, to_hash)) = futures_util::future::join(put, copy).await;
+    to_store?;
     stored?;
-    hashed
+    to_hash?;
+    digest_hex(&digest).await
+}
+
+async fn digest_hex(digest: &DigestStream) -> Result<String> {
+    let value = JsFuture::from(digest.digest()).await.map_err(js)?;
+    Ok(hex::encode(js_sys::Uint8Array::new(&value).to_vec()))
+}
+
+/// Why [`put_unsized`] stopped.
+pub enum UnsizedError {
+    /// The body is longer than the limit given.
+    TooLong,
+    Failed(Error),
+}
+
+impl From<Error> for UnsizedError {
+    fn from(e: Error) -> Self {
+        UnsizedError::Failed(e)
+    }
+}
+
+/// Stores a body of unknown length in R2 under `key` as a multipart upload of
+/// `part`-byte parts (R2 wants parts of one size but the last), hashing it in
+/// the runtime's DigestStream on the way; the parts are cut and gathered by
+/// the runtime, so no byte passes through wasm. A part uploads while the next
+/// is read, so at most two are held. Returns the length and sha256 (hex);
+/// nothing is stored for an empty body or when it fails (the multipart
+/// upload is aborted).
+pub async fn put_unsized(bucket: &Bucket, key: &str, body: Option<web_sys::ReadableStream>, part: u32, max: u64) -> std::result::Result<(u64, String), UnsizedError> {
+    let digest = DigestStream::new("SHA-256");
+    let hasher = digest.get_writer().map_err(js)?;
+    let Some(body) = body else {
+        JsFuture::from(hasher.close()).await.map_err(js)?;
+        return Ok((0, digest_hex(&digest).await?));
+    };
+    let upload = bucket.create_multipart_upload(key).execute().await?;
+    let mut cutter = Cutter {
+        reader: body.get_reader().unchecked_into(),
+        hasher: &hasher,
+        read: Gathered::new(),
+        hashed: std::collections::VecDeque::new(),
+        part: Gathered::new(),
+        size: part,
+        total: 0,
+        max,
+        done: false,
+    };
+    let mut parts = Vec::new();
+    let result: std::result::Result<(), UnsizedError> = async {
+        let mut pending: Option<js_sys::Uint8Array> = None;
+        loop {
+            let number = parts.len() as u16 + 1;
+            let send = async {
+                match &pending {
+                    Some(p) => upload_piece(&upload, number, p).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (sent, next) = futures_util::future::join(send, cutter.next_part()).await;
+            if let Some(p) = sent? {
+                parts.push(p);
+            }
+            pending = next?;
+            if pending.is_none() {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = JsFuture::from(cutter.reader.cancel()).await;
+        let _ = JsFuture::from(hasher.abort()).await;
+        let _ = upload.abort().await;
+        return Err(e);
+    }
+    JsFuture::from(hasher.close()).await.map_err(js)?;
+    let sha = digest_hex(&digest).await?;
+    if parts.is_empty() {
+        let _ = upload.abort().await;
+        return Ok((0, sha));
+    }
+    upload.complete(parts).await?;
+    Ok((cutter.total, sha))
+}
+
+/// Reads a body and cuts it into parts of `size` bytes, writing it to the
+/// hasher in pieces of about [`PIECE`] bytes as it goes.
+struct Cutter<'a> {
+    reader: web_sys::ReadableStreamDefaultReader,
+    hasher: &'a web_sys::WritableStreamDefaultWriter,
+    /// Read, not hashed yet.
+    read: Gathered,
+    /// Hashed, not in a part yet.
+    hashed: std::collections::VecDeque<js_sys::Uint8Array>,
+    part: Gathered,
+    size: u32,
+    total: u64,
+    max: u64,
+    done: bool,
+}
+
+impl Cutter<'_> {
+    /// The next whole part (the last one may be shorter), or None at the end.
+    async fn next_part(&mut self) -> std::result::Result<Option<js_sys::Uint8Array>, UnsizedError> {
+        loop {
+            while self.part.len < self.size {
+                let Some(bytes) = self.hashed.pop_front() else { break };
+                if let Some(rest) = self.part.add_up_to(bytes, self.size) {
+                    self.hashed.push_front(rest);
+                }
+            }
+            if self.part.len >= self.size || self.done {
+                return Ok(self.part.take());
+            }
+            while self.read.len < PIECE {
+                let step = JsFuture::from(self.reader.read()).await.map_err(js)?;
+                if js_sys::Reflect::get(&step, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+                    self.done = true;
+                    break;
+                }
+                let value = js_sys::Reflect::get(&step, &"value".into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+                let chunk: js_sys::Uint8Array = value.dyn_into().map_err(|_| Error::RustError("the body sent something other than bytes".into()))?;
+                self.total += chunk.length() as u64;
+                if self.total > self.max {
+                    return Err(UnsizedError::TooLong);
+                }
+                self.read.add(chunk);
+            }
+            if let Some(piece) = self.read.take() {
+                JsFuture::from(self.hasher.write_with_chunk(&piece)).await.map_err(js)?;
+                self.hashed.push_back(piece);
+            }
+        }
+    }
+}
+
+/// One part of a multipart upload from an array the runtime holds.
+async fn upload_piece(upload: &worker::MultipartUpload, number: u16, piece: &js_sys::Uint8Array) -> Result<worker::UploadedPart> {
+    let Fixed { readable, writable } = fixed(piece.length() as u64)?;
+    let writer = writable.get_writer().map_err(js)?;
+    let write = async {
+        JsFuture::from(writer.write_with_chunk(piece)).await.map_err(js)?;
+        JsFuture::from(writer.close()).await.map_err(js)?;
+        Ok::<(), Error>(())
+    };
+    let (uploaded, written) = futures_util::future::join(upload.upload_part(number, Data::ReadableStream(readable)), write).await;
+    written?;
+    uploaded
 }

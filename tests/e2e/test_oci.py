@@ -380,10 +380,12 @@ def test_a_chunked_upload_larger_than_64_mib(reg):
     got = reg.get(host, f"/v2/big/blobs/sha256:{sha(data)}")
     assert got.status_code == 200 and len(got.content) == len(data) and sha(got.content) == sha(data)
     # A PATCH without Content-Length (chunked transfer, as podman sends a layer it
-    # compresses on the fly) spanning several 8 MiB parts.
-    unsized = os.urandom(20 << 20)
+    # compresses on the fly) spanning several 8 MiB parts, in pieces that do
+    # not divide a part (the worker cuts them at part boundaries).
+    unsized = os.urandom((20 << 20) + 12345)
     loc = reg.get(host, "/v2/big/blobs/uploads/", method="POST", headers=auth).headers["Location"]
-    pieces = (unsized[i:i + (1 << 20)] for i in range(0, len(unsized), 1 << 20))
+    step = 1_000_003
+    pieces = (unsized[i:i + step] for i in range(0, len(unsized), step))
     r = reg.get(host, loc, method="PATCH", data=pieces, headers=auth)
     assert r.status_code == 202 and r.headers["Range"] == f"0-{len(unsized) - 1}", r.text
     assert reg.get(host, f"{loc}?digest=sha256:{sha(unsized)}", method="PUT", headers=auth).status_code == 201

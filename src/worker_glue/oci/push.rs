@@ -5,7 +5,6 @@ use crate::worker_glue::{json_response, BUCKET_BINDING};
 use crate::api::Change;
 use crate::oci::{self, OciError, Reference};
 use crate::store::{self, oci as sql};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use worker::*;
 use super::context::{all_tags, batch_message, blob_change, commit, content_length_of, empty, find, gone, headers, internal, read_small, store_small, Ctx, R};
@@ -55,51 +54,25 @@ pub(super) async fn put_body(ctx: &Ctx<'_>, req: &mut Request, sha: &str) -> R<u
 }
 
 /// Part size for bodies of unknown length (R2 wants parts of one size, at least 5 MiB).
-pub(super) const PART: usize = 8 << 20;
+pub(super) const PART: u32 = 8 << 20;
 
 /// A body without a Content-Length goes to R2 as a multipart upload of
 /// fixed-size parts, so at most one part is held in memory. Returns its
-/// length and sha256 (hex; computed on the way, as the bytes pass through
-/// wasm to be cut into parts).
+/// length and sha256 (hex), computed on the way by the runtime.
 pub(super) async fn put_unsized_body(ctx: &Ctx<'_>, req: &mut Request, key: &str) -> R<(u64, String)> {
-    use sha2::Digest;
-    let mut hash = sha2::Sha256::new();
+    use crate::worker_glue::streams::{put_unsized, UnsizedError};
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
-    let upload = bucket.create_multipart_upload(key).execute().await.map_err(internal)?;
-    let mut body = req.stream().map_err(internal)?;
-    let (mut buf, mut parts, mut total) = (Vec::with_capacity(PART), Vec::new(), 0u64);
     let max = max_blob(ctx);
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(internal)?;
-        total += chunk.len() as u64;
-        if total > max {
-            let _ = upload.abort().await;
-            return Err(OciError::new(413, "SIZE_INVALID", format!("blobs are limited to {max} bytes")));
-        }
-        hash.update(&chunk);
-        buf.extend_from_slice(&chunk);
-        while buf.len() >= PART {
-            let rest = buf.split_off(PART);
-            let part = std::mem::replace(&mut buf, rest);
-            parts.push(upload.upload_part(parts.len() as u16 + 1, part).await.map_err(internal)?);
-        }
+    match put_unsized(&bucket, key, req.inner().body(), PART, max).await {
+        Ok(r) => Ok(r),
+        Err(UnsizedError::TooLong) => Err(OciError::new(413, "SIZE_INVALID", format!("blobs are limited to {max} bytes"))),
+        Err(UnsizedError::Failed(e)) => Err(internal(e)),
     }
-    let sha = hex::encode(hash.finalize());
-    if total == 0 {
-        let _ = upload.abort().await;
-        return Ok((0, sha));
-    }
-    if !buf.is_empty() {
-        parts.push(upload.upload_part(parts.len() as u16 + 1, buf).await.map_err(internal)?);
-    }
-    upload.complete(parts).await.map_err(internal)?;
-    Ok((total, sha))
 }
 
 /// Streams one chunk of an upload (a PATCH body) into R2 under `key`, and
-/// returns its length and sha256 (hex): computed by the runtime's
-/// DigestStream for a body of known length, in wasm for one without (whose
-/// bytes pass through wasm anyway).
+/// returns its length and sha256 (hex), computed by the runtime's
+/// DigestStream (no byte passes through wasm).
 pub(super) async fn put_chunk(ctx: &Ctx<'_>, req: &mut Request, key: &str) -> R<(u64, String)> {
     let Some(len) = content_length(req) else { return put_unsized_body(ctx, req, key).await };
     if len > max_blob(ctx) {

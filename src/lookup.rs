@@ -77,17 +77,21 @@ pub struct Limits {
     /// Largest body kept, and the most kept in all (bytes).
     pub body_max: u64,
     pub bodies_total: usize,
+    /// Whether whole blobs go through the edge cache, and the largest that does.
+    pub edge_cache: bool,
+    pub edge_max: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { route_ms: 1000, routes: 1024, paths: 16_384, mirrored: 4096, body_max: 64 << 10, bodies_total: 8 << 20 }
+        Limits { route_ms: 1000, routes: 1024, paths: 16_384, mirrored: 4096, body_max: 64 << 10, bodies_total: 8 << 20, edge_cache: true, edge_max: 512 << 20 }
     }
 }
 
 impl Limits {
     /// The defaults with the Worker's variables applied (`ROUTE_CACHE_MS`,
-    /// `PATH_CACHE_ENTRIES`, `BODY_CACHE_BYTES`); unreadable values keep the default.
+    /// `PATH_CACHE_ENTRIES`, `BODY_CACHE_BYTES`, `EDGE_CACHE` = `off`,
+    /// `EDGE_CACHE_MAX_BYTES`); unreadable values keep the default.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Limits {
         let d = Limits::default();
         let num = |k: &str| var(k).and_then(|v| v.trim().parse::<u64>().ok());
@@ -95,6 +99,8 @@ impl Limits {
             route_ms: num("ROUTE_CACHE_MS").unwrap_or(d.route_ms),
             paths: num("PATH_CACHE_ENTRIES").map_or(d.paths, |n| n as usize),
             bodies_total: num("BODY_CACHE_BYTES").map_or(d.bodies_total, |n| n as usize),
+            edge_cache: var("EDGE_CACHE").map_or(d.edge_cache, |v| v.trim() != "off"),
+            edge_max: num("EDGE_CACHE_MAX_BYTES").unwrap_or(d.edge_max),
             ..d
         }
     }
@@ -344,10 +350,14 @@ mod tests {
             "ROUTE_CACHE_MS" => Some("0".to_string()),
             "PATH_CACHE_ENTRIES" => Some("50".to_string()),
             "BODY_CACHE_BYTES" => Some("nonsense".to_string()),
+            "EDGE_CACHE" => Some("off".to_string()),
+            "EDGE_CACHE_MAX_BYTES" => Some("1024".to_string()),
             _ => None,
         };
         let l = Limits::from_vars(vars);
         assert_eq!((l.route_ms, l.paths, l.bodies_total), (0, 50, Limits::default().bodies_total));
+        assert_eq!((l.edge_cache, l.edge_max), (false, 1024));
+        assert!(Limits::from_vars(|k| (k == "EDGE_CACHE").then(|| "on".to_string())).edge_cache);
         assert_eq!(Limits::from_vars(|_| None), Limits::default());
     }
 }

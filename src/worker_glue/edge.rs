@@ -12,12 +12,10 @@ use worker::*;
 
 /// The key host: a reserved name (RFC 2606) that no request reaches the worker with.
 const KEY_HOST: &str = "blob-cache.wharf.invalid";
-const DEFAULT_MAX_BYTES: u64 = 512 << 20;
 
 fn enabled(env: &Env, size: u64) -> bool {
-    let on = env.var("EDGE_CACHE").map_or(true, |v| v.to_string() != "off");
-    let max = env.var("EDGE_CACHE_MAX_BYTES").ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(DEFAULT_MAX_BYTES);
-    on && size <= max
+    let limits = super::memory::limits(env);
+    limits.edge_cache && size <= limits.edge_max
 }
 
 /// The whole body of blob `sha256` (`size` bytes, at `r2_key` in R2), as a stream: from the edge

@@ -26,6 +26,11 @@ fn with<T>(env: &Env, f: impl FnOnce(&mut Memory) -> T) -> T {
     })
 }
 
+/// The isolate's limits (read from the Worker's variables once).
+pub(super) fn limits(env: &Env) -> Limits {
+    with(env, |m| m.limits())
+}
+
 /// Forgets every remembered route: this isolate just changed what a hostname
 /// serves (an activation, a rollback, a hostname or a site removed), and its
 /// next requests must see it.

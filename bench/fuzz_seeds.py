@@ -55,6 +55,16 @@ for i, h in enumerate(["bytes=0-10\n\"etag\"\nWed, 21 Oct 2015 07:28:00 GMT\n*\n
 seed("upstream_auth", "bearer", 'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"')
 seed("upstream_auth", "basic", 'Basic realm="Registry Realm"')
 seed("upstream_auth", "token", '{"token":"abc","access_token":"abc","expires_in":300,"issued_at":"2024-01-01T00:00:00Z"}')
+seed("mirror_config", "example", """images:
+  - name: 'hashicorp/vault'
+    versions: ['1.19.0', '~1.25', '>=2.0.0 <3 || ^4']
+    source_registry: 'docker.io'
+    platforms: ["linux/amd64", "linux/arm/v7"]
+    keep: 2
+    credentials: {username: bot, password_secret: HUB_TOKEN}
+charts:
+  - {name: vault, match: '0\\.3[0-9]\\..*', repo_name: hashicorp, repo_url: 'https://helm.releases.hashicorp.com', prune: true}
+""")
 seed("tokens", "bearer", "Bearer wharf_0123456789abcdef_" + "x" * 43)
 seed("tokens", "scope", "repository:team/app:pull,push&repository:x:*&registry:catalog:*")
 seed("tokens", "registry", "eyJzaXRlIjoxLCJzaXRlX2NyZWF0ZWQiOjEsImFjY2VzcyI6W10sImV4cCI6MX0.c2ln")

@@ -16,6 +16,7 @@ pub mod release;
 pub mod tarcheck;
 pub mod schema;
 pub mod store;
+pub mod sync;
 
 #[cfg(target_arch = "wasm32")]
 mod worker_glue;

@@ -1,6 +1,6 @@
 -- Wharf D1 schema. Apply with: wrangler d1 execute <db> --file schema.sql
 -- Every statement is idempotent, so applying it again is safe.
--- wharf-schema-version: 7
+-- wharf-schema-version: 8
 -- Bump the version above whenever a table, column or index changes; the worker
 -- refuses to serve (503 schema_outdated) from a database whose recorded version is older.
 
@@ -293,6 +293,19 @@ CREATE TABLE IF NOT EXISTS oci_settings (
   config  TEXT NOT NULL
 );
 
+-- The declarative mirror's configuration, per site, as its files were sent
+-- (checked first; see src/sync/config.rs): the images come from images_text,
+-- the charts from charts_text. A document holding both is stored in both,
+-- named mirror.yaml.
+CREATE TABLE IF NOT EXISTS mirror_configs (
+  site_id     INTEGER PRIMARY KEY,
+  images_file TEXT,
+  images_text TEXT,
+  charts_file TEXT,
+  charts_text TEXT,
+  updated_at  INTEGER NOT NULL
+);
+
 -- The pull-through mirror's cache, per site: what an upstream answered for a
 -- tag (the manifest digest it pointed at), a manifest or a blob (stored in R2
 -- under its digest, checked), or a 404 (sha256 NULL). `checked_at` is when the
@@ -330,5 +343,5 @@ DELETE FROM oci_staged_blobs WHERE site_id NOT IN (SELECT id FROM sites);
 DELETE FROM oci_cache WHERE site_id NOT IN (SELECT id FROM sites);
 DELETE FROM site_blobs WHERE site_id NOT IN (SELECT id FROM sites);
 
-INSERT INTO schema_meta(key, value) VALUES ('version', '7')
+INSERT INTO schema_meta(key, value) VALUES ('version', '8')
   ON CONFLICT(key) DO UPDATE SET value = excluded.value;

@@ -88,6 +88,10 @@ pub enum Route {
     OciShowSettings(String),
     OciListCache(String),
     OciPurgeCache(String),
+    /// site, file (None: both parts in one document)
+    MirrorPutConfig(String, Option<String>),
+    MirrorShowConfig(String),
+    MirrorValidate(String),
     ApkPutSettings(String),
     ApkShowSettings(String),
     ApkPutKey(String),
@@ -206,6 +210,18 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         ("GET", ["sites", s, "oci", "cache"]) => OciListCache(site(s)?),
         ("DELETE", ["sites", s, "oci", "cache"]) => OciPurgeCache(site(s)?),
         (_, ["sites", _, "oci", "cache"]) => return Err(not_allowed()),
+        ("PUT", ["sites", s, "mirror", "config"]) => MirrorPutConfig(site(s)?, None),
+        ("GET", ["sites", s, "mirror", "config"]) => MirrorShowConfig(site(s)?),
+        (_, ["sites", _, "mirror", "config"]) => return Err(not_allowed()),
+        ("PUT", ["sites", s, "mirror", "config", f]) => {
+            if crate::sync::config::Part::of_file(f).is_none() {
+                return Err(ApiError::not_found("the mirror's files are images.yaml, charts.yaml and mirror.yaml (both in one)"));
+            }
+            MirrorPutConfig(site(s)?, Some(f.to_string()))
+        }
+        (_, ["sites", _, "mirror", "config", _]) => return Err(not_allowed()),
+        ("POST", ["sites", s, "mirror", "validate"]) => MirrorValidate(site(s)?),
+        (_, ["sites", _, "mirror", "validate"]) => return Err(not_allowed()),
         ("PUT", ["sites", s, "apk", "settings"]) => ApkPutSettings(site(s)?),
         ("GET", ["sites", s, "apk", "settings"]) => ApkShowSettings(site(s)?),
         (_, ["sites", _, "apk", "settings"]) => return Err(not_allowed()),

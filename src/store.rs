@@ -642,6 +642,7 @@ pub mod deb;
 pub mod formats;
 pub mod helm;
 pub mod oci;
+pub mod sync;
 
 #[cfg(test)]
 mod tests;

@@ -279,6 +279,7 @@ fn owned_row(table: &str, s: i64, r: i64) -> String {
         "oci_uploads" => format!("INSERT INTO oci_uploads VALUES ('up{s}', {s}, 'app', 0, '[]', 1)"),
         "oci_staged_blobs" => format!("INSERT INTO oci_staged_blobs VALUES ({s}, 'app', '{sha}', 1, 1)"),
         "oci_settings" => format!("INSERT INTO oci_settings VALUES ({s}, '{{}}')"),
+        "mirror_configs" => format!("INSERT INTO mirror_configs VALUES ({s}, 'images.yaml', 'images: []', NULL, NULL, 1)"),
         "oci_cache" => format!("INSERT INTO oci_cache VALUES ({s}, '', 'app', 'blob', '{sha}', '{sha}', 1, 't', 1)"),
         other => panic!("schema.sql has a table {other} with a site_id or release_id column: add a row for it here"),
     }
@@ -589,4 +590,21 @@ fn a_blob_kept_elsewhere_is_found_where_it_lies_and_its_first_location_stands() 
     assert_eq!(key("kept"), Value::Text("uploads/abc/00000000000000000000".into()));
     assert_eq!(key("plain"), Value::Null, "no row: the default key");
     assert_eq!(db.rows(blob_location(&sha))[0][0], Value::Text("uploads/abc/00000000000000000000".into()));
+}
+
+#[test]
+fn a_mirror_config_file_replaces_its_part_only() {
+    use crate::store::sync::{config, put_config};
+    use rusqlite::types::Value::{Integer, Null, Text};
+    let mut db = Db::new();
+    let s = db.site("m");
+    let t = |v: &str| Text(v.to_string());
+    db.batch(vec![put_config(s, Some(("mirror.yaml", "both")), Some(("mirror.yaml", "both")), 1)]).unwrap();
+    db.batch(vec![put_config(s, None, Some(("charts.yaml", "charts")), 2)]).unwrap();
+    assert_eq!(db.rows(config(s)), vec![vec![t("mirror.yaml"), t("both"), t("charts.yaml"), t("charts"), Integer(2)]]);
+    db.batch(vec![put_config(s, Some(("images.yaml", "images")), None, 3)]).unwrap();
+    assert_eq!(db.rows(config(s)), vec![vec![t("images.yaml"), t("images"), t("charts.yaml"), t("charts"), Integer(3)]]);
+    let other = db.site("n");
+    db.batch(vec![put_config(other, None, Some(("charts.yaml", "c")), 4)]).unwrap();
+    assert_eq!(db.rows(config(other)), vec![vec![Null, Null, t("charts.yaml"), t("c"), Integer(4)]]);
 }

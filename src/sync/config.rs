@@ -216,6 +216,48 @@ pub enum Part {
     Both,
 }
 
+impl Part {
+    /// The part a file name holds: `images.yaml`, `charts.yaml` (or `.yml`),
+    /// or `mirror.yaml` for both in one document.
+    pub fn of_file(name: &str) -> Option<Part> {
+        match name {
+            "images.yaml" | "images.yml" => Some(Part::Images),
+            "charts.yaml" | "charts.yml" => Some(Part::Charts),
+            "mirror.yaml" | "mirror.yml" => Some(Part::Both),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// What the configuration declares, as the admin API shows it.
+    pub fn summary(&self) -> serde_json::Value {
+        let versions = |v: &Versions| {
+            serde_json::json!({
+                "exact": v.exact,
+                "constraints": v.ranges.iter().map(|r| &r.0).collect::<Vec<_>>(),
+                "match": v.pattern.as_ref().map(|p| &p.0),
+                "keep": v.keep,
+            })
+        };
+        serde_json::json!({
+            "images": self.images.iter().map(|i| serde_json::json!({
+                "name": i.name, "source_registry": i.source_registry, "source_repository": i.source_repository,
+                "target": i.target, "versions": versions(&i.versions),
+                "platforms": i.platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "credentials": i.credentials.as_ref().map(|c| serde_json::json!({"username": c.username, "password_secret": c.password_secret})),
+                "prune": i.prune,
+            })).collect::<Vec<_>>(),
+            "charts": self.charts.iter().map(|c| serde_json::json!({
+                "name": c.name, "repo_name": c.repo_name, "repo_url": c.repo_url, "target": c.target,
+                "versions": versions(&c.versions),
+                "credentials": c.credentials.as_ref().map(|k| serde_json::json!({"username": k.username, "password_secret": k.password_secret})),
+                "prune": c.prune,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------
 // A YAML document as a tree with positions.
 

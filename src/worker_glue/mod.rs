@@ -14,6 +14,7 @@ mod oci;
 mod serve;
 mod service;
 mod streams;
+mod sync;
 
 use crate::{api::ApiError, hostname};
 use worker::*;

@@ -577,6 +577,22 @@ impl Check<'_> {
     }
 }
 
+impl Check<'_> {
+    /// An entry's `credentials` (None: none given) and `prune` (default: the
+    /// file's); the outer None: the field is wrong (reported).
+    fn access(&mut self, m: &BTreeMap<&str, &Node>, path: &str, prune_all: bool) -> (Option<Option<Credentials>>, Option<bool>) {
+        let credentials = match m.get("credentials") {
+            None => Some(None),
+            Some(n) => self.credentials(n, &join(path, "credentials")).map(Some),
+        };
+        let prune = match m.get("prune") {
+            None => Some(prune_all),
+            Some(n) => self.boolean(n, &join(path, "prune")),
+        };
+        (credentials, prune)
+    }
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
@@ -871,14 +887,7 @@ fn image(c: &mut Check<'_>, node: &Node, path: &str, prune_all: bool) -> Option<
             })
         }
     };
-    let credentials = match m.get("credentials") {
-        None => Some(None),
-        Some(n) => c.credentials(n, &join(path, "credentials")).map(Some),
-    };
-    let prune = match m.get("prune") {
-        None => Some(prune_all),
-        Some(n) => c.boolean(n, &join(path, "prune")),
-    };
+    let (credentials, prune) = c.access(&m, path, prune_all);
     if c.problems.len() > before {
         return None;
     }
@@ -916,14 +925,7 @@ fn chart(c: &mut Check<'_>, node: &Node, path: &str, prune_all: bool) -> Option<
         None => name.clone(),
         Some(n) => chart_name(c, n, &join(path, "target")),
     };
-    let credentials = match m.get("credentials") {
-        None => Some(None),
-        Some(n) => c.credentials(n, &join(path, "credentials")).map(Some),
-    };
-    let prune = match m.get("prune") {
-        None => Some(prune_all),
-        Some(n) => c.boolean(n, &join(path, "prune")),
-    };
+    let (credentials, prune) = c.access(&m, path, prune_all);
     if c.problems.len() > before {
         return None;
     }

@@ -1,5 +1,7 @@
 //! Declarative mirroring: images and charts a site declares (`images.yaml`,
 //! `charts.yaml`) kept copied from their upstreams. Pure: what the files say
-//! ([`config`]); the glue stores them and carries out runs.
+//! ([`config`]) and what a run does with the upstreams' answers ([`plan`]);
+//! the glue stores the files and carries out runs.
 
 pub mod config;
+pub mod plan;

@@ -3,5 +3,6 @@
 //! ([`config`]) and what a run does with the upstreams' answers ([`plan`]);
 //! the glue stores the files and carries out runs.
 
+pub mod charts;
 pub mod config;
 pub mod plan;

@@ -303,7 +303,11 @@ CREATE TABLE IF NOT EXISTS mirror_configs (
   images_text TEXT,
   charts_file TEXT,
   charts_text TEXT,
-  updated_at  INTEGER NOT NULL
+  updated_at  INTEGER NOT NULL,
+  -- The site's schedule (a cron expression; NULL: runs start by hand only)
+  -- and the time from which it counts (set with it, moved by each scheduled run).
+  schedule       TEXT,
+  schedule_since INTEGER
 );
 
 -- The pull-through mirror's cache, per site: what an upstream answered for a

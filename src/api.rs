@@ -92,6 +92,8 @@ pub enum Route {
     MirrorPutConfig(String, Option<String>),
     MirrorShowConfig(String),
     MirrorValidate(String),
+    MirrorPutSettings(String),
+    MirrorShowSettings(String),
     ApkPutSettings(String),
     ApkShowSettings(String),
     ApkPutKey(String),
@@ -221,6 +223,9 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         }
         (_, ["sites", _, "mirror", "config", _]) => return Err(not_allowed()),
         ("POST", ["sites", s, "mirror", "validate"]) => MirrorValidate(site(s)?),
+        ("PUT", ["sites", s, "mirror", "settings"]) => MirrorPutSettings(site(s)?),
+        ("GET", ["sites", s, "mirror", "settings"]) => MirrorShowSettings(site(s)?),
+        (_, ["sites", _, "mirror", "settings"]) => return Err(not_allowed()),
         (_, ["sites", _, "mirror", "validate"]) => return Err(not_allowed()),
         ("PUT", ["sites", s, "apk", "settings"]) => ApkPutSettings(site(s)?),
         ("GET", ["sites", s, "apk", "settings"]) => ApkShowSettings(site(s)?),

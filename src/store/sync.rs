@@ -6,6 +6,21 @@ pub fn config(site_id: i64) -> Stmt {
     stmt("SELECT images_file, images_text, charts_file, charts_text, updated_at FROM mirror_configs WHERE site_id = ?1", vec![site_id.into()])
 }
 
+pub fn settings(site_id: i64) -> Stmt {
+    stmt("SELECT schedule, schedule_since FROM mirror_configs WHERE site_id = ?1", vec![site_id.into()])
+}
+
+/// Sets the schedule (None: by hand only); it counts from `now` when it
+/// changes, and keeps counting from where it did when it is set again unchanged.
+pub fn put_schedule(site_id: i64, schedule: Option<&str>, now: i64) -> Stmt {
+    stmt(
+        "INSERT INTO mirror_configs(site_id, updated_at, schedule, schedule_since) VALUES (?1, ?3, ?2, ?3) \
+         ON CONFLICT(site_id) DO UPDATE SET \
+         schedule_since = CASE WHEN schedule IS ?2 THEN schedule_since ELSE ?3 END, schedule = ?2",
+        vec![site_id.into(), schedule.into(), now.into()],
+    )
+}
+
 /// Stores the images' file (`images`), the charts' file (`charts`) or both;
 /// a part given as None keeps what is stored.
 pub fn put_config(site_id: i64, images: Option<(&str, &str)>, charts: Option<(&str, &str)>, now: i64) -> Stmt {

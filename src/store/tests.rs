@@ -279,7 +279,7 @@ fn owned_row(table: &str, s: i64, r: i64) -> String {
         "oci_uploads" => format!("INSERT INTO oci_uploads VALUES ('up{s}', {s}, 'app', 0, '[]', 1)"),
         "oci_staged_blobs" => format!("INSERT INTO oci_staged_blobs VALUES ({s}, 'app', '{sha}', 1, 1)"),
         "oci_settings" => format!("INSERT INTO oci_settings VALUES ({s}, '{{}}')"),
-        "mirror_configs" => format!("INSERT INTO mirror_configs VALUES ({s}, 'images.yaml', 'images: []', NULL, NULL, 1)"),
+        "mirror_configs" => format!("INSERT INTO mirror_configs VALUES ({s}, 'images.yaml', 'images: []', NULL, NULL, 1, NULL, NULL)"),
         "oci_cache" => format!("INSERT INTO oci_cache VALUES ({s}, '', 'app', 'blob', '{sha}', '{sha}', 1, 't', 1)"),
         other => panic!("schema.sql has a table {other} with a site_id or release_id column: add a row for it here"),
     }
@@ -607,4 +607,21 @@ fn a_mirror_config_file_replaces_its_part_only() {
     let other = db.site("n");
     db.batch(vec![put_config(other, None, Some(("charts.yaml", "c")), 4)]).unwrap();
     assert_eq!(db.rows(config(other)), vec![vec![Null, Null, t("charts.yaml"), t("c"), Integer(4)]]);
+}
+
+#[test]
+fn a_mirror_schedule_counts_from_when_it_changed() {
+    use crate::store::sync::{put_config, put_schedule, settings};
+    use rusqlite::types::Value::{Integer, Null, Text};
+    let mut db = Db::new();
+    let s = db.site("m");
+    db.batch(vec![put_schedule(s, Some("0 * * * *"), 10)]).unwrap();
+    db.batch(vec![put_schedule(s, Some("0 * * * *"), 20)]).unwrap();
+    assert_eq!(db.rows(settings(s)), vec![vec![Text("0 * * * *".into()), Integer(10)]], "unchanged: still from 10");
+    db.batch(vec![put_schedule(s, Some("30 * * * *"), 30)]).unwrap();
+    assert_eq!(db.rows(settings(s)), vec![vec![Text("30 * * * *".into()), Integer(30)]]);
+    db.batch(vec![put_config(s, Some(("images.yaml", "images: []")), None, 40)]).unwrap();
+    assert_eq!(db.rows(settings(s)), vec![vec![Text("30 * * * *".into()), Integer(30)]], "storing files keeps the schedule");
+    db.batch(vec![put_schedule(s, None, 50)]).unwrap();
+    assert_eq!(db.rows(settings(s)), vec![vec![Null, Integer(50)]]);
 }

@@ -6,3 +6,4 @@
 pub mod charts;
 pub mod config;
 pub mod plan;
+pub mod schedule;

@@ -74,20 +74,36 @@ pub async fn concatenate(bucket: &Bucket, parts: &[String], total: u64, key: &st
     Ok(())
 }
 
-/// The size of the pieces [`copy_to_both`] writes: the source's chunks (16 KiB
-/// from a fetch) are gathered into pieces this large (by the runtime, not in
-/// wasm) before they are written, so the copy costs a few promise round trips
-/// between wasm and the runtime per MiB instead of a few per 16 KiB. Measured
-/// locally, a cold 256 MiB pull through the mirror took 7.3 s this way and
-/// 13.6–16.5 s writing each chunk as it came.
+/// The size of the pieces [`put_unsized`] hashes at a time: the body's chunks
+/// (16 KiB or so) are gathered into pieces this large by the runtime, not in
+/// wasm, so hashing costs a promise round trip per MiB, not per chunk.
 const PIECE: u32 = 1 << 20;
 
-/// Copies `source` into two destinations in lockstep: each piece is written to
-/// both before the next is read, so memory stays at a piece or two whatever
-/// either side's speed (a tee would queue everything the slower side has not
-/// read). A destination that fails (a client that went away) is dropped and
-/// the copy goes on for the other. Returns how each destination fared.
+/// How long [`copy_to_both`] waits for more chunks before it writes what it
+/// has gathered: a slow source's bytes go out at most this late.
+const GATHER_MS: u64 = 5;
+
+/// Copies `source` into two destinations in lockstep. Chunks are gathered
+/// (by the runtime, not in wasm) into pieces of up to [`PIECE`] bytes, and a
+/// piece is written to both once it is full, the source has ended, or
+/// [`GATHER_MS`] have passed since its first chunk; one piece is written
+/// while the next is gathered. A fast source goes out in pieces (a few
+/// promise round trips per MiB instead of per 16 KiB chunk: measured
+/// locally, a cold 256 MiB pull through the mirror took 13.6–16.5 s writing
+/// each chunk as it came and 7.3 s in 1 MiB pieces), a slow one as it comes.
+/// Reading stops while a full piece waits, so memory stays at two pieces
+/// whatever either side's speed (a tee would queue everything the slower side
+/// has not read). A destination that fails (a client that went away) is
+/// dropped and the copy goes on for the other. Returns how each fared.
 pub async fn copy_to_both(source: web_sys::ReadableStream, a: &web_sys::WritableStream, b: &web_sys::WritableStream) -> (Result<()>, Result<()>) {
+    use futures_util::future::{poll_fn, LocalBoxFuture};
+    use futures_util::FutureExt;
+    use std::task::Poll;
+    enum Event {
+        Read(std::result::Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue>),
+        Wrote(Result<()>, Result<()>),
+        Waited,
+    }
     let reader: web_sys::ReadableStreamDefaultReader = source.get_reader().unchecked_into();
     let writers = (a.get_writer(), b.get_writer());
     let (wa, wb) = match writers {
@@ -95,62 +111,109 @@ pub async fn copy_to_both(source: web_sys::ReadableStream, a: &web_sys::Writable
         _ => return (Err(Error::RustError("a destination is locked".into())), Err(Error::RustError("a destination is locked".into()))),
     };
     let (mut ra, mut rb): (Result<()>, Result<()>) = (Ok(()), Ok(()));
-    let mut gathered = Gathered::new();
-    let mut done = false;
-    while !done {
-        // Read until a piece is full or the source ends.
-        while gathered.len < PIECE {
-            let step = match JsFuture::from(reader.read()).await {
-                Ok(step) => step,
-                Err(e) => {
-                    // The source failed: neither destination gets a whole copy.
-                    let _ = JsFuture::from(wa.abort()).await;
-                    let _ = JsFuture::from(wb.abort()).await;
-                    let e = js(e);
-                    return (Err(Error::RustError(e.to_string())), Err(e));
+    let write_both = |piece: js_sys::Uint8Array, a_on: bool, b_on: bool| -> LocalBoxFuture<'static, (Result<()>, Result<()>)> {
+        let (wa, wb) = (wa.clone(), wb.clone());
+        async move {
+            let to_a = async {
+                if a_on {
+                    JsFuture::from(wa.write_with_chunk(&piece)).await.map(|_| ()).map_err(js)
+                } else {
+                    Ok(())
                 }
             };
-            if js_sys::Reflect::get(&step, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
-                done = true;
-                break;
-            }
-            let value = js_sys::Reflect::get(&step, &"value".into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
-            match value.dyn_into::<js_sys::Uint8Array>() {
-                Ok(chunk) => gathered.add(chunk),
-                Err(_) => {
-                    let _ = JsFuture::from(reader.cancel()).await;
-                    let _ = JsFuture::from(wa.abort()).await;
-                    let _ = JsFuture::from(wb.abort()).await;
-                    let e = || Error::RustError("the source sent something other than bytes".into());
-                    return (Err(e()), Err(e()));
+            let to_b = async {
+                if b_on {
+                    JsFuture::from(wb.write_with_chunk(&piece)).await.map(|_| ()).map_err(js)
+                } else {
+                    Ok(())
+                }
+            };
+            futures_util::future::join(to_a, to_b).await
+        }
+        .boxed_local()
+    };
+    let mut gathered = Gathered::new();
+    let mut reading: Option<JsFuture> = None;
+    let mut writing: Option<LocalBoxFuture<'static, (Result<()>, Result<()>)>> = None;
+    let mut waiting: Option<worker::Delay> = None;
+    let mut waited = false;
+    let mut done = false;
+    loop {
+        if writing.is_none() && gathered.len > 0 && (gathered.len >= PIECE || done || waited) {
+            writing = Some(write_both(gathered.take().expect("gathered bytes"), ra.is_ok(), rb.is_ok()));
+            (waiting, waited) = (None, false);
+        }
+        if gathered.len > 0 && waiting.is_none() && !waited {
+            waiting = Some(worker::Delay::from(std::time::Duration::from_millis(GATHER_MS)));
+        }
+        if reading.is_none() && !done && gathered.len < PIECE {
+            reading = Some(JsFuture::from(reader.read()));
+        }
+        if reading.is_none() && writing.is_none() && gathered.len == 0 {
+            break;
+        }
+        let event = poll_fn(|cx| {
+            if let Some(r) = reading.as_mut() {
+                if let Poll::Ready(v) = r.poll_unpin(cx) {
+                    reading = None;
+                    return Poll::Ready(Event::Read(v));
                 }
             }
-        }
-        let Some(piece) = gathered.take() else { continue };
-        let to_a = async {
-            if ra.is_ok() {
-                JsFuture::from(wa.write_with_chunk(&piece)).await.map(|_| ()).map_err(js)
-            } else {
-                Ok(())
+            if let Some(w) = writing.as_mut() {
+                if let Poll::Ready((x, y)) = w.poll_unpin(cx) {
+                    writing = None;
+                    return Poll::Ready(Event::Wrote(x, y));
+                }
             }
-        };
-        let to_b = async {
-            if rb.is_ok() {
-                JsFuture::from(wb.write_with_chunk(&piece)).await.map(|_| ()).map_err(js)
-            } else {
-                Ok(())
+            if let Some(t) = waiting.as_mut() {
+                if t.poll_unpin(cx).is_ready() {
+                    waiting = None;
+                    return Poll::Ready(Event::Waited);
+                }
             }
-        };
-        let (x, y) = futures_util::future::join(to_a, to_b).await;
-        if ra.is_ok() {
-            ra = x;
-        }
-        if rb.is_ok() {
-            rb = y;
-        }
-        if ra.is_err() && rb.is_err() {
-            let _ = JsFuture::from(reader.cancel()).await;
-            return (ra, rb);
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Read(Ok(step)) => {
+                if js_sys::Reflect::get(&step, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+                    done = true;
+                } else {
+                    match js_sys::Reflect::get(&step, &"value".into()).ok().and_then(|v| v.dyn_into::<js_sys::Uint8Array>().ok()) {
+                        Some(chunk) => gathered.add(chunk),
+                        None => {
+                            let _ = JsFuture::from(reader.cancel()).await;
+                            let _ = JsFuture::from(wa.abort()).await;
+                            let _ = JsFuture::from(wb.abort()).await;
+                            let e = || Error::RustError("the source sent something other than bytes".into());
+                            return (Err(e()), Err(e()));
+                        }
+                    }
+                }
+            }
+            Event::Read(Err(e)) => {
+                // The source failed: neither destination gets a whole copy.
+                if let Some(w) = writing.take() {
+                    let _ = w.await;
+                }
+                let _ = JsFuture::from(wa.abort()).await;
+                let _ = JsFuture::from(wb.abort()).await;
+                let e = js(e);
+                return (Err(Error::RustError(e.to_string())), Err(e));
+            }
+            Event::Wrote(x, y) => {
+                if ra.is_ok() {
+                    ra = x;
+                }
+                if rb.is_ok() {
+                    rb = y;
+                }
+                if ra.is_err() && rb.is_err() {
+                    let _ = JsFuture::from(reader.cancel()).await;
+                    return (ra, rb);
+                }
+            }
+            Event::Waited => waited = true,
         }
     }
     for (w, r) in [(&wa, &mut ra), (&wb, &mut rb)] {

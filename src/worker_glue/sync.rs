@@ -2,10 +2,11 @@
 //! before they are stored (`sync::config`), and checked without storing.
 
 use super::service::{json_body, ApiResult, Ctx};
-use crate::api::{ApiError, Route};
+use crate::api::{self, ApiError, Route};
 use crate::auth::Scope;
 use crate::store::sync as sql;
 use crate::sync::config::{self, Part, Problem};
+use crate::sync::schedule::Schedule;
 use serde::Deserialize;
 use serde_json::json;
 use worker::*;
@@ -90,6 +91,35 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
             }
             Ok((200, json!({"files": files, "declared": declared.summary(), "updated_at": row.updated_at as i64})))
         }
+        MirrorPutSettings(s) => {
+            let site = ctx.site(&s, Scope::Admin).await?;
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Body {
+                schedule: Option<String>,
+            }
+            let b: Body = api::parse_json(&json_body(req).await?)?;
+            let schedule = b.schedule.as_deref().filter(|s| !s.trim().is_empty()).map(Schedule::parse).transpose().map_err(ApiError::unprocessable)?;
+            ctx.db.run(sql::put_schedule(site.id, schedule.as_ref().map(Schedule::as_str), ctx.now)).await?;
+            show_settings(ctx, site.id).await
+        }
+        MirrorShowSettings(s) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            show_settings(ctx, site.id).await
+        }
         _ => Err(ApiError::internal("not a mirror route")),
     }
+}
+
+/// The mirror's settings: the schedule, and when it next fires.
+async fn show_settings(ctx: &Ctx<'_>, site_id: i64) -> ApiResult {
+    #[derive(Deserialize)]
+    struct Row {
+        schedule: Option<String>,
+        schedule_since: Option<f64>,
+    }
+    let row = ctx.db.first::<Row>(sql::settings(site_id)).await?;
+    let (schedule, since) = row.map_or((None, None), |r| (r.schedule, r.schedule_since.map(|s| s as i64)));
+    let next = schedule.as_deref().and_then(|s| Schedule::parse(s).ok()).and_then(|s| s.next_after(since.unwrap_or(ctx.now)));
+    Ok((200, json!({"settings": {"schedule": schedule}, "next_run_at": next})))
 }

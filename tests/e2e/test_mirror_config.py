@@ -100,3 +100,26 @@ def test_validate_checks_without_storing(w):
     a.call("PUT", "/sites/decl2/mirror/config/images.yaml", data=b"\xff\xfe", expect=400)
     a.call("DELETE", "/sites/decl2/mirror/config", expect=405)
     a.call("PUT", "/sites/nosuch/mirror/config", data=IMAGES.encode(), expect=404)
+
+
+def test_the_schedule_is_checked_and_says_when_it_fires_next(w):
+    import time
+    a = w.admin
+    a.site("decl3", "decl3.test")
+    assert a.call("GET", "/sites/decl3/mirror/settings", expect=200) == {"settings": {"schedule": None}, "next_run_at": None}
+    before = int(time.time() * 1000)
+    r = a.call("PUT", "/sites/decl3/mirror/settings", {"schedule": "0 */6 * * *"}, expect=200)
+    assert r["settings"] == {"schedule": "0 */6 * * *"}
+    nxt = r["next_run_at"]
+    assert before < nxt <= before + 6 * 3600 * 1000 and nxt % (6 * 3600 * 1000) == 0, nxt  # the next 00/06/12/18:00 UTC
+    r = a.call("PUT", "/sites/decl3/mirror/settings", {"schedule": "0 */6 * *"}, expect=422)
+    assert r["error"]["message"].startswith("`0 */6 * *` has 4 fields"), r
+    r = a.call("PUT", "/sites/decl3/mirror/settings", {"schedule": "61 * * * *"}, expect=422)
+    assert "is not a cron expression" in r["error"]["message"], r
+    assert a.call("GET", "/sites/decl3/mirror/settings", expect=200)["settings"] == {"schedule": "0 */6 * * *"}, "a refused schedule changes nothing"
+    a.call("PUT", "/sites/decl3/mirror/settings", {"schedul": "@daily"}, expect=400)
+    # Storing the files keeps the schedule; clearing it leaves runs by hand only.
+    a.call("PUT", "/sites/decl3/mirror/config/images.yaml", data=IMAGES.encode(), expect=200)
+    assert a.call("GET", "/sites/decl3/mirror/settings", expect=200)["settings"] == {"schedule": "0 */6 * * *"}
+    assert a.call("PUT", "/sites/decl3/mirror/settings", {"schedule": None}, expect=200) == {"settings": {"schedule": None}, "next_run_at": None}
+    assert a.call("GET", "/sites/decl3/mirror/config", expect=200)["files"] == {"images.yaml": IMAGES}

@@ -519,7 +519,7 @@ impl Check<'_> {
                                         ok = false;
                                     }
                                 }
-                            } else if tag_rules && !valid_tag(&text) {
+                            } else if tag_rules && !crate::oci::valid_tag(&text) {
                                 self.problem(at, &item_path, format!("`{text}` is neither a tag (letters, digits, `_`, `.`, `-`; at most 128, not starting with `.` or `-`) nor a version constraint"));
                                 ok = false;
                             } else if !tag_rules && !valid_chart_version(&text) {
@@ -657,12 +657,6 @@ fn constraint(text: &str) -> Result<Vec<semver::VersionReq>, String> {
         .collect()
 }
 
-/// An OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
-pub fn valid_tag(t: &str) -> bool {
-    let b = t.as_bytes();
-    !b.is_empty() && b.len() <= 128 && (b[0].is_ascii_alphanumeric() || b[0] == b'_') && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
-}
-
 fn valid_chart_version(t: &str) -> bool {
     !t.is_empty() && t.len() <= 128 && t.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-+".contains(&c))
 }
@@ -670,22 +664,6 @@ fn valid_chart_version(t: &str) -> bool {
 fn valid_secret_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty() && !b[0].is_ascii_digit() && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-}
-
-/// A repository name as the distribution spec allows (lower-case path
-/// components joined by `/`, each `[a-z0-9]+` joined by `.`, `_`, `__` or `-`s).
-pub fn valid_repository(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name.split('/').all(|c| {
-            let b = c.as_bytes();
-            !b.is_empty()
-                && b[0].is_ascii_lowercase() | b[0].is_ascii_digit()
-                && b[b.len() - 1].is_ascii_lowercase() | b[b.len() - 1].is_ascii_digit()
-                && b.iter().all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || b"._-".contains(x))
-                && !c.contains("..")
-                && !c.contains("___")
-        })
 }
 
 /// A registry host as written in `source_registry`: a DNS name or IP address
@@ -829,7 +807,7 @@ fn image(c: &mut Check<'_>, node: &Node, path: &str, prune_all: bool) -> Option<
     let name = c.required(&m, node, path, "name").and_then(|n| {
         let here = join(path, "name");
         let s = c.string(n, &here)?;
-        if !valid_repository(&s) {
+        if !crate::oci::name::valid_name(&s) {
             c.problem(n.at(), &here, format!("`{s}` is not a repository name (lower-case letters, digits and `._-` in `/`-separated parts)"));
             return None;
         }
@@ -878,7 +856,7 @@ fn image(c: &mut Check<'_>, node: &Node, path: &str, prune_all: bool) -> Option<
         Some(n) => {
             let here = join(path, "target");
             c.string(n, &here).and_then(|s| {
-                if valid_repository(&s) {
+                if crate::oci::name::valid_name(&s) {
                     Some(s)
                 } else {
                     c.problem(n.at(), &here, format!("`{s}` is not a repository name"));

@@ -5,6 +5,7 @@ import os
 import time
 
 import pytest
+import requests
 from wharf import ADMIN_HOST
 
 
@@ -171,6 +172,15 @@ def test_blob_uploads(wharf, admin):
     admin.call("POST", f"/sites/limits/releases/{rel}/deb/stable/main/packages?sha256={sha(big)}", data=big, expect=413,
                headers={"Content-Type": "application/vnd.debian.binary-package"})
     admin.call("PUT", f"/blobs/sha256/{sha(b'chunked')}", data=(c for c in [b"chunk", b"ed"]), expect=411)
+    # A registry upload without a length (cut into R2 parts as it comes) that
+    # outgrows the limit: 413, and neither a chunk nor a part of it is kept.
+    admin.call("PUT", "/sites/limits/hostnames/limits.registry.test")
+    bearer = {"Host": "limits.registry.test", "Authorization": f"Bearer {admin.token}"}
+    loc = requests.post(wharf.url("/v2/app/blobs/uploads/"), headers=bearer).headers["Location"]
+    r = requests.patch(wharf.url(loc), headers=bearer, data=(big[i:i + 1_000_003] for i in range(0, len(big), 1_000_003)))
+    assert r.status_code == 413 and r.json()["errors"][0]["code"] == "SIZE_INVALID", r.text
+    chunks = f"uploads/{loc.rstrip('/').split('/')[-1].split('?')[0]}/"
+    assert wharf.r2_keys(chunks) == [] and wharf.r2_multipart_left(chunks) == []
     empty = admin.call("PUT", f"/blobs/sha256/{sha(b'')}", data=b"", expect=201)
     assert empty["size"] == 0
 

@@ -137,6 +137,24 @@ class Wharf:
                 raise AssertionError(f"the worker never logged {text!r}")
             time.sleep(0.1)
 
+    def r2_multipart_left(self, prefix: str) -> list[str]:
+        """Keys under `prefix` of multipart uploads local R2 still holds open
+        or holds parts of (an aborted upload keeps neither)."""
+        import glob
+        import sqlite3
+        keys = []
+        for db in glob.glob(str(self.state / "v3/r2/miniflare-R2BucketObject/*.sqlite")):
+            if db.endswith("/metadata.sqlite"):
+                continue
+            c = sqlite3.connect(db, timeout=10)
+            try:
+                keys += [k for (k,) in c.execute(
+                    "SELECT key FROM _mf_multipart_uploads u WHERE substr(key, 1, ?) = ? AND (state = 0 OR EXISTS "
+                    "(SELECT 1 FROM _mf_multipart_parts p WHERE p.upload_id = u.upload_id))", (len(prefix), prefix))]
+            finally:
+                c.close()
+        return keys
+
     def r2_keys(self, prefix: str) -> list[str]:
         """The keys local R2 holds under `prefix`, read from its own metadata
         (what the worker deleted is gone from here, whatever it answers)."""

@@ -57,8 +57,9 @@ pub(super) async fn put_body(ctx: &Ctx<'_>, req: &mut Request, sha: &str) -> R<u
 pub(super) const PART: u32 = 8 << 20;
 
 /// A body without a Content-Length goes to R2 as a multipart upload of
-/// fixed-size parts, so at most one part is held in memory. Returns its
-/// length and sha256 (hex), computed on the way by the runtime.
+/// fixed-size parts, so at most two parts are held (one uploading, one
+/// filling). Returns its length and sha256 (hex), computed on the way by the
+/// runtime.
 pub(super) async fn put_unsized_body(ctx: &Ctx<'_>, req: &mut Request, key: &str) -> R<(u64, String)> {
     use crate::worker_glue::streams::{put_unsized, UnsizedError};
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;

@@ -1,6 +1,6 @@
 -- Wharf D1 schema. Apply with: wrangler d1 execute <db> --file schema.sql
 -- Every statement is idempotent, so applying it again is safe.
--- wharf-schema-version: 8
+-- wharf-schema-version: 9
 -- Bump the version above whenever a table, column or index changes; the worker
 -- refuses to serve (503 schema_outdated) from a database whose recorded version is older.
 
@@ -310,6 +310,76 @@ CREATE TABLE IF NOT EXISTS mirror_configs (
   schedule_since INTEGER
 );
 
+-- A run of the declared mirror: the configuration it runs (a copy, so a
+-- change during the run does not mix in), its progress, and the release it
+-- produced (NULL: nothing changed, or it failed). Entries are resolved into
+-- units (one per image or chart version) on the queue; the last unit to
+-- finish publishes the run's release.
+CREATE TABLE IF NOT EXISTS mirror_runs (
+  id              INTEGER PRIMARY KEY AUTOINCREMENT,
+  site_id         INTEGER NOT NULL,
+  trigger         TEXT NOT NULL CHECK (trigger IN ('manual', 'schedule', 'config')),
+  only_name       TEXT,                  -- a selective run: one image or chart name
+  nonce           TEXT NOT NULL,         -- how its creator finds its id
+  config          TEXT NOT NULL,         -- JSON: the files as stored when it started
+  state           TEXT NOT NULL CHECK (state IN ('running', 'publishing', 'done', 'failed')),
+  entries_pending INTEGER NOT NULL,
+  units_total     INTEGER NOT NULL DEFAULT 0,
+  units_done      INTEGER NOT NULL DEFAULT 0,
+  produced        INTEGER,               -- the release it activated
+  message         TEXT,
+  created_at      INTEGER NOT NULL,
+  finished_at     INTEGER
+);
+CREATE INDEX IF NOT EXISTS mirror_runs_by_site ON mirror_runs(site_id, id);
+
+-- A declared entry of a run, until its versions are resolved into units.
+CREATE TABLE IF NOT EXISTS mirror_entries (
+  run_id  INTEGER NOT NULL,
+  idx     INTEGER NOT NULL,
+  site_id INTEGER NOT NULL,
+  state    TEXT NOT NULL CHECK (state IN ('pending', 'resolved')),
+  reason   TEXT,                         -- why no version could be resolved
+  attempts INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (run_id, idx)
+) WITHOUT ROWID;
+
+-- One version of one entry in a run, and what became of it. `changes` is
+-- what it adds to the run's release (JSON list of {path, sha256, content_type}).
+CREATE TABLE IF NOT EXISTS mirror_units (
+  run_id        INTEGER NOT NULL,
+  seq           INTEGER NOT NULL,
+  site_id       INTEGER NOT NULL,
+  kind          TEXT NOT NULL CHECK (kind IN ('image', 'chart')),
+  entry         INTEGER NOT NULL,
+  name          TEXT NOT NULL,           -- the entry's name as declared
+  target        TEXT NOT NULL,           -- where it lands on the site
+  version       TEXT NOT NULL,
+  state         TEXT NOT NULL CHECK (state IN ('pending', 'copied', 'skipped', 'failed', 'pruned')),
+  source_digest TEXT,                    -- sha256 hex at the source (image: the tag's manifest; chart: the archive)
+  source_url    TEXT,                    -- a chart archive's URL
+  digest        TEXT,                    -- what the site serves for it after the run
+  reason        TEXT,
+  bytes         INTEGER NOT NULL DEFAULT 0,
+  blobs_copied  INTEGER NOT NULL DEFAULT 0,
+  blobs_held    INTEGER NOT NULL DEFAULT 0,
+  attempts      INTEGER NOT NULL DEFAULT 0,
+  changes       TEXT,
+  started_at    INTEGER,
+  finished_at   INTEGER,
+  PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+
+-- A declared image's index the site serves in place of the source's (its
+-- platforms copied in part): which source digest it was made from, so the
+-- next run skips it while the source is unchanged.
+CREATE TABLE IF NOT EXISTS mirror_sources (
+  site_id INTEGER NOT NULL,
+  served  TEXT NOT NULL,
+  source  TEXT NOT NULL,
+  PRIMARY KEY (site_id, served)
+) WITHOUT ROWID;
+
 -- The pull-through mirror's cache, per site: what an upstream answered for a
 -- tag (the manifest digest it pointed at), a manifest or a blob (stored in R2
 -- under its digest, checked), or a 404 (sha256 NULL). `checked_at` is when the
@@ -347,5 +417,5 @@ DELETE FROM oci_staged_blobs WHERE site_id NOT IN (SELECT id FROM sites);
 DELETE FROM oci_cache WHERE site_id NOT IN (SELECT id FROM sites);
 DELETE FROM site_blobs WHERE site_id NOT IN (SELECT id FROM sites);
 
-INSERT INTO schema_meta(key, value) VALUES ('version', '8')
+INSERT INTO schema_meta(key, value) VALUES ('version', '9')
   ON CONFLICT(key) DO UPDATE SET value = excluded.value;

@@ -124,6 +124,10 @@ pub fn site_by_name(name: &str) -> Stmt {
     stmt("SELECT id, name, active_release_id, head_seq, created_at FROM sites WHERE name = ?1", vec![name.into()])
 }
 
+pub fn site_by_id(id: i64) -> Stmt {
+    stmt("SELECT id, name, active_release_id, head_seq, created_at FROM sites WHERE id = ?1", vec![id.into()])
+}
+
 pub fn list_sites(only: Option<i64>) -> Stmt {
     stmt(
         "SELECT id, name, active_release_id, head_seq, created_at FROM sites \

@@ -280,6 +280,10 @@ fn owned_row(table: &str, s: i64, r: i64) -> String {
         "oci_staged_blobs" => format!("INSERT INTO oci_staged_blobs VALUES ({s}, 'app', '{sha}', 1, 1)"),
         "oci_settings" => format!("INSERT INTO oci_settings VALUES ({s}, '{{}}')"),
         "mirror_configs" => format!("INSERT INTO mirror_configs VALUES ({s}, 'images.yaml', 'images: []', NULL, NULL, 1, NULL, NULL)"),
+        "mirror_runs" => format!("INSERT INTO mirror_runs(id, site_id, trigger, nonce, config, state, entries_pending, created_at) VALUES ({s}00, {s}, 'manual', 'n{s}', '{{}}', 'running', 1, 1)"),
+        "mirror_entries" => format!("INSERT INTO mirror_entries(run_id, idx, site_id, state) VALUES ({s}00, 0, {s}, 'pending')"),
+        "mirror_units" => format!("INSERT INTO mirror_units(run_id, seq, site_id, kind, entry, name, target, version, state) VALUES ({s}00, 0, {s}, 'image', 0, 'a', 'a', '1', 'pending')"),
+        "mirror_sources" => format!("INSERT INTO mirror_sources VALUES ({s}, '{sha}', '{sha}')"),
         "oci_cache" => format!("INSERT INTO oci_cache VALUES ({s}, '', 'app', 'blob', '{sha}', '{sha}', 1, 't', 1)"),
         other => panic!("schema.sql has a table {other} with a site_id or release_id column: add a row for it here"),
     }
@@ -624,4 +628,62 @@ fn a_mirror_schedule_counts_from_when_it_changed() {
     assert_eq!(db.rows(settings(s)), vec![vec![Text("30 * * * *".into()), Integer(30)]], "storing files keeps the schedule");
     db.batch(vec![put_schedule(s, None, 50)]).unwrap();
     assert_eq!(db.rows(settings(s)), vec![vec![Null, Integer(50)]]);
+}
+
+#[test]
+fn a_mirror_run_counts_each_entry_and_unit_once_and_is_published_once() {
+    use crate::store::sync::*;
+    let mut db = Db::new();
+    let s = db.site("m");
+    db.batch(create_run(s, "n1", "manual", None, "{}", &[0, 1], 5)).unwrap();
+    let run = db.int(run_by_nonce("n1"));
+    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM mirror_entries WHERE run_id = {run} AND site_id = {s}")), 2);
+    let unit = |seq: i64, state: &'static str| NewUnit {
+        seq,
+        kind: "image",
+        name: "a".into(),
+        target: "a".into(),
+        version: seq.to_string(),
+        state,
+        source_digest: None,
+        source_url: None,
+        digest: None,
+        reason: None,
+        changes: None,
+    };
+    let progress = |db: &Db| db.rows(stmt_progress(run));
+    fn stmt_progress(run: i64) -> Stmt {
+        super::stmt("SELECT entries_pending, units_total, units_done, state FROM mirror_runs WHERE id = ?1", vec![run.into()])
+    }
+    use rusqlite::types::Value::{Integer, Text};
+    // Entry 0: two units to copy, one already held. Its message comes twice.
+    assert_eq!(db.int(start_entry(run, 0)), 1);
+    let first = [unit(0, "pending"), unit(1, "pending"), unit(2, "skipped")];
+    db.batch(resolve_entry(run, 0, &first, None, 6)).unwrap();
+    db.batch(resolve_entry(run, 0, &first, None, 6)).unwrap();
+    assert!(db.rows(start_entry(run, 0)).is_empty(), "a resolved entry does not start again");
+    assert_eq!(progress(&db), vec![vec![Integer(1), Integer(3), Integer(1), Text("running".into())]]);
+    assert_eq!(db.batch(vec![claim_publication(run)]).unwrap(), vec![0], "not complete: no publication");
+    // Entry 1 resolves into nothing (the source failed).
+    db.batch(resolve_entry(run, 1, &[], Some("image b: upstream 404"), 7)).unwrap();
+    assert_eq!(db.rows(entry_failures(run)).len(), 1);
+    // Units finish, each counted once however often its message comes.
+    let copied = Finished { state: "copied", changes: Some("[]".into()), ..Default::default() };
+    assert_eq!(db.rows(start_unit(run, 0, 8))[0][7], Integer(1));
+    assert_eq!(db.rows(start_unit(run, 0, 9))[0][7], Integer(2), "a retry counts its try");
+    db.batch(finish_unit(run, 0, &copied, 10)).unwrap();
+    db.batch(finish_unit(run, 0, &copied, 10)).unwrap();
+    assert!(db.rows(start_unit(run, 0, 11)).is_empty(), "a finished unit does not start again");
+    assert_eq!(progress(&db), vec![vec![Integer(0), Integer(3), Integer(2), Text("running".into())]]);
+    db.batch(finish_unit(run, 1, &Finished { state: "failed", reason: Some("digest mismatch".into()), ..Default::default() }, 12)).unwrap();
+    assert_eq!(db.batch(vec![claim_publication(run)]).unwrap(), vec![1], "complete: one publication");
+    assert_eq!(db.batch(vec![claim_publication(run)]).unwrap(), vec![0], "and only one");
+    assert_eq!(db.rows(run_changes(run)).len(), 1, "only what was copied changes the release");
+    // A stuck run: what it left pending fails, counted.
+    db.batch(create_run(s, "n2", "schedule", None, "{}", &[0], 20)).unwrap();
+    let stuck = db.int(run_by_nonce("n2"));
+    db.batch(resolve_entry(stuck, 0, &[unit(0, "pending")], None, 21)).unwrap();
+    db.batch(fail_unfinished(stuck, "timeout", 99)).unwrap();
+    assert_eq!(db.batch(vec![claim_publication(stuck)]).unwrap(), vec![1]);
+    assert_eq!(db.rows(units(stuck))[0][5], Text("failed".into()));
 }

@@ -145,6 +145,12 @@ impl PartialEq for Versions {
 impl Versions {
     /// Whether `version` (a tag or chart version) is selected by a constraint
     /// or the pattern (exact versions are wanted whether or not they exist).
+    /// Whether picking needs the source's list of versions (a constraint or
+    /// pattern); exact versions alone are asked for by name.
+    pub fn lists(&self) -> bool {
+        !self.ranges.is_empty() || self.pattern.is_some()
+    }
+
     pub fn selects(&self, version: &str) -> bool {
         if self.ranges.is_empty() && self.pattern.is_none() {
             return false;
@@ -687,7 +693,7 @@ pub fn valid_registry_host(h: &str) -> bool {
 }
 
 /// Docker Hub's names for its registry.
-fn is_docker_hub(host: &str) -> bool {
+pub fn is_docker_hub(host: &str) -> bool {
     matches!(host, "docker.io" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com")
 }
 

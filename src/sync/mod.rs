@@ -6,4 +6,5 @@
 pub mod charts;
 pub mod config;
 pub mod plan;
+pub mod run;
 pub mod schedule;

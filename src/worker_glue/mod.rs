@@ -15,6 +15,8 @@ mod serve;
 mod service;
 mod streams;
 mod sync;
+mod sync_run;
+mod upstream;
 
 use crate::{api::ApiError, hostname};
 use worker::*;
@@ -36,6 +38,20 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         Some(h) if admin_hosts.contains(&h) => admin::handle(req, &env).await,
         Some(h) => serve::handle(req, &env, &ctx, &h).await,
         None => error_response(&ApiError::bad_request("missing or invalid Host header")),
+    }
+}
+
+/// The declared mirror's queue: entries and units of its runs.
+#[event(queue)]
+async fn queue(batch: MessageBatch<crate::sync::run::Job>, env: Env, _ctx: Context) -> Result<()> {
+    sync_run::consume(batch, &env).await
+}
+
+/// The Cron Trigger: declared mirrors whose schedule is due start a run.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    if let Err(e) = sync_run::scheduled(&env).await {
+        console_warn!("mirror schedule: {}", e.message);
     }
 }
 

@@ -57,9 +57,9 @@ def oci_layout(root: Path, tag: str, files: dict[str, bytes], gzipped: bool = Tr
     return {"manifest": manifest, "config": config, "layer": layer}
 
 
-def oci_multi_arch_layout(root: Path, tag: str) -> dict:
-    """An image index of two single-layer images (amd64, arm64) in an OCI layout."""
-    images = {arch: oci_layout(root / f"_{arch}", tag, {"arch.txt": arch.encode()}) for arch in ("amd64", "arm64")}
+def oci_multi_arch_layout(root: Path, tag: str, arches=("amd64", "arm64"), salt: bytes = b"") -> dict:
+    """An image index of single-layer images (by default amd64, arm64) in an OCI layout."""
+    images = {arch: oci_layout(root / f"_{arch}", tag, {"arch.txt": arch.encode() + salt}) for arch in arches}
     (root / "blobs/sha256").mkdir(parents=True, exist_ok=True)
     for image in images.values():
         for blob in (image["layer"], image["config"], image["manifest"]):

@@ -67,7 +67,7 @@ class Wharf:
     """One running worker. `state` is its private D1/R2 folder."""
 
     def __init__(self, state: Path, schema: Path | None = ROOT / "schema.sql", extra_vars: dict | None = None,
-                 https: bool = False, env_file: Path | None = None):
+                 https: bool = False, env_file: Path | None = None, test_scheduled: bool = False):
         """`https`: serve over TLS with wrangler's self-signed certificate (registry
         clients such as skopeo try TLS first even with --tls-verify=false).
         `env_file`: a dotenv file of variables, as `make dev` keeps in .dev.vars
@@ -82,6 +82,8 @@ class Wharf:
         vars_.update(extra_vars or {})
         cmd = [str(WRANGLER), "dev", "--persist-to", str(state), "--ip", "127.0.0.1", "--port", str(self.port),
                "--inspector-port", str(free_port()), "--log-level", "warn", "--local-protocol", self.scheme]
+        if test_scheduled:
+            cmd.append("--test-scheduled")  # GET /__scheduled fires the Cron Trigger's handler
         if env_file is None:
             env_file = state / "empty.env"
             env_file.write_text("")

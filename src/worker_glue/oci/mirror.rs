@@ -3,14 +3,13 @@
 //! checked against its digest, kept in R2 and recorded in the site's cache.
 
 use super::context::{batch_message, content_length_of, headers, held_size, internal, reference_text, send, send_manifest, store_small, Ctx, R};
-use crate::oci::mirror::{self as m, Challenge, Upstream};
+use crate::oci::mirror::{self as m, Upstream};
+use crate::worker_glue::upstream::Remote;
 use crate::lookup::Mirrored;
 use crate::oci::{self, OciError, Reference};
 use crate::worker_glue::memory;
 use crate::store::{self, oci as sql};
 use serde::Deserialize;
-use std::cell::RefCell;
-use std::collections::HashMap;
 use worker::*;
 
 /// A repository of an upstream.
@@ -49,13 +48,6 @@ fn content(c: &Mirrored) -> Option<Content> {
     })
 }
 
-thread_local! {
-    /// Upstream `Authorization` values per (site, upstream, credentials,
-    /// repository) with their expiry (ms): an isolate reuses a token until it
-    /// expires, and never for another site (whose credentials may differ).
-    static TOKENS: RefCell<HashMap<String, (String, i64)>> = RefCell::new(HashMap::new());
-}
-
 fn memory_key(upstream: &str, repo: &str, kind: &str, reference: &str) -> String {
     format!("{upstream}\0{repo}\0{kind}\0{reference}")
 }
@@ -91,97 +83,21 @@ async fn remember(ctx: &Ctx<'_>, t: &Target<'_>, kind: &str, reference: &str, co
     Ok(())
 }
 
+fn remote<'a>(ctx: &Ctx<'a>, t: &Target<'a>) -> Remote<'a> {
+    Remote { env: ctx.env, site_id: ctx.site.id, up: t.up, repo: t.repo.clone(), now: ctx.now }
+}
+
 fn unavailable(t: &Target<'_>, what: String) -> OciError {
-    OciError::new(503, "UNAVAILABLE", format!("upstream {} for {}: {what}", t.up.base(), t.repo))
+    crate::worker_glue::upstream::unavailable(t.up, &t.repo, what)
 }
 
 fn upstream_error(t: &Target<'_>, status: u16) -> OciError {
-    if status == 429 {
-        return OciError::new(429, "TOOMANYREQUESTS", format!("upstream {} is rate-limiting", t.up.base()));
-    }
-    unavailable(t, format!("answered {status}"))
+    crate::worker_glue::upstream::status_error(t.up, &t.repo, status)
 }
 
-/// The upstream's Basic credentials (`username` and the Worker secret named
-/// by `password_secret`).
-fn basic(ctx: &Ctx<'_>, up: &Upstream) -> R<Option<String>> {
-    let (Some(user), Some(secret)) = (&up.username, &up.password_secret) else { return Ok(None) };
-    let password = ctx.env.secret(secret).map_err(|_| internal(format!("the Worker secret {secret} (upstream credentials) is not set")))?;
-    use base64::Engine;
-    Ok(Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.to_string())))))
-}
-
-/// GET or HEAD to an upstream; a request whose connection failed is tried once
-/// more (both are idempotent, and a pooled connection the upstream closed is
-/// the usual cause).
-async fn fetch(url: &str, method: Method, accept: Option<&str>, authorization: Option<&str>) -> Result<Response> {
-    match fetch_once(url, method.clone(), accept, authorization).await {
-        Ok(r) => Ok(r),
-        Err(_) => fetch_once(url, method, accept, authorization).await,
-    }
-}
-
-async fn fetch_once(url: &str, method: Method, accept: Option<&str>, authorization: Option<&str>) -> Result<Response> {
-    let h = Headers::new();
-    h.set("user-agent", "wharf-mirror")?;
-    if let Some(a) = accept {
-        h.set("accept", a)?;
-    }
-    if let Some(a) = authorization {
-        h.set("authorization", a)?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(method).with_headers(h).with_redirect(RequestRedirect::Manual);
-    Fetch::Request(Request::new_with_init(url, &init)?).send().await
-}
-
-/// After a 401: the `Authorization` the upstream's challenge asks for (its
-/// token endpoint's token, or Basic credentials), with its expiry.
-async fn authenticate(ctx: &Ctx<'_>, t: &Target<'_>, challenge: Option<String>) -> R<Option<(String, i64)>> {
-    let creds = basic(ctx, t.up)?;
-    match challenge.as_deref().and_then(m::parse_challenge) {
-        Some(Challenge::Basic) => Ok(creds.map(|c| (c, i64::MAX))),
-        Some(Challenge::Bearer { realm, service, .. }) => {
-            let url = m::token_url(&realm, service.as_deref(), &t.repo);
-            let mut r = fetch(&url, Method::Get, None, creds.as_deref()).await.map_err(|e| unavailable(t, format!("token endpoint: {e}")))?;
-            if r.status_code() != 200 {
-                return Err(unavailable(t, format!("token endpoint answered {}", r.status_code())));
-            }
-            let body = r.bytes().await.map_err(|e| unavailable(t, e.to_string()))?;
-            let (token, ttl) = m::parse_token(&body).ok_or_else(|| unavailable(t, "the token endpoint's answer has no token".into()))?;
-            // A little early, so a token is never sent as it expires.
-            Ok(Some((format!("Bearer {token}"), ctx.now + (ttl as i64) * 1000 - 5_000)))
-        }
-        None => Ok(None),
-    }
-}
-
-/// One request to the upstream (`/v2/<repo>/<suffix>`): with the cached
-/// token, again after a 401 with a fresh one; redirects (blob storage) are
-/// followed without `Authorization`. Err: the upstream could not be reached.
+/// One request to the upstream for the target repository.
 async fn call(ctx: &Ctx<'_>, t: &Target<'_>, method: Method, suffix: &str, accept: Option<&str>) -> R<Response> {
-    let url = format!("{}/v2/{}/{}", t.up.base(), t.repo, suffix);
-    let key = format!("{}\0{}\0{}\0{}", ctx.site.id, t.up.base(), t.up.username.as_deref().unwrap_or(""), t.repo);
-    let now = ctx.now;
-    let token = TOKENS.with(|c| c.borrow().get(&key).filter(|(_, exp)| *exp > now).map(|(v, _)| v.clone()));
-    let net = |e: Error| unavailable(t, e.to_string());
-    let mut r = fetch(&url, method.clone(), accept, token.as_deref()).await.map_err(net)?;
-    if r.status_code() == 401 {
-        if let Some((auth, exp)) = authenticate(ctx, t, r.headers().get("www-authenticate").ok().flatten()).await? {
-            TOKENS.with(|c| c.borrow_mut().insert(key, (auth.clone(), exp)));
-            r = fetch(&url, method.clone(), accept, Some(&auth)).await.map_err(net)?;
-        }
-    }
-    let mut at = Url::parse(&url).map_err(|e| internal(e))?;
-    for _ in 0..5 {
-        if !matches!(r.status_code(), 301 | 302 | 303 | 307 | 308) {
-            break;
-        }
-        let location = r.headers().get("location").ok().flatten().ok_or_else(|| unavailable(t, "a redirect without Location".into()))?;
-        at = at.join(&location).map_err(|e| unavailable(t, format!("redirect to {location}: {e}")))?;
-        r = fetch(at.as_str(), method.clone(), None, None).await.map_err(net)?;
-    }
-    Ok(r)
+    remote(ctx, t).call(method, suffix, accept).await
 }
 
 /// A manifest the site does not hold: from the mirror cache, else upstream.

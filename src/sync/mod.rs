@@ -7,4 +7,5 @@ pub mod charts;
 pub mod config;
 pub mod plan;
 pub mod run;
+pub mod scan;
 pub mod schedule;

@@ -248,7 +248,7 @@ async fn dispatch(mut req: Request, env: &Env, db: &Db) -> ApiResult {
             let removed = ctx.db.run(store::oci::purge_cache(site.id, upstream.as_deref(), repository.as_deref())).await?;
             Ok((200, json!({"removed": removed})))
         }
-        mirror_route @ (MirrorPutConfig(..) | MirrorShowConfig(..) | MirrorValidate(..) | MirrorPutSettings(..) | MirrorShowSettings(..) | MirrorStartRun(..) | MirrorListRuns(..) | MirrorShowRun(..)) => super::sync::dispatch(&ctx, mirror_route, &mut req, &query).await,
+        mirror_route @ (MirrorPutConfig(..) | MirrorShowConfig(..) | MirrorValidate(..) | MirrorPutSettings(..) | MirrorShowSettings(..) | MirrorStartRun(..) | MirrorListRuns(..) | MirrorShowRun(..) | MirrorImages(..)) => super::sync::dispatch(&ctx, mirror_route, &mut req, &query).await,
         apk_route @ (ApkPutSettings(..)
         | ApkShowSettings(..)
         | ApkPutKey(..)

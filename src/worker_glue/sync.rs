@@ -1,7 +1,8 @@
 //! The declarative mirror in the admin API: its configuration files, checked
 //! before they are stored (`sync::config`), and checked without storing.
 
-use super::service::{json_body, ApiResult, Ctx};
+use super::service::{json_body, paths_under, read_blob_range, ApiResult, Ctx, ReleaseRow, SiteRow};
+use crate::sync::scan;
 use crate::api::{self, ApiError, Route};
 use crate::auth::Scope;
 use crate::store::sync as sql;
@@ -138,6 +139,10 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
             let runs: Vec<serde_json::Value> = rows.into_iter().map(run_json).collect();
             Ok((200, json!({"runs": runs})))
         }
+        MirrorImages(s) => {
+            let site = ctx.site(&s, Scope::Read).await?;
+            images(ctx, site.id).await
+        }
         MirrorShowRun(s, id) => {
             let site = ctx.site(&s, Scope::Read).await?;
             show_run(ctx, site.id, id, 200).await
@@ -188,11 +193,108 @@ async fn show_run(ctx: &Ctx<'_>, site_id: i64, id: i64, status: u16) -> ApiResul
         bytes += u["bytes"].as_i64().unwrap_or(0);
     }
     let entries: Vec<serde_json::Value> = ctx.db.all::<serde_json::Value>(sql::entry_failures(id)).await?.into_iter().map(run_json).collect();
+    // Scanner reports attached to what the units serve (in the active release).
+    let mut units = units;
+    let mut totals = std::collections::BTreeMap::new();
+    if let Some(at) = active(ctx, site_id).await? {
+        for u in units.iter_mut().filter(|u| u["kind"] == "image" && (u["state"] == "copied" || u["state"] == "skipped")) {
+            let (Some(target), Some(digest)) = (u["target"].as_str().map(String::from), u["digest"].as_str().map(String::from)) else { continue };
+            let found = scans(ctx, &at, &target, &digest).await?;
+            found.iter().for_each(|s| add_counts(&mut totals, s));
+            u["scans"] = json!(found);
+        }
+    }
     run["counts"] = json!(count);
     run["bytes"] = json!(bytes);
+    run["severities"] = json!(totals);
     run["units"] = json!(units);
     run["entry_failures"] = json!(entries);
     Ok((status, run))
+}
+
+/// The site's active release (None while it has none).
+async fn active(ctx: &Ctx<'_>, site_id: i64) -> std::result::Result<Option<(SiteRow, ReleaseRow)>, ApiError> {
+    let site: SiteRow = ctx.db.first(crate::store::site_by_id(site_id)).await?.ok_or_else(|| ApiError::not_found("the site is gone"))?;
+    let Some(a) = site.active_release_id else { return Ok(None) };
+    let rel = ctx.release(site_id, a).await?;
+    Ok(Some((site, rel)))
+}
+
+/// The scanner reports attached (as referrers) to a manifest the site
+/// serves: what each counts (`sync::scan`), in the active release.
+async fn scans(ctx: &Ctx<'_>, at: &(SiteRow, ReleaseRow), target: &str, digest: &str) -> std::result::Result<Vec<serde_json::Value>, ApiError> {
+    let (site, rel) = at;
+    let mut out = Vec::new();
+    for (_, row) in paths_under(ctx, site, rel, &crate::oci::referrers_prefix(target, digest)).await?.into_iter().take(20) {
+        let Ok(desc) = serde_json::from_slice::<serde_json::Value>(&read_blob_range(ctx, &row.sha256, 0, row.size as u64).await?) else { continue };
+        let referrer = desc["digest"].as_str().unwrap_or_default().to_string();
+        let mut entry = json!({"referrer": referrer, "artifact_type": desc["artifactType"]});
+        let Some(hex) = referrer.strip_prefix("sha256:") else { continue };
+        let size = desc["size"].as_u64().unwrap_or(0).min(crate::oci::MAX_MANIFEST as u64);
+        let manifest: serde_json::Value = serde_json::from_slice(&read_blob_range(ctx, hex, 0, size).await?).unwrap_or_default();
+        let layer = &manifest["layers"][0];
+        match (layer["digest"].as_str().and_then(|d| d.strip_prefix("sha256:")), layer["size"].as_u64()) {
+            (Some(l), Some(n)) if n <= scan::MAX_REPORT => match scan::read(&read_blob_range(ctx, l, 0, n).await?) {
+                Some(Ok(report)) => {
+                    if let (Some(o), serde_json::Value::Object(r)) = (entry.as_object_mut(), json!(report)) {
+                        o.extend(r);
+                    }
+                }
+                Some(Err(e)) => entry["error"] = json!(e),
+                None => {}
+            },
+            (Some(_), Some(n)) => entry["error"] = json!(format!("the report is {n} bytes; reports over {} are not read", scan::MAX_REPORT)),
+            _ => {}
+        }
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+/// Adds one report's counts into a total.
+fn add_counts(total: &mut std::collections::BTreeMap<String, u64>, scan: &serde_json::Value) {
+    if let Some(sev) = scan["severities"].as_object() {
+        for (k, v) in sev {
+            *total.entry(k.clone()).or_insert(0) += v.as_u64().unwrap_or(0);
+        }
+    }
+}
+
+/// What the site serves of each declared image: its tags with the digest
+/// served, the source digest it was copied from, and attached scan reports.
+async fn images(ctx: &Ctx<'_>, site_id: i64) -> ApiResult {
+    let Some(files) = ctx.db.first::<super::sync_run::Files>(sql::config(site_id)).await? else {
+        return Ok((200, json!({"images": []})));
+    };
+    let config = files.config().map_err(ApiError::internal)?;
+    let at = active(ctx, site_id).await?;
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for image in &config.images {
+        if !seen.insert(image.target.clone()) {
+            continue;
+        }
+        let mut tags = Vec::new();
+        if let Some(at) = &at {
+            let prefix = crate::oci::tags_prefix(&image.target);
+            for (path, row) in paths_under(ctx, &at.0, &at.1, &prefix).await? {
+                let source = ctx.db.first::<serde_json::Value>(sql::sources_of(site_id, &[row.sha256.clone()])).await?;
+                let scans = scans(ctx, at, &image.target, &row.sha256).await?;
+                let mut totals = std::collections::BTreeMap::new();
+                scans.iter().for_each(|s| add_counts(&mut totals, s));
+                tags.push(json!({
+                    "tag": &path[prefix.len()..],
+                    "digest": format!("sha256:{}", row.sha256),
+                    "source_digest": format!("sha256:{}", source.as_ref().and_then(|s| s["source"].as_str()).unwrap_or(&row.sha256)),
+                    "media_type": row.content_type,
+                    "scans": scans,
+                    "severities": totals,
+                }));
+            }
+        }
+        out.push(json!({"name": image.name, "target": image.target, "source": format!("{}/{}", image.source_registry, image.source_repository), "tags": tags}));
+    }
+    Ok((200, json!({"images": out})))
 }
 
 /// The mirror's settings: the schedule, and when it next fires.

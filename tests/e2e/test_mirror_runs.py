@@ -322,3 +322,42 @@ def test_the_cron_trigger_starts_the_runs_that_are_due(env):
     requests.get(e.wharf.url("/__scheduled?cron=*+*+*+*+*"), verify=False, timeout=30)
     time.sleep(2)
     assert len(runs("sync-due")) == before["sync-due"] + 1
+
+
+def test_scan_reports_attached_to_mirrored_images_are_counted(env):
+    """A publisher's CI scans the mirrored image and attaches the report as a
+    referrer (what `oras attach --artifact-type … <image> report.json` sends);
+    the run's report and the site's listing show its counts by severity."""
+    e = env
+    reg = site(e, "sync-scan")
+    host = reg.split(":")[0]
+    image = seed(e, e.open, "scan/app:1", b"scan me")
+    config = f"images:\n  - {{name: scan/app, versions: ['1'], source_registry: '{e.open.address}', platforms: [linux/amd64]}}\n".encode()
+    run = wait_run(e, "sync-scan", e.wharf.admin.call("PUT", "/sites/sync-scan/mirror/config", data=config)["run"])
+    assert units(run)[("scan/app", "1")]["scans"] == [] and run["severities"] == {}
+    auth = {"Authorization": f"Bearer {e.wharf.admin.make_token('publish', 'sync-scan').token}"}
+    report = json.dumps({"SchemaVersion": 2, "ArtifactName": f"{reg}/scan/app:1", "Results": [
+        {"Target": "debian", "Vulnerabilities": [{"VulnerabilityID": "CVE-2026-1", "Severity": "CRITICAL"},
+                                                 {"VulnerabilityID": "CVE-2026-2", "Severity": "HIGH"},
+                                                 {"VulnerabilityID": "CVE-2026-3", "Severity": "HIGH"}]}]}).encode()
+    empty = b"{}"
+    for blob in (empty, report):
+        r = e.wharf.get(host, f"/v2/scan/app/blobs/uploads/?digest=sha256:{sha(blob)}", method="POST", data=blob, headers=auth)
+        assert r.status_code == 201, r.text
+    manifest = image["manifest"]
+    referrer = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "artifactType": "application/vnd.aquasec.trivy.report+json",
+                           "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": f"sha256:{sha(empty)}", "size": 2},
+                           "layers": [{"mediaType": "application/json", "digest": f"sha256:{sha(report)}", "size": len(report)}],
+                           "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": f"sha256:{sha(manifest)}", "size": len(manifest)}}).encode()
+    r = e.wharf.get(host, f"/v2/scan/app/manifests/sha256:{sha(referrer)}", method="PUT", data=referrer,
+                    headers={**auth, "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    assert r.status_code == 201, r.text
+    shown = e.wharf.admin.call("GET", f"/sites/sync-scan/mirror/runs/{run['id']}")
+    scans = units(shown)[("scan/app", "1")]["scans"]
+    assert scans == [{"referrer": f"sha256:{sha(referrer)}", "artifact_type": "application/vnd.aquasec.trivy.report+json", "format": "trivy",
+                      "severities": {"critical": 1, "high": 2}, "findings": 3}], scans
+    assert shown["severities"] == {"critical": 1, "high": 2}
+    listing = e.wharf.admin.call("GET", "/sites/sync-scan/mirror/images")["images"]
+    assert listing[0]["target"] == "scan/app" and listing[0]["tags"][0]["tag"] == "1"
+    assert listing[0]["tags"][0]["digest"] == f"sha256:{sha(manifest)}" and listing[0]["tags"][0]["severities"] == {"critical": 1, "high": 2}

@@ -16,7 +16,7 @@ import pytest
 import requests
 from debian import Hosts
 from test_helm import chart, verify_repository
-from test_oci import oci_layout, oci_multi_arch_layout, sha, skopeo
+from test_oci import oci_layout, oci_multi_arch_layout, podman, sha, skopeo
 from upstream import Front, TokenServer, Upstream
 from wharf import Wharf, free_port
 
@@ -188,6 +188,20 @@ def test_a_run_copies_what_is_declared_and_a_second_transfers_no_blob(env, tmp_p
         assert (out / sha(image["layer"])).read_bytes() == image["layer"]
     left_out = skopeo("--override-arch", "s390x", "copy", "--src-tls-verify=false", f"docker://{reg}/team/multi:1.0", f"dir:{tmp_path / 's390x'}", check=False)
     assert left_out.returncode != 0 and "s390x" in left_out.stderr, left_out.stderr
+    # podman pulls a declared platform, and says a left-out one is not there.
+    import shutil
+    import tempfile
+    root = Path(tempfile.mkdtemp(prefix="wharf-pod-", dir="/tmp"))
+    (root / "auth.json").write_text("{}")
+    try:
+        got_arm = podman(root, "pull", "--tls-verify=false", "--platform", "linux/arm64", f"{reg}/team/multi:1.0")
+        image_id = podman(root, "image", "inspect", "--format", "{{.Id}}", got_arm.stdout.strip()).stdout.strip()
+        assert image_id == sha(multi["images"]["arm64"]["config"]), "the arm64 image (its config)"
+        no = podman(root, "pull", "--tls-verify=false", "--platform", "linux/s390x", f"{reg}/team/multi:1.0", check=False)
+        assert no.returncode != 0 and "s390x" in no.stderr, no.stderr
+    finally:
+        podman(root, "system", "reset", "--force", check=False)
+        shutil.rmtree(root, ignore_errors=True)
     all_out = tmp_path / "all"
     skopeo("copy", "--all", "--src-tls-verify=false", f"docker://{reg}/team/multi:1.0", f"oci:{all_out}:v")
     assert {sha(multi["images"][a]["layer"]) for a in ("amd64", "arm64")} <= {p.name for p in (all_out / "blobs/sha256").iterdir()}
@@ -318,9 +332,17 @@ def test_the_cron_trigger_starts_the_runs_that_are_due(env):
     assert len(runs("sync-later")) == before["sync-later"], "not due: no run"
     settings = e.wharf.admin.call("GET", "/sites/sync-due/mirror/settings")
     assert settings["next_run_at"] > int(time.time() * 1000) - 60_000, "the schedule counts from the run it started"
-    # Fired again at once: the due time was taken, no second run.
+    # Fired again at once: the due time was taken, no second run. A run left
+    # unfinished for hours (a lost message) is ended: what it left pending fails.
+    e.wharf.d1_write(
+        "INSERT INTO mirror_runs(id, site_id, trigger, nonce, config, state, entries_pending, units_total, created_at) "
+        "SELECT 990001, id, 'manual', 'stuck', '{}', 'running', 0, 1, 1 FROM sites WHERE name = 'sync-later'")
+    e.wharf.d1_write(
+        "INSERT INTO mirror_units(run_id, seq, site_id, kind, entry, name, target, version, state) "
+        "SELECT 990001, 0, id, 'image', 0, 'cron/app', 'cron/app', '1', 'pending' FROM sites WHERE name = 'sync-later'")
     requests.get(e.wharf.url("/__scheduled?cron=*+*+*+*+*"), verify=False, timeout=30)
-    time.sleep(2)
+    stuck = wait_run(e, "sync-later", 990001, timeout=30)
+    assert stuck["state"] == "done" and stuck["units"][0]["state"] == "failed" and stuck["units"][0]["reason"].startswith("timeout"), stuck
     assert len(runs("sync-due")) == before["sync-due"] + 1
 
 
@@ -361,3 +383,29 @@ def test_scan_reports_attached_to_mirrored_images_are_counted(env):
     listing = e.wharf.admin.call("GET", "/sites/sync-scan/mirror/images")["images"]
     assert listing[0]["target"] == "scan/app" and listing[0]["tags"][0]["tag"] == "1"
     assert listing[0]["tags"][0]["digest"] == f"sha256:{sha(manifest)}" and listing[0]["tags"][0]["severities"] == {"critical": 1, "high": 2}
+
+
+def test_a_rate_limited_source_is_asked_again_after_its_retry_after(env):
+    e = env
+    site(e, "sync-429")
+    image = seed(e, e.open, "limited/app:1", b"limited")
+    front = Front(e.open)
+    try:
+        # The source answers its next two requests 429, asking for 6 s each
+        # time (Wharf's own backoff would wait 2 s, then 4 s).
+        front.status, front.retry_after, front.status_times = 429, "6", 2
+        config = f"images:\n  - {{name: limited/app, versions: ['1'], source_registry: '127.0.0.1:{front.port}', platforms: [linux/amd64]}}\n".encode()
+        run = wait_run(e, "sync-429", e.wharf.admin.call("PUT", "/sites/sync-429/mirror/config", data=config)["run"])
+        assert units(run)[("limited/app", "1")]["state"] == "copied", run
+        limited = [t for t, m, p, st in front.times if st == 429]
+        assert len(limited) == 2, front.times
+        after = [t for t, m, p, st in front.times if st == 0 and t > limited[-1]]
+        assert limited[1] - limited[0] >= 5.9, "the source was asked again only after its Retry-After"
+        assert after and after[0] - limited[-1] >= 5.9
+        assert raw(f"{reg_of(e, 'sync-429')}/limited/app:1") == image["manifest"]
+    finally:
+        front.stop()
+
+
+def reg_of(e, name: str) -> str:
+    return f"{name}.sync.wharf.test:{e.wharf.port}"

@@ -209,7 +209,9 @@ class Front(LoopbackServer):
     requests through unless told to misbehave, and counting what it was asked
     (`seen[(method, path)]`):
 
-    - `status`: answer every registry request with this status (503, 429);
+    - `status`: answer every registry request with this status (503, 429),
+      with `Retry-After: retry_after`; only the next `status_times` requests
+      when that is set;
     - `tamper`: manifests come with a byte appended (the upstream's
       `Docker-Content-Digest` left as it was);
     - `strip_digest`: manifests come without `Docker-Content-Digest`;
@@ -218,6 +220,8 @@ class Front(LoopbackServer):
 
     def __init__(self, upstream: Upstream):
         self.status: int | None = None
+        self.retry_after, self.status_times = "60", None
+        self.times: list[tuple[float, str, str, int]] = []  # (when, method, path, status answered)
         self.tamper = self.strip_digest = False
         self.hold: tuple[str, int, threading.Event] | None = None
         self.seen: Counter[tuple[str, str]] = Counter()
@@ -226,10 +230,14 @@ class Front(LoopbackServer):
         class Handler(QuietHandler):
             def handle_any(self):
                 front.seen[(self.command, self.path)] += 1
-                if front.status and self.path != "/v2/":
+                if front.status and self.path != "/v2/" and front.status_times != 0:
+                    if front.status_times:
+                        front.status_times -= 1
+                    front.times.append((time.time(), self.command, self.path, front.status))
                     body = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": "front says so"}]}).encode()
                     return self.reply(front.status, {"Content-Type": "application/json", "Content-Length": str(len(body)),
-                                                     "Retry-After": "60"}, body)
+                                                     "Retry-After": front.retry_after}, body)
+                front.times.append((time.time(), self.command, self.path, 0))
                 r = requests.request(self.command, upstream.url + self.path, headers={"Accept": self.headers.get("Accept", "*/*")},
                                      timeout=30, stream=True)
                 keep = {k: v for k, v in r.headers.items()

@@ -1,5 +1,5 @@
 # Two commands: `make dev` runs Wharf locally, `make test` runs every test.
-.PHONY: dev test setup build deploy bench bench-hot bench-debian bench-apk bench-oci fuzz
+.PHONY: dev test setup build deploy bench bench-hot bench-debian bench-apk bench-oci bench-sync fuzz
 
 dev:
 	scripts/dev
@@ -30,6 +30,9 @@ bench-apk:
 
 bench-oci:
 	bench/run-oci
+
+bench-sync:
+	bench/run-sync
 
 fuzz:
 	bench/fuzz

@@ -68,3 +68,13 @@ charts:
 seed("tokens", "bearer", "Bearer wharf_0123456789abcdef_" + "x" * 43)
 seed("tokens", "scope", "repository:team/app:pull,push&repository:x:*&registry:catalog:*")
 seed("tokens", "registry", "eyJzaXRlIjoxLCJzaXRlX2NyZWF0ZWQiOjEsImFjY2VzcyI6W10sImV4cCI6MX0.c2ln")
+seed("scan_report", "trivy", json.dumps({"SchemaVersion": 2, "Results": [{"Target": "os", "Vulnerabilities": [{"Severity": "HIGH"}, {"Severity": "CRITICAL"}]}]}))
+seed("scan_report", "grype", json.dumps({"matches": [{"vulnerability": {"id": "CVE-1", "severity": "Medium"}}]}))
+seed("scan_report", "sarif", json.dumps({"version": "2.1.0", "runs": [{"tool": {"driver": {"rules": [
+    {"id": "CVE-1", "properties": {"tags": ["vulnerability", "HIGH"], "security-severity": "7.5"}}]}}, "results": [{"ruleId": "CVE-1", "level": "error"}]}]}))
+seed("scan_report", "cyclonedx", json.dumps({"bomFormat": "CycloneDX", "components": [{}], "vulnerabilities": [{"ratings": [{"severity": "low"}]}]}))
+seed("scan_report", "index", json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "a" * 64, "size": 10, "platform": {"os": "linux", "architecture": "amd64"}},
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "b" * 64, "size": 10, "platform": {"os": "linux", "architecture": "s390x"}},
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "c" * 64, "size": 10, "platform": {"os": "unknown", "architecture": "unknown"},
+     "annotations": {"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": "sha256:" + "a" * 64}}]}))

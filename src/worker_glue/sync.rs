@@ -2,6 +2,7 @@
 //! before they are stored (`sync::config`), and checked without storing.
 
 use super::service::{json_body, paths_under, read_blob_range, ApiResult, Ctx, ReleaseRow, SiteRow};
+use super::sync_run::Files;
 use crate::sync::scan;
 use crate::api::{self, ApiError, Route};
 use crate::auth::Scope;
@@ -33,10 +34,8 @@ fn part(file: &str) -> std::result::Result<Part, ApiError> {
 
 #[derive(Deserialize)]
 struct Stored {
-    images_file: Option<String>,
-    images_text: Option<String>,
-    charts_file: Option<String>,
-    charts_text: Option<String>,
+    #[serde(flatten)]
+    files: Files,
     updated_at: f64,
 }
 
@@ -61,7 +60,7 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
             };
             let before = ctx.db.first::<Stored>(sql::config(site.id)).await?;
             let changed = |old: Option<&Option<String>>, new: Option<(&str, &str)>| new.is_some_and(|(_, t)| old.and_then(|o| o.as_deref()) != Some(t));
-            let changed = changed(before.as_ref().map(|b| &b.images_text), images) || changed(before.as_ref().map(|b| &b.charts_text), charts);
+            let changed = changed(before.as_ref().map(|b| &b.files.images_text), images) || changed(before.as_ref().map(|b| &b.files.charts_text), charts);
             ctx.db.run(sql::put_config(site.id, images, charts, ctx.now)).await?;
             // A changed configuration is carried out at once.
             let run = if changed { Some(super::sync_run::start(ctx.env, ctx.db, site.id, Trigger::Config, None).await?) } else { None };
@@ -83,15 +82,10 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
                 return Ok((200, json!({"files": {}, "declared": config::Config::default().summary(), "updated_at": null})));
             };
             // What was stored was checked; read it as it was checked.
-            let read = |file: &Option<String>, text: &Option<String>| -> std::result::Result<config::Config, ApiError> {
-                match (file, text) {
-                    (Some(f), Some(t)) => config::parse(f, t, part(f)?).map_err(|p| ApiError::internal(format!("a stored configuration no longer reads: {}", p[0]))),
-                    _ => Ok(config::Config::default()),
-                }
-            };
-            let declared = config::Config { images: read(&row.images_file, &row.images_text)?.images, charts: read(&row.charts_file, &row.charts_text)?.charts };
+            let declared = row.files.config().map_err(ApiError::internal)?;
+            let f = &row.files;
             let mut files = serde_json::Map::new();
-            for (f, t) in [(&row.images_file, &row.images_text), (&row.charts_file, &row.charts_text)] {
+            for (f, t) in [(&f.images_file, &f.images_text), (&f.charts_file, &f.charts_text)] {
                 if let (Some(f), Some(t)) = (f, t) {
                     files.insert(f.clone(), json!(t));
                 }
@@ -263,7 +257,7 @@ fn add_counts(total: &mut std::collections::BTreeMap<String, u64>, scan: &serde_
 /// What the site serves of each declared image: its tags with the digest
 /// served, the source digest it was copied from, and attached scan reports.
 async fn images(ctx: &Ctx<'_>, site_id: i64) -> ApiResult {
-    let Some(files) = ctx.db.first::<super::sync_run::Files>(sql::config(site_id)).await? else {
+    let Some(files) = ctx.db.first::<Files>(sql::config(site_id)).await? else {
         return Ok((200, json!({"images": []})));
     };
     let config = files.config().map_err(ApiError::internal)?;

@@ -409,3 +409,23 @@ def test_a_rate_limited_source_is_asked_again_after_its_retry_after(env):
 
 def reg_of(e, name: str) -> str:
     return f"{name}.sync.wharf.test:{e.wharf.port}"
+
+
+def test_the_readme_runs_recipe_runs_as_written(env, tmp_path):
+    from test_readme import block_after, run_block
+
+    e = env
+    image = seed(e, e.open, "hashicorp/vault:1.19.0", b"vault")
+    site(e, "mirror")
+    token = e.wharf.admin.make_token("admin", "mirror").token  # storing the configuration takes an admin token of the site
+    (tmp_path / "images.yaml").write_text(
+        f"images:\n  - name: 'hashicorp/vault'\n    versions: ['1.19.0']\n    source_registry: '{e.open.address}'\n    platforms: [linux/amd64]\n")
+    admin = e.hosts.add("admin.wharf.test")
+    (tmp_path / ".curlrc").write_text("insecure\n")  # wrangler's self-signed certificate
+    out = run_block(block_after("### Declared mirrors", "**Runs.**"), tmp_path,
+                    {"API": f"https://{admin}:{e.wharf.port}/api/v1", "AUTH": f"Authorization: Bearer {token}", "CURL_HOME": str(tmp_path)})
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["state"] == "done" and lines[0]["counts"] == {"copied": 1}, out
+    assert lines[0]["units"] == [{"name": "hashicorp/vault", "version": "1.19.0", "state": "copied", "reason": None}]
+    assert lines[1]["state"] in ("running", "done") and isinstance(lines[1]["id"], int)
+    assert lines[-1] == {"target": "hashicorp/vault", "tags": [{"tag": "1.19.0", "digest": f"sha256:{sha(image['manifest'])}", "severities": {}}]}

@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
 from debian import Hosts  # noqa: E402
-from test_oci import OCI_MANIFEST, oci_layout, sha  # noqa: E402
+from test_oci import oci_layout, oci_multi_arch_layout, sha  # noqa: E402
 from upstream import Upstream  # noqa: E402
 from wharf import Wharf  # noqa: E402
 
@@ -80,20 +80,7 @@ def timed_run(w: Wharf, site: str, config: str) -> tuple[float, dict]:
 
 def multi_platform(root: Path, mib: int) -> dict:
     """An index of two platforms, each one uncompressed layer of mib/2 MiB."""
-    images = {a: oci_layout(root / f"_{a}", "v", {"big.bin": os.urandom((mib << 20) // 2)}, gzipped=False) for a in ("amd64", "arm64")}
-    (root / "blobs/sha256").mkdir(parents=True, exist_ok=True)
-    for i in images.values():
-        for b in (i["layer"], i["config"], i["manifest"]):
-            (root / "blobs/sha256" / sha(b)).write_bytes(b)
-    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": f"sha256:{sha(i['manifest'])}", "size": len(i["manifest"]),
-         "platform": {"architecture": a, "os": "linux"}} for a, i in images.items()]}).encode()
-    (root / "blobs/sha256" / sha(index)).write_bytes(index)
-    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": f"sha256:{sha(index)}", "size": len(index),
-         "annotations": {"org.opencontainers.image.ref.name": "v"}}]}))
-    return {"index": index, "images": images}
+    return oci_multi_arch_layout(root, "v", files=lambda arch: {"big.bin": os.urandom((mib << 20) // 2)}, gzipped=False)
 
 
 def main():

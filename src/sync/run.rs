@@ -97,6 +97,24 @@ pub fn upstream_of(image: &Image) -> Upstream {
     }
 }
 
+/// The next page of a tag list, from its `Link` header (`</v2/<name>/tags/list?n=…&last=…>; rel="next"`):
+/// the request suffix after `/v2/<name>/` (`tags/list?…`).
+pub fn next_tags_page(link: Option<&str>) -> Option<String> {
+    let link = link?;
+    link.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        if !params.split(';').any(|p| matches!(p.trim().replace(' ', "").as_str(), "rel=\"next\"" | "rel=next")) {
+            return None;
+        }
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let at = target.find("/tags/list")?;
+        Some(target[at + 1..].to_string())
+    })
+}
+
+/// How many pages of a tag list a run reads at most.
+pub const MAX_TAG_PAGES: usize = 50;
+
 /// A run is complete when every entry has been resolved and every unit has
 /// finished (copied, skipped or failed).
 pub fn complete(entries_pending: i64, units_done: i64, units_total: i64) -> bool {
@@ -162,6 +180,14 @@ mod tests {
         assert_eq!(retry_after(Some("soon")), None);
         assert_eq!([1, 2, 3, 9, 40].map(|a| backoff(a, None)), [2, 4, 8, 300, 300]);
         assert_eq!((backoff(1, Some(0)), backoff(1, Some(90)), backoff(1, Some(99_999))), (1, 90, 3600));
+    }
+
+    #[test]
+    fn tag_lists_are_followed_page_by_page() {
+        assert_eq!(next_tags_page(Some(r#"</v2/library/nginx/tags/list?n=100&last=1.25>; rel="next""#)).as_deref(), Some("tags/list?n=100&last=1.25"));
+        assert_eq!(next_tags_page(Some(r#"<https://ghcr.io/v2/o/a/tags/list?last=x&n=50>; rel=next"#)).as_deref(), Some("tags/list?last=x&n=50"));
+        assert_eq!(next_tags_page(Some(r#"</v2/a/tags/list?n=1>; rel="prev""#)), None);
+        assert_eq!(next_tags_page(None), None);
     }
 
     #[test]

@@ -307,23 +307,30 @@ async fn resolve_image(env: &Env, db: &Db, site_id: i64, idx: usize, image: &Ima
     let remote = Remote { env, site_id, up: &up, repo: image.source_repository.clone(), now };
     // The versions: by name, or chosen from the source's tags.
     let wanted = if image.versions.lists() {
-        let resp = match remote.call(Method::Get, "tags/list?n=10000", None).await {
-            Ok(resp) => resp,
-            Err(e) => return Ok(Err(unreachable(e))),
-        };
-        let mut resp = match judged(resp, &format!("the tags of {}", image.source_repository)) {
-            Ok(resp) => resp,
-            Err(stop) => return Ok(Err(stop)),
-        };
         #[derive(Deserialize)]
         struct List {
             tags: Option<Vec<String>>,
         }
-        let list: List = match resp.json().await {
-            Ok(l) => l,
-            Err(e) => return Ok(Err(Stop::Fail(format!("the source's tag list does not read: {e}")))),
-        };
-        image.versions.pick(&list.tags.unwrap_or_default())
+        let mut available = Vec::new();
+        let mut page = Some("tags/list?n=1000".to_string());
+        let mut pages = 0;
+        while let Some(suffix) = page.take().filter(|_| pages < r::MAX_TAG_PAGES) {
+            pages += 1;
+            let resp = match remote.call(Method::Get, &suffix, None).await {
+                Ok(resp) => resp,
+                Err(e) => return Ok(Err(unreachable(e))),
+            };
+            let mut resp = match judged(resp, &format!("the tags of {}", image.source_repository)) {
+                Ok(resp) => resp,
+                Err(stop) => return Ok(Err(stop)),
+            };
+            page = r::next_tags_page(resp.headers().get("link").ok().flatten().as_deref());
+            match resp.json::<List>().await {
+                Ok(l) => available.extend(l.tags.unwrap_or_default()),
+                Err(e) => return Ok(Err(Stop::Fail(format!("the source's tag list does not read: {e}")))),
+            }
+        }
+        image.versions.pick(&available)
     } else {
         image.versions.exact.clone()
     };
@@ -536,6 +543,13 @@ async fn copy_blob(env: &Env, db: &Db, remote: &Remote<'_>, site_id: i64, hex: &
         Ok(resp) => resp,
         Err(stop) => return Ok(Err(stop)),
     };
+    Ok(keep_download(env, db, site_id, resp, hex, &what, tally, now).await?.map(|_| ()))
+}
+
+/// Streams a source's answer into the store under `hex` (R2 checks the
+/// sha256 as it stores it) and records that the site holds it. Returns its size.
+#[allow(clippy::too_many_arguments)]
+async fn keep_download(env: &Env, db: &Db, site_id: i64, resp: Response, hex: &str, what: &str, tally: &mut Tally, now: i64) -> ApiResultOf<std::result::Result<u64, Stop>> {
     let Some(size) = content_length(resp.headers()) else { return Ok(Err(Stop::Fail(format!("the source sent {what} without a Content-Length")))) };
     let max = env.var("MAX_BLOB_BYTES").ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(super::service::DEFAULT_MAX_BLOB_BYTES);
     if size > max {
@@ -546,13 +560,13 @@ async fn copy_blob(env: &Env, db: &Db, remote: &Remote<'_>, site_id: i64, hex: &
     let data = if size == 0 { Data::Empty } else { Data::ReadableStream(body.clone()) };
     match super::blobs::put_checked(&bucket, &store::blob_key(hex), hex, data).await {
         Ok(_) => {}
-        Err(super::blobs::PutError::Mismatch(m)) => return Ok(Err(Stop::Fail(format!("digest mismatch: {what}: {m}")))),
+        Err(super::blobs::PutError::Mismatch(m)) => return Ok(Err(Stop::Fail(format!("digest mismatch: {what} is not sha256:{hex} ({m})")))),
         Err(super::blobs::PutError::Failed(m)) => return Ok(Err(Stop::Retry { reason: format!("{what}: {m}"), retry_after: None })),
     }
     db.batch(store::insert_owned_blob(site_id, hex, size as i64, now)).await.map_err(batch_error)?;
     tally.bytes += size as i64;
     tally.copied += 1;
-    Ok(Ok(()))
+    Ok(Ok(size))
 }
 
 /// Keeps a manifest's bytes in the store as the site's.
@@ -659,19 +673,10 @@ async fn copy_chart(env: &Env, db: &Db, site_id: i64, chart: &Chart, digest: &st
             Ok(r) => r,
             Err(stop) => return Ok(Err(stop)),
         };
-        let Some(size) = content_length(resp.headers()) else { return Ok(Err(Stop::Fail(format!("{what} came without a Content-Length")))) };
-        let ResponseBody::Stream(body) = resp.body() else { return Ok(Err(Stop::Fail(format!("{what} has no body")))) };
-        let bucket = env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
-        let data = Data::ReadableStream(body.clone());
-        match super::blobs::put_checked(&bucket, &store::blob_key(digest), digest, data).await {
-            Ok(_) => {}
-            Err(super::blobs::PutError::Mismatch(_)) => return Ok(Err(Stop::Fail(format!("digest mismatch: {what} is not the sha256:{digest} its index.yaml gives")))),
-            Err(super::blobs::PutError::Failed(m)) => return Ok(Err(Stop::Retry { reason: format!("{what}: {m}"), retry_after: None })),
+        match keep_download(env, db, site_id, resp, digest, &what, tally, now).await? {
+            Ok(size) => size,
+            Err(stop) => return Ok(Err(stop)),
         }
-        db.batch(store::insert_owned_blob(site_id, digest, size as i64, now)).await.map_err(batch_error)?;
-        tally.bytes += size as i64;
-        tally.copied += 1;
-        size
     };
     let ctx = system_ctx(env, db, site_id);
     let meta = match super::format_io::inspect::<crate::formats::Helm>(&ctx, digest, size).await {

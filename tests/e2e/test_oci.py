@@ -57,9 +57,11 @@ def oci_layout(root: Path, tag: str, files: dict[str, bytes], gzipped: bool = Tr
     return {"manifest": manifest, "config": config, "layer": layer}
 
 
-def oci_multi_arch_layout(root: Path, tag: str, arches=("amd64", "arm64"), salt: bytes = b"") -> dict:
-    """An image index of single-layer images (by default amd64, arm64) in an OCI layout."""
-    images = {arch: oci_layout(root / f"_{arch}", tag, {"arch.txt": arch.encode() + salt}) for arch in arches}
+def oci_multi_arch_layout(root: Path, tag: str, arches=("amd64", "arm64"), salt: bytes = b"", files=None, gzipped: bool = True) -> dict:
+    """An image index of single-layer images (by default amd64, arm64) in an
+    OCI layout; `files(arch)` gives a platform's files (default: arch.txt)."""
+    files = files or (lambda arch: {"arch.txt": arch.encode() + salt})
+    images = {arch: oci_layout(root / f"_{arch}", tag, files(arch), gzipped) for arch in arches}
     (root / "blobs/sha256").mkdir(parents=True, exist_ok=True)
     for image in images.values():
         for blob in (image["layer"], image["config"], image["manifest"]):

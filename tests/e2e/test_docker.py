@@ -123,3 +123,26 @@ def test_docker_pulls_through_a_registry_mirrors_entry(setup):
     assert f"sha256:{sha(image['manifest'])}" in repo_digests
     entries = setup["wharf"].admin.call("GET", "/sites/docker-mirror/oci/cache?repository=library/hello")["entries"]
     assert any(e["kind"] == "tag" and e["reference"] == "v1" for e in entries)
+
+
+def test_docker_pulls_a_declared_mirrors_partial_index(setup, tmp_path):
+    """A declared mirror that copies one platform of a two-platform index:
+    docker pulls the copied platform and says plainly that the other is not there."""
+    from test_oci import oci_multi_arch_layout
+    d, w, up = setup["dockerd"], setup["wharf"], setup["upstream"]
+    multi = oci_multi_arch_layout(tmp_path / "multi", "v", ("amd64", "s390x"))
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{tmp_path / 'multi'}:v", f"docker://{up.address}/team/multi:1")
+    config = f"images:\n  - {{name: team/multi, versions: ['1'], source_registry: '{up.address}', platforms: [linux/amd64]}}\n"
+    run = w.admin.call("PUT", "/sites/docker-push/mirror/config", data=config.encode())["run"]
+    for _ in range(300):
+        report = w.admin.call("GET", f"/sites/docker-push/mirror/runs/{run}")
+        if report["state"] in ("done", "failed"):
+            break
+        time.sleep(0.2)
+    assert report["state"] == "done" and report["counts"] == {"copied": 1}, report
+    ref = f"{setup['push']}/team/multi:1"
+    d.run("pull", "--platform", "linux/amd64", ref)
+    assert d.run("image", "inspect", "--format", "{{.Id}}", ref).stdout.decode().strip() == f"sha256:{sha(multi['images']['amd64']['config'])}"
+    no = d.run("pull", "--platform", "linux/s390x", ref, check=False)
+    said = no.stderr.decode(errors="replace")
+    assert no.returncode != 0 and "no matching manifest for linux/s390x" in said, said

@@ -10,11 +10,17 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// More fields of the admin API's error object (a batch's refused files).
+    pub details: Option<Box<serde_json::Value>>,
 }
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), details: None }
+    }
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(Box::new(details));
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "bad_request", message)
@@ -39,7 +45,13 @@ impl ApiError {
     }
     /// The admin API's form: `{"error":{"code","message"}}`.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code, "message": self.message}})
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let (Some(more), Some(e)) = (self.details.as_deref().and_then(|d| d.as_object()), error.as_object_mut()) {
+            for (k, v) in more {
+                e.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        json!({"error": error})
     }
     /// The registry's form (distribution spec): `{"errors":[{"code","message","detail"}]}`.
     /// A code outside the spec's upper-case vocabulary (a database failure,
@@ -104,6 +116,7 @@ pub enum Route {
     ApkShowKey(String),
     /// site, release, branch, repository
     ApkAddPackage(String, i64, String, String),
+    ApkAddBatch(String, i64, String, String),
     ApkListPackages(String, i64, String, String),
     /// site, release, branch, repository, name, version, arch
     ApkRemovePackage(String, i64, String, String, String, String, String),
@@ -113,6 +126,7 @@ pub enum Route {
     ApkSignature(String, i64, String, String, String),
     /// site, release, chart repository
     HelmAddChart(String, i64, String),
+    HelmAddBatch(String, i64, String),
     HelmListCharts(String, i64, String),
     /// site, release, repository, chart name, version
     HelmRemoveChart(String, i64, String, String, String),
@@ -123,6 +137,7 @@ pub enum Route {
     DebPutKey(String),
     DebShowKey(String),
     DebAddPackage(String, i64, String, String),
+    DebAddBatch(String, i64, String, String),
     DebRemovePackage(String, i64, String, String, String, String, String),
     DebListPackages(String, i64, String),
     DebPublish(String, i64, String),
@@ -201,6 +216,7 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         ("GET", ["sites", s, "deb", "key"]) => DebShowKey(site(s)?),
         (_, ["sites", _, "deb", "key"]) => return Err(not_allowed()),
         ("POST", ["sites", s, "releases", r, "deb", d, c, "packages"]) => DebAddPackage(site(s)?, id(r)?, name(d)?, name(c)?),
+        ("POST", ["sites", s, "releases", r, "deb", d, c, "packages", "batch"]) => DebAddBatch(site(s)?, id(r)?, name(d)?, name(c)?),
         (_, ["sites", _, "releases", _, "deb", _, _, "packages"]) => return Err(not_allowed()),
         ("DELETE", ["sites", s, "releases", r, "deb", d, c, "packages", p, v, a]) => {
             let v = path::percent_decode(v).map_err(|_| ApiError::bad_request("invalid version"))?;
@@ -242,6 +258,7 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         ("GET", ["sites", s, "apk", "key"]) => ApkShowKey(site(s)?),
         (_, ["sites", _, "apk", "key"]) => return Err(not_allowed()),
         ("POST", ["sites", s, "releases", r, "helm", repo, "charts"]) => HelmAddChart(site(s)?, id(r)?, name(repo)?),
+        ("POST", ["sites", s, "releases", r, "helm", repo, "charts", "batch"]) => HelmAddBatch(site(s)?, id(r)?, name(repo)?),
         ("GET", ["sites", s, "releases", r, "helm", repo, "charts"]) => HelmListCharts(site(s)?, id(r)?, name(repo)?),
         ("DELETE", ["sites", s, "releases", r, "helm", repo, "charts", c, v]) => HelmRemoveChart(site(s)?, id(r)?, name(repo)?, c.to_string(), v.to_string()),
         ("PUT", ["sites", s, "releases", r, "helm", repo, "charts", c, v, "provenance"]) => {
@@ -249,6 +266,7 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         }
         ("POST", ["sites", s, "releases", r, "helm", repo, "publish"]) => HelmPublish(site(s)?, id(r)?, name(repo)?),
         ("POST", ["sites", s, "releases", r, "apk", b, repo, "packages"]) => ApkAddPackage(site(s)?, id(r)?, name(b)?, name(repo)?),
+        ("POST", ["sites", s, "releases", r, "apk", b, repo, "packages", "batch"]) => ApkAddBatch(site(s)?, id(r)?, name(b)?, name(repo)?),
         ("GET", ["sites", s, "releases", r, "apk", b, repo, "packages"]) => ApkListPackages(site(s)?, id(r)?, name(b)?, name(repo)?),
         (_, ["sites", _, "releases", _, "apk", _, _, "packages"]) => return Err(not_allowed()),
         ("DELETE", ["sites", s, "releases", r, "apk", b, repo, "packages", p, v, a]) => {

@@ -464,6 +464,78 @@ pub fn release_path(site_id: i64, read_seq: i64, release_id: i64, path: &str) ->
     )
 }
 
+/// Which of `paths` a release maps, with their blobs. Columns: path, sha256.
+pub fn paths_among(site_id: i64, read_seq: i64, release_id: i64, paths: &[&str]) -> Stmt {
+    stmt(
+        "SELECT v.path AS path, v.sha256 AS sha256 FROM json_each(?4) j \
+           JOIN path_versions v ON v.site_id = ?1 AND v.path = j.value AND v.from_seq <= ?2 AND v.to_seq > ?2 \
+          WHERE NOT EXISTS (SELECT 1 FROM release_changes c WHERE c.release_id = ?3 AND c.path = v.path) \
+         UNION ALL \
+         SELECT c.path, c.sha256 FROM json_each(?4) j JOIN release_changes c ON c.release_id = ?3 AND c.path = j.value WHERE c.sha256 IS NOT NULL",
+        vec![site_id.into(), read_seq.into(), release_id.into(), json_list(paths).into()],
+    )
+}
+
+fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+/// Many blobs stored at once, held by the site (`blobs`: sha256 and size).
+pub fn insert_owned_blobs(site_id: i64, blobs: &[(&str, u64)], now: i64) -> Vec<Stmt> {
+    let list = json_list(blobs);
+    vec![
+        stmt(
+            "INSERT INTO blobs(sha256, size, created_at) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2 FROM json_each(?1) WHERE true \
+             ON CONFLICT(sha256) DO NOTHING",
+            vec![list.clone().into(), now.into()],
+        ),
+        stmt(
+            "INSERT INTO site_blobs(site_id, sha256, created_at) SELECT ?1, json_extract(value, '$[0]'), ?3 FROM json_each(?2) WHERE true \
+             ON CONFLICT(site_id, sha256) DO NOTHING",
+            vec![site_id.into(), list.into(), now.into()],
+        ),
+    ]
+}
+
+/// Many records of a format's table at once (`columns` as the format names
+/// them, sha256 first; each row a JSON array in that order), once per blob.
+pub fn insert_records(table: &str, columns: &[&str], rows: &[Vec<serde_json::Value>], now: i64) -> Stmt {
+    let values: Vec<String> = (0..columns.len()).map(|i| format!("json_extract(value, '$[{i}]')")).collect();
+    stmt(
+        format!(
+            "INSERT INTO {table}({}, created_at) SELECT {}, ?2 FROM json_each(?1) WHERE true ON CONFLICT(sha256) DO NOTHING",
+            columns.join(", "),
+            values.join(", ")
+        ),
+        vec![json_list(rows).into(), now.into()],
+    )
+}
+
+/// [`apply_changes_with`] for many changes: a statement for the puts and one
+/// for the removals (JSON lists), whatever their number.
+pub fn apply_many(site_id: i64, release_id: i64, changes: &[crate::release::Change], extra: Vec<Stmt>) -> Vec<Stmt> {
+    let puts: Vec<_> = changes.iter().filter_map(|c| Some(serde_json::json!([c.path, c.sha256.as_ref()?, c.content_type]))).collect();
+    let gone: Vec<&str> = changes.iter().filter(|c| c.sha256.is_none()).map(|c| c.path.as_str()).collect();
+    let mut out = vec![draft_guard(site_id, release_id)];
+    out.push(stmt(
+        "INSERT INTO release_changes(release_id, path, sha256, size, content_type) \
+         SELECT ?1, json_extract(j.value, '$[0]'), b.sha256, b.size, json_extract(j.value, '$[2]') \
+           FROM json_each(?2) j JOIN blobs b ON b.sha256 = json_extract(j.value, '$[1]') WHERE true \
+         ON CONFLICT(release_id, path) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, content_type = excluded.content_type",
+        vec![release_id.into(), json_list(&puts).into()],
+    ));
+    if !gone.is_empty() {
+        out.push(stmt(
+            "INSERT INTO release_changes(release_id, path, sha256, size, content_type) SELECT ?1, value, NULL, NULL, NULL FROM json_each(?2) WHERE true \
+             ON CONFLICT(release_id, path) DO UPDATE SET sha256 = NULL, size = NULL, content_type = NULL",
+            vec![release_id.into(), json_list(&gone).into()],
+        ));
+    }
+    out.extend(extra);
+    out.push(guard_clear());
+    out
+}
+
 /// A page of what differs from release A to release B. Columns: path,
 /// old_sha256, old_size, old_content_type, new_sha256, new_size, new_content_type
 /// (old_* NULL: added; new_* NULL: removed).

@@ -5,6 +5,7 @@
 //! and which native tests check without any runtime.
 
 pub mod apk;
+pub mod batch;
 pub mod deb;
 pub mod helm;
 pub mod inspect;
@@ -46,6 +47,24 @@ pub trait Format {
     /// signatures, ledgers, what was regenerated).
     type Plan;
     fn plan(input: &Self::Input<'_>) -> Result<Self::Plan, String>;
+}
+
+/// What adding an inspected upload to a draft records, the same whether it
+/// came alone or in a batch: where it goes (its admission), the format's
+/// record of it (a row of the format's table, written once per blob), the
+/// index part it makes dirty, and how the API describes it.
+pub trait Ingest: Format {
+    /// The route's scope: Debian (dist, component), APK (branch, repository),
+    /// Helm (repository).
+    type Scope;
+    /// The format's table of records and its columns (sha256 first; `created_at` is added).
+    const RECORDS: (&'static str, &'static [&'static str]);
+    fn admission(member: &Self::Member, sha256: &str, scope: &Self::Scope) -> Admission;
+    /// The record's values, in `RECORDS` column order (sha256 first).
+    fn record(member: &Self::Member, sha256: &str) -> Vec<serde_json::Value>;
+    /// The (scope, part) of the index the member makes dirty.
+    fn dirty(member: &Self::Member, scope: &Self::Scope) -> (String, String);
+    fn describe(member: &Self::Member, sha256: &str, size: u64, scope: &Self::Scope) -> serde_json::Value;
 }
 
 /// A format whose indexes are signed: by the server, with a key from a Worker

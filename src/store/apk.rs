@@ -11,15 +11,6 @@ pub fn member_prefix(branch: &str, repo: &str) -> String {
     format!("{}apk/{branch}/{repo}/", super::INTERNAL_PREFIX)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn insert_package(sha256: &str, name: &str, version: &str, arch: &str, identity: &str, record: &str, pkginfo: &str, now: i64) -> Stmt {
-    stmt(
-        "INSERT INTO apk_packages(sha256, name, version, arch, identity, record, pkginfo, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(sha256) DO NOTHING",
-        vec![sha256.into(), name.into(), version.into(), arch.into(), identity.into(), record.into(), pkginfo.into(), now.into()],
-    )
-}
-
 /// Members of a branch/repository in a release, one page at a time (paths
 /// after `after`, in no particular order). Columns: path, sha256, size, name,
 /// version, arch, identity, record.

@@ -14,14 +14,6 @@ pub fn member_prefix(dist: &str, component: Option<&str>) -> String {
     }
 }
 
-pub fn insert_package(sha256: &str, package: &str, version: &str, arch: &str, source: &str, control: &str, now: i64) -> Stmt {
-    stmt(
-        "INSERT INTO deb_packages(sha256, package, version, architecture, source, control, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(sha256) DO NOTHING",
-        vec![sha256.into(), package.into(), version.into(), arch.into(), source.into(), control.into(), now.into()],
-    )
-}
-
 /// Members of a dist (or one component) in a release, with their control data,
 /// one page at a time: the page holds the next `limit` paths after `after`, in
 /// no particular order (sorting 10,000 control texts in SQL doubled the query's

@@ -31,6 +31,15 @@ pub fn put_public_key(site_id: i64, format: &str, key: &str, fingerprint: Option
     )
 }
 
+/// Many index parts dirty at once (`parts`: scope and part).
+pub fn mark_dirty_many(release_id: i64, format: &str, parts: &[(String, String)]) -> Stmt {
+    stmt(
+        "INSERT INTO format_dirty(release_id, format, scope, part) \
+         SELECT ?1, ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?3) WHERE true ON CONFLICT DO NOTHING",
+        vec![release_id.into(), format.into(), serde_json::to_string(parts).unwrap_or_else(|_| "[]".into()).into()],
+    )
+}
+
 pub fn mark_dirty(release_id: i64, format: &str, scope: &str, part: &str) -> Stmt {
     stmt(
         "INSERT INTO format_dirty(release_id, format, scope, part) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",

@@ -11,13 +11,6 @@ pub fn member_prefix(repo: &str) -> String {
     format!("{}helm/{repo}/", super::INTERNAL_PREFIX)
 }
 
-pub fn insert_chart(sha256: &str, name: &str, version: &str, metadata: &str, now: i64) -> Stmt {
-    stmt(
-        "INSERT INTO helm_charts(sha256, name, version, metadata, created_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(sha256) DO NOTHING",
-        vec![sha256.into(), name.into(), version.into(), metadata.into(), now.into()],
-    )
-}
-
 /// Members of a repository in a release (charts, with their metadata, and
 /// provenance files, whose metadata is null), one page at a time (paths
 /// after `after`). Columns: path, sha256, size, metadata, created_at.

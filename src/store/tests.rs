@@ -380,7 +380,8 @@ fn members_page_through_a_dist_with_their_control_data() {
         let f = format!("p{i}_1_all.deb");
         db.put(s, r, &deb::member_path("stable", "main", &f), &format!("deb {i}"));
         let sha = crate::auth::sha256_hex(format!("deb {i}").as_bytes());
-        db.batch(vec![deb::insert_package(&sha, &format!("p{i}"), "1", "all", &format!("p{i}"), &format!("Package: p{i}\n"), 1)]).unwrap();
+        let row = [&sha, &format!("p{i}"), "1", "all", &format!("p{i}"), &format!("Package: p{i}\n")].map(|v| serde_json::json!(v)).to_vec();
+        db.batch(vec![insert_records("deb_packages", &["sha256", "package", "version", "architecture", "source", "control"], &[row], 1)]).unwrap();
     }
     db.put(s, r, &deb::member_path("testing", "main", "p9_1_all.deb"), "deb 9");
     let (seq, _) = db.seq_of(s, r);
@@ -686,4 +687,44 @@ fn a_mirror_run_counts_each_entry_and_unit_once_and_is_published_once() {
     db.batch(fail_unfinished(stuck, "timeout", 99)).unwrap();
     assert_eq!(db.batch(vec![claim_publication(stuck)]).unwrap(), vec![1]);
     assert_eq!(db.rows(units(stuck))[0][5], Text("failed".into()));
+}
+
+#[test]
+fn a_batch_records_many_blobs_records_and_changes_in_a_few_statements() {
+    use rusqlite::types::Value::Text;
+    let mut db = Db::new();
+    let s = db.site("batch");
+    let r1 = db.draft(s);
+    db.put(s, r1, "old.deb", "old");
+    db.put(s, r1, "gone.deb", "gone");
+    db.activate(s, r1, None).unwrap();
+    let r2 = db.draft(s);
+    let shas: Vec<String> = (0..3).map(|i| crate::auth::sha256_hex(format!("p{i}").as_bytes())).collect();
+    let blobs: Vec<(&str, u64)> = shas.iter().map(|s| (s.as_str(), 2)).collect();
+    let changes: Vec<Change> = shas
+        .iter()
+        .enumerate()
+        .map(|(i, sha)| Change { path: format!("pool/p{i}.deb"), sha256: Some(sha.clone()), content_type: Some("application/vnd.debian.binary-package".into()) })
+        .chain([Change { path: "gone.deb".into(), sha256: None, content_type: None }])
+        .collect();
+    let rows: Vec<Vec<serde_json::Value>> = shas.iter().map(|sha| [sha.as_str(), "p", "1", "all", "p", "Package: p\n"].map(|v| serde_json::json!(v)).to_vec()).collect();
+    let mut extra = insert_owned_blobs(s, &blobs, 5);
+    extra.push(insert_records("deb_packages", &["sha256", "package", "version", "architecture", "source", "control"], &rows, 5));
+    let stmts = apply_many(s, r2, &changes, vec![]);
+    let (guard, rest) = stmts.split_first().unwrap();
+    let mut batch = vec![guard.clone()];
+    batch.extend(extra);
+    batch.extend(rest.iter().cloned());
+    assert!(batch.len() <= 7, "a few statements whatever the number of packages");
+    db.batch(batch).unwrap();
+    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM site_blobs WHERE site_id = {s}")), 3);
+    assert_eq!(db.count("SELECT COUNT(*) FROM deb_packages"), 3);
+    let among = db.rows(paths_among(s, 1, r2, &["pool/p1.deb", "old.deb", "gone.deb", "nowhere.deb"]));
+    let mut got: Vec<(String, String)> = among.into_iter().map(|r| match (&r[0], &r[1]) { (Text(p), Text(h)) => (p.clone(), h.clone()), _ => panic!() }).collect();
+    got.sort();
+    assert_eq!(got, vec![("old.deb".into(), crate::auth::sha256_hex(b"old")), ("pool/p1.deb".into(), shas[1].clone())], "the draft's view: gone.deb removed");
+    db.activate(s, r2, Some(r1)).unwrap();
+    assert!(db.serve("batch.test", "pool/p2.deb").is_some() && db.serve("batch.test", "gone.deb").is_none());
+    // Not a draft any more: the batch is refused whole.
+    assert!(db.batch(apply_many(s, r2, &changes, vec![])).is_err());
 }

@@ -249,6 +249,9 @@ async fn dispatch(mut req: Request, env: &Env, db: &Db) -> ApiResult {
             Ok((200, json!({"removed": removed})))
         }
         mirror_route @ (MirrorPutConfig(..) | MirrorShowConfig(..) | MirrorValidate(..) | MirrorPutSettings(..) | MirrorShowSettings(..) | MirrorStartRun(..) | MirrorListRuns(..) | MirrorShowRun(..) | MirrorImages(..)) => super::sync::dispatch(&ctx, mirror_route, &mut req, &query).await,
+        DebAddBatch(s, r, d, c) => super::batch::add::<crate::formats::Deb>(&ctx, &mut req, &s, r, (d, c), &query).await,
+        ApkAddBatch(s, r, b, repo) => super::batch::add::<crate::formats::Apk>(&ctx, &mut req, &s, r, (b, repo), &query).await,
+        HelmAddBatch(s, r, repo) => super::batch::add::<crate::formats::Helm>(&ctx, &mut req, &s, r, repo, &query).await,
         apk_route @ (ApkPutSettings(..)
         | ApkShowSettings(..)
         | ApkPutKey(..)

@@ -1,11 +1,11 @@
 //! APK repositories in the admin API: ingest, removal, publishing of signed
 //! `APKINDEX.tar.gz` per architecture, and client-side signing.
 
-use super::format_io::{accept_signatures, admit, client_key, inspect, pending, settings, Keys};
-use super::service::{batch_err, carry_out, json_body, package_blob, paged_members, paths_under, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::format_io::{accept_signatures, client_key, pending, settings, Keys};
+use super::service::{batch_err, carry_out, json_body, paged_members, paths_under, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
-use crate::formats::apk::{self as format, index, package, publish, repo};
+use crate::formats::apk::{index, package, publish, repo};
 use crate::formats::{Apk, Format};
 use crate::store::{self, apk as sql};
 use base64::Engine;
@@ -48,7 +48,7 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
             let cfg = settings::<Apk>(ctx, site.id, "").await?;
             Ok((200, json!({"key_name": repo::key_name(&cfg, &site.name, &key), "public_key": index::public_pem(&key)})))
         }
-        ApkAddPackage(s, r, b, repo) => add_package(ctx, req, &s, r, &b, &repo, query).await,
+        ApkAddPackage(s, r, b, repo) => super::format_io::add::<Apk>(ctx, req, &s, r, (b, repo), query).await,
         ApkListPackages(s, r, b, repo) => {
             let site = ctx.site(&s, Scope::Read).await?;
             let rel = ctx.release(site.id, r).await?;
@@ -100,25 +100,6 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
         }
         _ => Err(ApiError::not_found("no such endpoint")),
     }
-}
-
-async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, b: &str, repo_name: &str, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
-    let site = ctx.site(s, Scope::Publish).await?;
-    let rel = ctx.draft(site.id, r).await?;
-    let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
-    let blob = package_blob(ctx, req, &site, query).await?;
-    let (sha, size) = (blob.sha.clone(), blob.size);
-    let p = inspect::<Apk>(ctx, &sha, size).await?;
-    let rows = vec![
-        sql::insert_package(&sha, &p.info.name, &p.info.version, &p.arch, &p.identity, &p.record, &p.pkginfo, ctx.now),
-        sql::mark_dirty(rel.id, b, repo_name, &p.arch),
-    ];
-    admit(ctx, &site, &rel, blob, replace, format::admission(&p, &sha, b, repo_name), rows).await?;
-    Ok((
-        201,
-        json!({"name": p.info.name, "version": p.info.version, "arch": p.arch, "branch": b, "repository": repo_name,
-               "identity": p.identity, "signed": p.signed, "sha256": sha, "size": size}),
-    ))
 }
 
 #[derive(Deserialize)]

@@ -1,11 +1,11 @@
 //! Debian repositories in the admin API: ingest, removal, publishing
 //! (Packages, Release, InRelease, Release.gpg, by-hash) and client-side signing.
 
-use super::format_io::{admit, client_key, inspect, accept_signatures, settings, Keys};
-use super::service::{batch_err, carry_out, json_body, package_blob, paged_members, paths_under, read_blob_range, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::format_io::{client_key, accept_signatures, settings, Keys};
+use super::service::{batch_err, carry_out, json_body, paged_members, paths_under, read_blob_range, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
-use crate::formats::deb::{self as format, package, publish, repo, sign};
+use crate::formats::deb::{package, publish, repo, sign};
 use crate::formats::{Deb, Format};
 use crate::store::{self, deb as sql};
 use serde::Deserialize;
@@ -43,7 +43,7 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
             let (_, armored) = sign::export_public(&key).map_err(|e| ApiError::internal(e.0))?;
             Ok((200, json!({"fingerprint": fingerprint(&key), "armored": armored})))
         }
-        DebAddPackage(s, r, d, c) => add_package(ctx, req, &s, r, &d, &c, query).await,
+        DebAddPackage(s, r, d, c) => super::format_io::add::<Deb>(ctx, req, &s, r, (d, c), query).await,
         DebRemovePackage(s, r, d, c, name, version, arch) => remove_package(ctx, &s, r, &d, &c, &name, &version, &arch).await,
         DebListPackages(s, r, d) => {
             let site = ctx.site(&s, Scope::Read).await?;
@@ -95,27 +95,6 @@ async fn read_text(ctx: &Ctx<'_>, row: &PathRow) -> std::result::Result<String, 
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn add_package(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, d: &str, c: &str, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
-    let site = ctx.site(s, Scope::Publish).await?;
-    let rel = ctx.draft(site.id, r).await?;
-    let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
-    let blob = package_blob(ctx, req, &site, query).await?;
-    let (sha, size) = (blob.sha.clone(), blob.size);
-    let info = inspect::<Deb>(ctx, &sha, size).await?;
-    let admission = format::admission(&info, &sha, d, c);
-    let pool = admission.occupies.clone();
-    let rows = vec![
-        sql::insert_package(&sha, &info.package, &info.version, &info.architecture, &info.source, &info.control.render(), ctx.now),
-        sql::mark_dirty(rel.id, d, c, &info.architecture),
-    ];
-    admit(ctx, &site, &rel, blob, replace, admission, rows).await?;
-    Ok((
-        201,
-        json!({"package": info.package, "version": info.version, "architecture": info.architecture, "dist": d, "component": c,
-               "filename": pool, "sha256": sha, "size": size}),
-    ))
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn remove_package(ctx: &Ctx<'_>, s: &str, r: i64, d: &str, c: &str, name: &str, version: &str, arch: &str) -> ApiResult {
     let site = ctx.site(s, Scope::Publish).await?;

@@ -3,11 +3,12 @@
 //! settings and keys, and the user's signatures. A format's own glue
 //! (`deb.rs`, `apk.rs`, `helm.rs`) adds only its routes and member rows.
 
-use super::service::{batch_err, ApiResultOf, Ctx, ReleaseRow, SiteRow, for_each_chunk, format_key, format_settings, read_blob_range, refuse_republished, signing_secret, store_bytes, PackageBlob, PathRow};
+use super::service::{batch_err, package_blob, ApiResult, ApiResultOf, Ctx, ReleaseRow, SiteRow, for_each_chunk, format_key, format_settings, read_blob_range, refuse_republished, signing_secret, store_bytes, PackageBlob, PathRow};
 use crate::api::{ApiError, Change};
 use crate::formats::inspect::{Inspector, Need};
 use crate::formats::{self, Admission, Format, Signed, SigningKeys};
 use crate::store;
+use worker::Request;
 
 /// Inspects a stored upload as format `F` does: answers its inspector from
 /// R2 (small ranges whole, long ones streamed chunk by chunk). A refusal is
@@ -45,6 +46,23 @@ pub(super) async fn admit(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, blob:
     stmts.extend(store::apply_changes_with(site.id, rel.id, &changes, rows));
     ctx.db.batch(stmts).await.map_err(|e| batch_err(e, &format!("release {} stopped being a draft", rel.id)))?;
     Ok(())
+}
+
+/// One upload added to a draft's scope, the same way for every format:
+/// stored (or named by digest), inspected, admitted with the format's record
+/// and the index part it makes dirty.
+pub(super) async fn add<F: crate::formats::Ingest>(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, scope: F::Scope, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
+    let site = ctx.site(s, crate::auth::Scope::Publish).await?;
+    let rel = ctx.draft(site.id, r).await?;
+    let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
+    let blob = package_blob(ctx, req, &site, query).await?;
+    let (sha, size) = (blob.sha.clone(), blob.size);
+    let member = inspect::<F>(ctx, &sha, size).await?;
+    let (table, columns) = F::RECORDS;
+    let (dirty_scope, part) = F::dirty(&member, &scope);
+    let rows = vec![store::insert_records(table, columns, &[F::record(&member, &sha)], ctx.now), store::formats::mark_dirty(rel.id, F::NAME, &dirty_scope, &part)];
+    admit(ctx, &site, &rel, blob, replace, F::admission(&member, &sha, &scope), rows).await?;
+    Ok((201, F::describe(&member, &sha, size, &scope)))
 }
 
 /// A site's settings of format `F` for a publication scope.

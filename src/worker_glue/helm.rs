@@ -2,11 +2,10 @@
 //! repository (inspected once), provenance files, removal, and publishing
 //! (planned by [`crate::formats::helm::publish::plan`]).
 
-use super::format_io::{admit, inspect};
-use super::service::{batch_err, carry_out, json_body, package_blob, paged_members, paths_under, read_blob_range, refuse_republished, store_bytes, ApiResult, ApiResultOf, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::service::{batch_err, carry_out, json_body, paged_members, paths_under, read_blob_range, refuse_republished, store_bytes, ApiResult, ApiResultOf, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{ApiError, Change, Route};
 use crate::auth::Scope;
-use crate::formats::helm::{self as format, chart, publish};
+use crate::formats::helm::{chart, publish};
 use crate::formats::{Format, Helm};
 use crate::store::{self, helm as sql};
 use serde::Deserialize;
@@ -20,7 +19,7 @@ const MAX_PROVENANCE: usize = 1 << 20;
 pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
     use Route::*;
     match route {
-        HelmAddChart(s, r, repo) => add_chart(ctx, req, &s, r, &repo, query).await,
+        HelmAddChart(s, r, repo) => super::format_io::add::<Helm>(ctx, req, &s, r, repo, query).await,
         HelmListCharts(s, r, repo) => {
             let site = ctx.site(&s, Scope::Read).await?;
             let rel = ctx.release(site.id, r).await?;
@@ -59,20 +58,6 @@ async fn commit(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, changes: &[Chan
         .await
         .map_err(|e| batch_err(e, &format!("release {} stopped being a draft", rel.id)))?;
     Ok(())
-}
-
-async fn add_chart(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, repo: &str, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
-    let site = ctx.site(s, Scope::Publish).await?;
-    let rel = ctx.draft(site.id, r).await?;
-    let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
-    let blob = package_blob(ctx, req, &site, query).await?;
-    let (sha, size) = (blob.sha.clone(), blob.size);
-    // Streamed from R2 through the check, never held whole.
-    let meta = inspect::<Helm>(ctx, &sha, size).await?;
-    let metadata = serde_json::to_string(&meta).expect("serialisable");
-    let rows = vec![sql::insert_chart(&sha, &meta.name, &meta.version, &metadata, ctx.now), sql::mark_dirty(rel.id, repo)];
-    admit(ctx, &site, &rel, blob, replace, format::admission(&meta, &sha, repo), rows).await?;
-    Ok((201, json!({"name": meta.name, "version": meta.version, "repository": repo, "sha256": sha, "size": size, "metadata": meta})))
 }
 
 /// A provenance file (`helm package --sign`) for a chart of the draft: a PGP

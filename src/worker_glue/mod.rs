@@ -1,6 +1,7 @@
 //! The thin layer between the pure modules and the Workers runtime (wasm32 only).
 
 mod admin;
+mod batch;
 mod blobs;
 mod db;
 mod edge;

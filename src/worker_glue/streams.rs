@@ -453,3 +453,13 @@ async fn upload_piece(upload: &worker::MultipartUpload, number: u16, piece: &js_
     written?;
     uploaded
 }
+
+/// The next chunk a reader gives (None at the end of the stream).
+pub async fn next_chunk(reader: &web_sys::ReadableStreamDefaultReader) -> Result<Option<js_sys::Uint8Array>> {
+    let step = JsFuture::from(reader.read()).await.map_err(js)?;
+    if js_sys::Reflect::get(&step, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+        return Ok(None);
+    }
+    let value = js_sys::Reflect::get(&step, &"value".into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+    value.dyn_into().map(Some).map_err(|_| Error::RustError("the body sent something other than bytes".into()))
+}

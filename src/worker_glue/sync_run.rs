@@ -687,9 +687,10 @@ async fn copy_chart(env: &Env, db: &Db, site_id: i64, chart: &Chart, digest: &st
     if meta.name != chart.name {
         return Ok(Err(Stop::Fail(format!("the archive holds chart {}, not {}", meta.name, chart.name))));
     }
-    let metadata = serde_json::to_string(&meta).map_err(|e| ApiError::internal(e.to_string()))?;
-    db.run(crate::store::helm::insert_chart(digest, &meta.name, &meta.version, &metadata, now)).await?;
-    let admission = crate::formats::helm::admission(&meta, digest, &chart.repo_name);
+    use crate::formats::{Helm, Ingest};
+    let (table, columns) = Helm::RECORDS;
+    db.run(store::insert_records(table, columns, &[Helm::record(&meta, digest)], now)).await?;
+    let admission = Helm::admission(&meta, digest, &chart.repo_name);
     Ok(Ok((digest.to_string(), admission.changes)))
 }
 

@@ -38,6 +38,24 @@ pub fn member_path(branch: &str, repo: &str, arch: &str, filename: &str) -> Stri
 /// Where an accepted package goes: its member path (which it takes). The
 /// file served of an arch-specific package is known now (a noarch one's are
 /// checked when publishing places them in every architecture).
+impl super::Ingest for Apk {
+    type Scope = (String, String);
+    const RECORDS: (&'static str, &'static [&'static str]) = ("apk_packages", &["sha256", "name", "version", "arch", "identity", "record", "pkginfo"]);
+    fn admission(p: &package::Accepted, sha256: &str, (branch, repo): &Self::Scope) -> Admission {
+        admission(p, sha256, branch, repo)
+    }
+    fn record(p: &package::Accepted, sha256: &str) -> Vec<serde_json::Value> {
+        [sha256, &p.info.name, &p.info.version, &p.arch, &p.identity, &p.record, &p.pkginfo].iter().map(|v| serde_json::json!(v)).collect()
+    }
+    fn dirty(p: &package::Accepted, (branch, repo): &Self::Scope) -> (String, String) {
+        (format!("{branch}/{repo}"), p.arch.clone())
+    }
+    fn describe(p: &package::Accepted, sha256: &str, size: u64, (branch, repo): &Self::Scope) -> serde_json::Value {
+        serde_json::json!({"name": p.info.name, "version": p.info.version, "arch": p.arch, "branch": branch, "repository": repo,
+               "identity": p.identity, "signed": p.signed, "sha256": sha256, "size": size})
+    }
+}
+
 pub fn admission(p: &package::Accepted, sha256: &str, branch: &str, repo: &str) -> Admission {
     let file = package::filename(&p.info.name, &p.info.version);
     let member = member_path(branch, repo, &p.arch, &file);

@@ -41,6 +41,24 @@ pub fn member_path(dist: &str, component: &str, filename: &str) -> String {
 
 /// Where an accepted package goes: its pool file (which it takes: other bytes
 /// there conflict) and its member path in the dist and component.
+impl super::Ingest for Deb {
+    type Scope = (String, String);
+    const RECORDS: (&'static str, &'static [&'static str]) = ("deb_packages", &["sha256", "package", "version", "architecture", "source", "control"]);
+    fn admission(info: &package::DebInfo, sha256: &str, (dist, component): &Self::Scope) -> Admission {
+        admission(info, sha256, dist, component)
+    }
+    fn record(info: &package::DebInfo, sha256: &str) -> Vec<serde_json::Value> {
+        [sha256, &info.package, &info.version, &info.architecture, &info.source, &info.control.render()].iter().map(|v| serde_json::json!(v)).collect()
+    }
+    fn dirty(info: &package::DebInfo, (dist, component): &Self::Scope) -> (String, String) {
+        (dist.clone(), format!("{component}/{}", info.architecture))
+    }
+    fn describe(info: &package::DebInfo, sha256: &str, size: u64, (dist, component): &Self::Scope) -> serde_json::Value {
+        serde_json::json!({"package": info.package, "version": info.version, "architecture": info.architecture, "dist": dist, "component": component,
+               "filename": package::pool_path(component, info), "sha256": sha256, "size": size})
+    }
+}
+
 pub fn admission(info: &package::DebInfo, sha256: &str, dist: &str, component: &str) -> Admission {
     let pool = package::pool_path(component, info);
     let put = |path: String| Change { path, sha256: Some(sha256.to_string()), content_type: Some(DEB_TYPE.into()) };

@@ -33,6 +33,24 @@ pub fn member_path(repo: &str, file: &str) -> String {
     format!("{}helm/{repo}/{file}", crate::path::INTERNAL_PREFIX)
 }
 
+impl super::Ingest for Helm {
+    type Scope = String;
+    const RECORDS: (&'static str, &'static [&'static str]) = ("helm_charts", &["sha256", "name", "version", "metadata"]);
+    fn admission(meta: &chart::Metadata, sha256: &str, repo: &String) -> Admission {
+        admission(meta, sha256, repo)
+    }
+    fn record(meta: &chart::Metadata, sha256: &str) -> Vec<serde_json::Value> {
+        let metadata = serde_json::to_string(meta).unwrap_or_default();
+        [sha256, &meta.name, &meta.version, &metadata].iter().map(|v| serde_json::json!(v)).collect()
+    }
+    fn dirty(_: &chart::Metadata, repo: &String) -> (String, String) {
+        (repo.clone(), String::new())
+    }
+    fn describe(meta: &chart::Metadata, sha256: &str, size: u64, repo: &String) -> serde_json::Value {
+        serde_json::json!({"name": meta.name, "version": meta.version, "repository": repo, "sha256": sha256, "size": size, "metadata": meta})
+    }
+}
+
 /// Where an accepted chart goes: its member path (which it takes). Replacing
 /// other content removes the provenance file, which signs the old archive.
 pub fn admission(meta: &chart::Metadata, sha256: &str, repo: &str) -> Admission {

@@ -1,0 +1,219 @@
+//! Batch ingest, for every format on the `Ingest` trait: one request carries
+//! many packages as a tar stream. Each file is taken whole as it arrives (one
+//! at a time: memory holds a file, never the batch), hashed, inspected from
+//! memory as a single upload would be, and stored in R2 (a few puts in
+//! flight, each digest-checked); then every record, blob row and change of
+//! the batch goes into the draft in one D1 batch. All or nothing: a bad file
+//! is named with its reason, and nothing of the batch is added.
+
+use super::db::BatchError;
+use super::service::{batch_err, refuse_republished, ApiResult, ApiResultOf, Ctx, ReleaseRow, SiteRow};
+use super::BUCKET_BINDING;
+use crate::api::{ApiError, Change};
+use crate::auth::Scope;
+use crate::formats::{batch::Splitter, inspect, Ingest};
+use crate::store;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use worker::*;
+
+/// The largest file a batch takes (larger packages go up on their own).
+pub const MAX_FILE: u64 = 64 << 20;
+/// The most files one batch takes.
+pub const MAX_FILES: usize = 20_000;
+/// Bytes of files being stored at once.
+const IN_FLIGHT_BYTES: usize = 32 << 20;
+const IN_FLIGHT_PUTS: usize = 8;
+
+/// A file of the batch that inspection accepted.
+struct Accepted<M> {
+    name: String,
+    sha: String,
+    size: u64,
+    member: M,
+}
+
+fn bad(errors: Vec<serde_json::Value>) -> ApiError {
+    let first = errors.first().map(|e| format!("{}: {}", e["file"].as_str().unwrap_or(""), e["reason"].as_str().unwrap_or(""))).unwrap_or_default();
+    let n = errors.len();
+    let message = if n == 1 { format!("nothing was added: {first}") } else { format!("nothing was added: {n} files were refused; the first: {first}") };
+    ApiError::new(422, "invalid_batch", message).with_details(json!({"errors": errors}))
+}
+
+pub(super) async fn add<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request, s: &str, r: i64, scope: F::Scope, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
+    let site = ctx.site(s, Scope::Publish).await?;
+    let rel = ctx.draft(site.id, r).await?;
+    let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
+    let accepted = receive::<F>(ctx, req).await?;
+    if accepted.is_empty() {
+        return Err(ApiError::bad_request("the batch holds no files: send a tar stream of packages"));
+    }
+    record::<F>(ctx, &site, &rel, &scope, &accepted, replace).await?;
+    let described: Vec<serde_json::Value> = accepted.iter().map(|a| F::describe(&a.member, &a.sha, a.size, &scope)).collect();
+    Ok((201, json!({"added": accepted.len(), "release": rel.id, "packages": described})))
+}
+
+/// Reads the tar stream: every file hashed, inspected and stored, or every
+/// refusal collected (then nothing is recorded).
+async fn receive<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request) -> ApiResultOf<Vec<Accepted<F::Member>>> {
+    let Some(body) = req.inner().body() else { return Ok(vec![]) };
+    let reader: web_sys::ReadableStreamDefaultReader = wasm_bindgen::JsCast::unchecked_into(body.get_reader());
+    let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut splitter = Splitter::new(MAX_FILE);
+    let mut accepted: Vec<Accepted<F::Member>> = Vec::new();
+    let mut errors: Vec<serde_json::Value> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut puts = FuturesUnordered::new();
+    let mut in_flight = 0usize;
+    let mut put_failed: Option<String> = None;
+    loop {
+        let chunk = super::streams::next_chunk(&reader).await.map_err(|e| ApiError::bad_request(format!("the batch body: {e}")))?;
+        let files = match &chunk {
+            Some(c) => splitter.push(&c.to_vec()).map_err(|e| ApiError::new(400, "invalid_batch", format!("the batch is not a tar stream Wharf reads: {e}")))?,
+            None => vec![],
+        };
+        for f in files {
+            if accepted.len() + errors.len() >= MAX_FILES {
+                return Err(ApiError::new(413, "too_large", format!("a batch takes at most {MAX_FILES} files")));
+            }
+            let sha = crate::auth::sha256_hex(&f.data);
+            if let Some(claimed) = f.claimed.as_deref().filter(|c| *c != sha) {
+                errors.push(json!({"file": f.name, "reason": format!("its sha256 is {sha}, not the {claimed} it was sent with")}));
+                continue;
+            }
+            let size = f.data.len() as u64;
+            match inspect::in_memory(F::inspector(size), &f.data, 1 << 20) {
+                Err(reason) => errors.push(json!({"file": f.name, "reason": format!("{}: {reason}", F::REFUSAL.1)})),
+                Ok(member) => {
+                    // Stored once per digest, and only while the batch can still land.
+                    if errors.is_empty() && seen.insert(sha.clone()) {
+                        while !puts.is_empty() && (puts.len() >= IN_FLIGHT_PUTS || in_flight + f.data.len() > IN_FLIGHT_BYTES) {
+                            if let Some((n, r)) = puts.next().await {
+                                in_flight -= n;
+                                if let Err(e) = r {
+                                    put_failed.get_or_insert(e);
+                                }
+                            }
+                        }
+                        in_flight += f.data.len();
+                        let (bucket, key, hex, n) = (bucket.clone(), store::blob_key(&sha), sha.clone(), f.data.len());
+                        let data = f.data;
+                        puts.push(async move {
+                            let r = super::blobs::put_checked(&bucket, &key, &hex, Data::Bytes(data)).await.map(|_| ()).map_err(|e| e.to_string());
+                            (n, r)
+                        });
+                    }
+                    accepted.push(Accepted { name: f.name, sha, size, member });
+                }
+            }
+        }
+        if chunk.is_none() {
+            break;
+        }
+    }
+    splitter.finish().map_err(|e| ApiError::new(400, "invalid_batch", format!("the batch is not a tar stream Wharf reads: {e}")))?;
+    while let Some((_, r)) = puts.next().await {
+        if let Err(e) = r {
+            put_failed.get_or_insert(e);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(bad(errors));
+    }
+    if let Some(e) = put_failed {
+        return Err(ApiError::internal(format!("storing the batch: {e}")));
+    }
+    Ok(accepted)
+}
+
+/// Records an accepted batch in the draft: conflicts checked first (all of
+/// them), then one D1 batch.
+async fn record<F: Ingest>(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, scope: &F::Scope, accepted: &[Accepted<F::Member>], replace: bool) -> ApiResultOf<()> {
+    let admissions: Vec<_> = accepted.iter().map(|a| F::admission(&a.member, &a.sha, scope)).collect();
+    // Two files of the batch taking one place with different bytes.
+    let mut places = std::collections::BTreeMap::new();
+    let mut errors = Vec::new();
+    for (a, adm) in accepted.iter().zip(&admissions) {
+        if let Some((other, sha)) = places.insert(adm.occupies.clone(), (a.name.clone(), a.sha.clone())) {
+            if sha != a.sha {
+                errors.push(json!({"file": a.name, "reason": format!("{} (as {other} of this batch)", adm.conflict)}));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(bad(errors));
+    }
+    // What the draft holds at those places.
+    #[derive(Deserialize)]
+    struct P {
+        path: String,
+        sha256: String,
+    }
+    let mut held = std::collections::BTreeMap::new();
+    let occupied: Vec<&str> = admissions.iter().map(|a| a.occupies.as_str()).collect();
+    for chunk in occupied.chunks(500) {
+        for p in ctx.db.all::<P>(store::paths_among(site.id, rel.read_seq(), rel.id, chunk)).await? {
+            held.insert(p.path, p.sha256);
+        }
+    }
+    let mut changes: Vec<Change> = Vec::new();
+    let mut served: Vec<Change> = Vec::new();
+    let mut conflicts = Vec::new();
+    for (a, adm) in accepted.iter().zip(admissions) {
+        if held.get(&adm.occupies).is_some_and(|sha| *sha != a.sha) {
+            if !replace {
+                conflicts.push(json!({"file": a.name, "reason": format!("{} with different content; add ?replace=true to replace it", adm.conflict)}));
+                continue;
+            }
+            changes.extend(adm.on_replace);
+        }
+        changes.extend(adm.changes);
+        served.extend(adm.served);
+    }
+    if !conflicts.is_empty() {
+        let mut e = bad(conflicts);
+        e.status = 409;
+        return Err(e);
+    }
+    refuse_republished(ctx, site.id, &served).await?;
+    // One D1 batch: blob rows, the format's records, the changes, the dirty parts.
+    let mut sizes: Vec<(&str, u64)> = accepted.iter().map(|a| (a.sha.as_str(), a.size)).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let (table, columns) = F::RECORDS;
+    let mut extra = Vec::new();
+    for chunk in sizes.chunks(2_000) {
+        extra.extend(store::insert_owned_blobs(site.id, chunk, ctx.now));
+    }
+    let mut rows = Vec::new();
+    let mut bytes = 0;
+    for a in accepted {
+        let row = F::record(&a.member, &a.sha);
+        bytes += row.iter().map(|v| v.to_string().len()).sum::<usize>();
+        rows.push(row);
+        if bytes > 512 << 10 {
+            extra.push(store::insert_records(table, columns, &std::mem::take(&mut rows), ctx.now));
+            bytes = 0;
+        }
+    }
+    if !rows.is_empty() {
+        extra.push(store::insert_records(table, columns, &rows, ctx.now));
+    }
+    let mut dirty: Vec<(String, String)> = accepted.iter().map(|a| F::dirty(&a.member, scope)).collect();
+    dirty.sort();
+    dirty.dedup();
+    extra.push(store::formats::mark_dirty_many(rel.id, F::NAME, &dirty));
+    // Blob rows first: the changes name blobs by the rows they join.
+    let mut stmts = Vec::new();
+    let changes_stmts = store::apply_many(site.id, rel.id, &changes, vec![]);
+    let (guard, rest) = changes_stmts.split_first().expect("a guard");
+    stmts.push(guard.clone());
+    stmts.extend(extra);
+    stmts.extend(rest.iter().cloned());
+    ctx.db.batch(stmts).await.map_err(|e| match e {
+        BatchError::Precondition => batch_err(BatchError::Precondition, &format!("release {} stopped being a draft", rel.id)),
+        other => batch_err(other, ""),
+    })?;
+    Ok(())
+}

@@ -1,0 +1,158 @@
+"""Batch ingest: many packages in one request (a tar stream), for every
+format, all or nothing; then the real clients (apt-get, the APK check, the
+Helm index check) read what one batch published."""
+
+import hashlib
+import io
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+from apk import build_apk, check_index, rsa_key
+from debian import Gpg, build_deb
+from test_debian import apt_for
+from test_helm import chart, verify_repository
+from wharf import Wharf
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def tar_of(files: dict[str, bytes], claim: bool = False) -> bytes:
+    """A tar stream of the files (with `WHARF.sha256` pax records when `claim`)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1700000000
+            if claim:
+                info.pax_headers = {"WHARF.sha256": sha(data)}
+            t.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    deb_key = Gpg(root / "gpg").generate("Wharf Archive <archive@example.com>")
+    apk_key, apk_pub = rsa_key(root / "apk-key")
+    w = Wharf(root / "state", extra_vars={"DEB_SIGNING_KEY": deb_key.secret_armored(), "APK_SIGNING_KEY": apk_key.read_text()})
+
+    class Env:
+        pass
+
+    e = Env()
+    e.root, e.wharf, e.apk_pub = root, w, apk_pub
+    yield e
+    w.stop()
+
+
+def batch(admin, site: str, rel: int, path: str, body: bytes, expect=201, **params):
+    q = "&".join(f"{k}={v}" for k, v in params.items())
+    return admin.call("POST", f"/sites/{site}/releases/{rel}/{path}/batch" + (f"?{q}" if q else ""), data=body, expect=expect,
+                      headers={"Content-Type": "application/x-tar"})
+
+
+def test_apt_installs_from_a_repository_built_by_one_batch(env, hosts, tmp_path):
+    w, admin = env.wharf, env.wharf.admin
+    host = hosts.add("batch-apt.wharf.test")
+    admin.site("batch-apt", host)
+    debs = {f"pkg{i:03d}_1.0_all.deb": build_deb(tmp_path, f"wharf-batch-{i:03d}", "1.0", "all", "gzip") for i in range(300)}
+    rel = admin.draft("batch-apt")
+    out = batch(admin, "batch-apt", rel, "deb/stable/main/packages", tar_of(debs, claim=True))
+    assert out["added"] == 300 and len(out["packages"]) == 300
+    assert {p["package"] for p in out["packages"]} == {f"wharf-batch-{i:03d}" for i in range(300)}
+    admin.activate("batch-apt", rel)
+    url = f"http://{host}:{w.port}/"
+    keyring = tmp_path / "keyring.gpg"
+    subprocess.run(["curl", "-sSf", "-o", str(keyring), url + "keys/wharf-archive-keyring.gpg"], check=True)
+    apt = apt_for(tmp_path / "apt", url, keyring)
+    apt.run("update")
+    assert apt.candidate("wharf-batch-000") == "1.0" and apt.candidate("wharf-batch-299") == "1.0"
+    apt.run("download", "wharf-batch-123")
+    assert (apt.root / "downloads" / "wharf-batch-123_1.0_all.deb").read_bytes() == debs["pkg123_1.0_all.deb"]
+
+
+def test_a_batch_with_one_bad_file_adds_nothing_and_names_it(env, tmp_path):
+    admin = env.wharf.admin
+    admin.site("batch-bad")
+    rel = admin.draft("batch-bad")
+    good = {f"g{i}.deb": build_deb(tmp_path, f"good-{i}", "1.0", "all", "gzip") for i in range(3)}
+    files = {**good, "broken.deb": b"!<arch>\nthis is not a package", "lying.deb": build_deb(tmp_path, "lying", "1.0", "all", "gzip")}
+    body = tar_of(files)
+    # A claimed digest that does not match is refused too.
+    claimed = io.BytesIO()
+    with tarfile.open(fileobj=claimed, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            if name == "lying.deb":
+                info.pax_headers = {"WHARF.sha256": "0" * 64}
+            t.addfile(info, io.BytesIO(data))
+    err = batch(admin, "batch-bad", rel, "deb/stable/main/packages", claimed.getvalue(), expect=422)["error"]
+    assert err["code"] == "invalid_batch" and err["message"].startswith("nothing was added: 2 files were refused")
+    assert [e["file"] for e in err["errors"]] == ["broken.deb", "lying.deb"]
+    assert err["errors"][0]["reason"].startswith("not a valid Debian package")
+    assert "not the 0000" in err["errors"][1]["reason"]
+    listed = lambda: admin.call("GET", f"/sites/batch-bad/releases/{rel}/deb/stable/packages")["packages"]  # noqa: E731
+    assert listed() == [], "nothing of the batch was added"
+    # Not a tar stream at all; an empty one.
+    assert batch(admin, "batch-bad", rel, "deb/stable/main/packages", b"x" * 1024, expect=400)["error"]["code"] == "invalid_batch"
+    assert batch(admin, "batch-bad", rel, "deb/stable/main/packages", b"", expect=400)["error"]["code"] == "bad_request"
+    # Two files of one batch taking one place with different bytes; then a clash with the draft.
+    twice = {"a.deb": build_deb(tmp_path / "a", "twice", "1.0", "all", "gzip"), "b.deb": build_deb(tmp_path / "b", "twice", "1.0", "all", "gzip")}
+    err = batch(admin, "batch-bad", rel, "deb/stable/main/packages", tar_of(twice), expect=422)["error"]
+    assert err["errors"][0]["file"] == "b.deb" and "(as a.deb of this batch)" in err["errors"][0]["reason"]
+    batch(admin, "batch-bad", rel, "deb/stable/main/packages", tar_of({"a.deb": twice["a.deb"]}))
+    err = batch(admin, "batch-bad", rel, "deb/stable/main/packages", tar_of({"b.deb": twice["b.deb"], **good}), expect=409)["error"]
+    assert [e["file"] for e in err["errors"]] == ["b.deb"] and "replace=true" in err["errors"][0]["reason"]
+    assert [p["sha256"] for p in listed()] == [sha(twice["a.deb"])], "only the a.deb batch landed"
+    replaced = batch(admin, "batch-bad", rel, "deb/stable/main/packages", tar_of({"b.deb": twice["b.deb"]}), replace="true")
+    assert replaced["packages"][0]["sha256"] == sha(twice["b.deb"])
+
+
+def test_twenty_concurrent_batches_into_one_draft_all_land(env, tmp_path):
+    admin = env.wharf.admin
+    admin.site("batch-many")
+    rel = admin.draft("batch-many")
+    bodies = [tar_of({f"p{b}-{i}.deb": build_deb(tmp_path / f"{b}", f"many-{b}-{i}", "1.0", "all", "gzip") for i in range(10)}) for b in range(20)]
+    results = [None] * 20
+
+    def send(i):
+        results[i] = batch(admin, "batch-many", rel, "deb/stable/main/packages", bodies[i])["added"]
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [10] * 20
+    admin.activate("batch-many", rel)
+    listed = admin.call("GET", f"/sites/batch-many/releases/{rel}/deb/stable/packages")["packages"]
+    assert len(listed) == 200
+
+
+def test_apk_and_helm_batches(env, tmp_path):
+    w, admin = env.wharf, env.wharf.admin
+    admin.site("batch-apk", "batch-apk.wharf.test")
+    admin.call("PUT", "/sites/batch-apk/apk/settings", {"architectures": ["x86_64"]})
+    rel = admin.draft("batch-apk")
+    apks = {f"p{i}-1.0-r0.apk": build_apk(f"batch{i}", "1.0-r0", "x86_64") for i in range(40)}
+    assert batch(admin, "batch-apk", rel, "apk/v3.20/main/packages", tar_of(apks))["added"] == 40
+    admin.activate("batch-apk", rel)
+    paths = [p["path"] for p in admin.call("GET", f"/sites/batch-apk/releases/{rel}/paths")["paths"]]
+    key_name = [p for p in paths if p.startswith("keys/apk/")][0].rsplit("/", 1)[1]
+    index = w.get("batch-apk.wharf.test", "/v3.20/main/x86_64/APKINDEX.tar.gz").content
+    _, records = check_index(index, env.apk_pub, key_name, tmp_path)
+    assert sorted(r["P"] for r in records) == sorted(f"batch{i}" for i in range(40))
+
+    admin.site("batch-helm", "batch-helm.wharf.test")
+    rel = admin.draft("batch-helm")
+    charts = {f"web-1.{i}.0.tgz": chart("web", f"1.{i}.0") for i in range(5)}
+    out = batch(admin, "batch-helm", rel, "helm/stable/charts", tar_of(charts))
+    assert out["added"] == 5 and {p["version"] for p in out["packages"]} == {f"1.{i}.0" for i in range(5)}
+    admin.activate("batch-helm", rel)
+    assert sorted(verify_repository(w, "batch-helm.wharf.test", "stable")["web"]) == sorted(f"1.{i}.0" for i in range(5))

@@ -1,5 +1,5 @@
 # Two commands: `make dev` runs Wharf locally, `make test` runs every test.
-.PHONY: dev test setup build deploy bench bench-hot bench-debian bench-apk bench-oci bench-sync fuzz
+.PHONY: dev test setup build deploy bench bench-hot bench-debian bench-apk bench-oci bench-sync bench-ingest fuzz
 
 dev:
 	scripts/dev
@@ -33,6 +33,9 @@ bench-oci:
 
 bench-sync:
 	bench/run-sync
+
+bench-ingest:
+	bench/run-ingest
 
 fuzz:
 	bench/fuzz

@@ -324,15 +324,11 @@ pub fn list_releases(site_id: i64, before: i64, limit: u32) -> Stmt {
 /// (in any activated snapshot) with another blob (at most 45 pairs: D1 binds
 /// 100 parameters). Columns: path.
 pub fn published_with_other_blob(site_id: i64, puts: &[(&str, &str)]) -> Stmt {
-    let mut params = vec![Val::Int(site_id)];
-    let mut terms = Vec::new();
-    for (i, (path, sha)) in puts.iter().enumerate() {
-        terms.push(format!("(path = ?{} AND sha256 <> ?{})", 2 * i + 2, 2 * i + 3));
-        params.push((*path).into());
-        params.push((*sha).into());
-    }
-    let any = if terms.is_empty() { "0".to_string() } else { terms.join(" OR ") };
-    stmt(format!("SELECT DISTINCT path FROM path_versions WHERE site_id = ?1 AND ({any})"), params)
+    stmt(
+        "SELECT DISTINCT v.path AS path FROM json_each(?2) j \
+           JOIN path_versions v ON v.site_id = ?1 AND v.path = json_extract(j.value, '$[0]') AND v.sha256 <> json_extract(j.value, '$[1]')",
+        vec![site_id.into(), json_list(puts).into()],
+    )
 }
 
 /// How many changes a draft records. Columns: n.
@@ -517,18 +513,21 @@ pub fn apply_many(site_id: i64, release_id: i64, changes: &[crate::release::Chan
     let puts: Vec<_> = changes.iter().filter_map(|c| Some(serde_json::json!([c.path, c.sha256.as_ref()?, c.content_type]))).collect();
     let gone: Vec<&str> = changes.iter().filter(|c| c.sha256.is_none()).map(|c| c.path.as_str()).collect();
     let mut out = vec![draft_guard(site_id, release_id)];
-    out.push(stmt(
-        "INSERT INTO release_changes(release_id, path, sha256, size, content_type) \
-         SELECT ?1, json_extract(j.value, '$[0]'), b.sha256, b.size, json_extract(j.value, '$[2]') \
-           FROM json_each(?2) j JOIN blobs b ON b.sha256 = json_extract(j.value, '$[1]') WHERE true \
-         ON CONFLICT(release_id, path) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, content_type = excluded.content_type",
-        vec![release_id.into(), json_list(&puts).into()],
-    ));
-    if !gone.is_empty() {
+    // A few thousand per statement keeps each JSON parameter well under D1's 2 MB.
+    for chunk in puts.chunks(4_000) {
+        out.push(stmt(
+            "INSERT INTO release_changes(release_id, path, sha256, size, content_type) \
+             SELECT ?1, json_extract(j.value, '$[0]'), b.sha256, b.size, json_extract(j.value, '$[2]') \
+               FROM json_each(?2) j JOIN blobs b ON b.sha256 = json_extract(j.value, '$[1]') WHERE true \
+             ON CONFLICT(release_id, path) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, content_type = excluded.content_type",
+            vec![release_id.into(), json_list(chunk).into()],
+        ));
+    }
+    for chunk in gone.chunks(4_000) {
         out.push(stmt(
             "INSERT INTO release_changes(release_id, path, sha256, size, content_type) SELECT ?1, value, NULL, NULL, NULL FROM json_each(?2) WHERE true \
              ON CONFLICT(release_id, path) DO UPDATE SET sha256 = NULL, size = NULL, content_type = NULL",
-            vec![release_id.into(), json_list(&gone).into()],
+            vec![release_id.into(), json_list(chunk).into()],
         ));
     }
     out.extend(extra);

@@ -152,7 +152,7 @@ async fn record<F: Ingest>(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, scop
     }
     let mut held = std::collections::BTreeMap::new();
     let occupied: Vec<&str> = admissions.iter().map(|a| a.occupies.as_str()).collect();
-    for chunk in occupied.chunks(500) {
+    for chunk in occupied.chunks(4_000) {
         for p in ctx.db.all::<P>(store::paths_among(site.id, rel.read_seq(), rel.id, chunk)).await? {
             held.insert(p.path, p.sha256);
         }

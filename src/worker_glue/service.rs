@@ -278,7 +278,7 @@ pub(super) async fn refuse_republished(ctx: &Ctx<'_>, site_id: i64, changes: &[a
         .filter_map(|c| Some((c.path.as_str(), c.sha256.as_deref()?)))
         .filter(|(p, _)| !p.starts_with(store::INTERNAL_PREFIX) && crate::http::is_immutable_path(p))
         .collect();
-    for chunk in puts.chunks(45) {
+    for chunk in puts.chunks(4_000) {
         let clash: Vec<P> = ctx.db.all(store::published_with_other_blob(site_id, chunk)).await?;
         if let Some(p) = clash.first() {
             return Err(ApiError::new(

@@ -156,3 +156,21 @@ def test_apk_and_helm_batches(env, tmp_path):
     assert out["added"] == 5 and {p["version"] for p in out["packages"]} == {f"1.{i}.0" for i in range(5)}
     admin.activate("batch-helm", rel)
     assert sorted(verify_repository(w, "batch-helm.wharf.test", "stable")["web"]) == sorted(f"1.{i}.0" for i in range(5))
+
+
+def test_the_readme_batch_recipe_runs_as_written(env, hosts, tmp_path):
+    from test_readme import block_after, run_block
+
+    w, admin = env.wharf, env.wharf.admin
+    host = hosts.add("apt.batch-readme.test")
+    admin.site("apt", host)
+    token = admin.make_token("publish", "apt").token
+    (tmp_path / "dist").mkdir()
+    for i in range(12):
+        (tmp_path / "dist" / f"r{i}.deb").write_bytes(build_deb(tmp_path / "build", f"readme-{i}", "1.0", "all", "gzip"))
+    api_host = hosts.add("admin.wharf.test")
+    out = run_block(block_after("## Debian repositories", "**Many packages in one request.**"), tmp_path,
+                    {"API": f"http://{api_host}:{w.port}/api/v1", "AUTH": f"Authorization: Bearer {token}"})
+    assert '{"added":12}' in out, out
+    packages = w.get(host, "/dists/stable/main/binary-amd64/Packages").text
+    assert all(f"Package: readme-{i}\n" in packages for i in range(12))

@@ -78,3 +78,19 @@ seed("scan_report", "index", json.dumps({"schemaVersion": 2, "mediaType": "appli
     {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "b" * 64, "size": 10, "platform": {"os": "linux", "architecture": "s390x"}},
     {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "c" * 64, "size": 10, "platform": {"os": "unknown", "architecture": "unknown"},
      "annotations": {"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": "sha256:" + "a" * 64}}]}))
+
+
+def batch_tar() -> bytes:
+    import io
+    import tarfile
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in (("a.deb", b"first"), ("d" * 120 + "/long.apk", b"x" * 700), ("c.tgz", b"")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.pax_headers = {"WHARF.sha256": "0" * 64}
+            t.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+seed("batch_tar", "pax", b"\x07" + batch_tar())

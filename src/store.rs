@@ -274,6 +274,11 @@ pub fn site_blobs_among(site_id: i64, digests: &[&str]) -> Stmt {
     )
 }
 
+/// Sizes of stored blobs. Columns: sha256, size.
+pub fn blob_sizes(digests: &[&str]) -> Stmt {
+    stmt("SELECT sha256, size FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?1))", vec![json_list(digests).into()])
+}
+
 // ---------------------------------------------------------------- releases
 
 const RELEASE_COLUMNS: &str = "id, site_id, parent_id, parent_seq, seq, state, note, created_at, activated_at";

@@ -45,13 +45,68 @@ pub(super) async fn add<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request, s: &str, r:
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.draft(site.id, r).await?;
     let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
-    let accepted = receive::<F>(ctx, req).await?;
+    let is_json = req.headers().get("content-type").ok().flatten().is_some_and(|t| t.starts_with("application/json"));
+    let accepted = if is_json { by_digest::<F>(ctx, req, &site).await? } else { receive::<F>(ctx, req).await? };
     if accepted.is_empty() {
         return Err(ApiError::bad_request("the batch holds no files: send a tar stream of packages"));
     }
     record::<F>(ctx, &site, &rel, &scope, &accepted, replace).await?;
     let described: Vec<serde_json::Value> = accepted.iter().map(|a| F::describe(&a.member, &a.sha, a.size, &scope)).collect();
     Ok((201, json!({"added": accepted.len(), "release": rel.id, "packages": described})))
+}
+
+/// The most digests one JSON batch names (each is inspected from R2).
+pub const MAX_DIGESTS: usize = 1_000;
+
+/// A batch of blobs the site uploaded before, named by digest
+/// (`{"sha256": ["…", …]}`): each inspected from R2; nothing is uploaded.
+async fn by_digest<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request, site: &SiteRow) -> ApiResultOf<Vec<Accepted<F::Member>>> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        sha256: Vec<String>,
+    }
+    let b: Body = crate::api::parse_json(&super::service::json_body(req).await?)?;
+    let mut digests: Vec<String> = Vec::new();
+    for d in b.sha256 {
+        let d = d.strip_prefix("sha256:").unwrap_or(&d).to_string();
+        if !crate::api::valid_sha256(&d) {
+            return Err(ApiError::bad_request(format!("{d:?} is not a sha256 (64 lower-case hex characters)")));
+        }
+        if !digests.contains(&d) {
+            digests.push(d);
+        }
+    }
+    if digests.len() > MAX_DIGESTS {
+        return Err(ApiError::new(413, "too_large", format!("a batch names at most {MAX_DIGESTS} digests; send a tar stream for more")));
+    }
+    let refs: Vec<&str> = digests.iter().map(String::as_str).collect();
+    let missing = super::service::not_held(ctx, site.id, &refs).await?;
+    if !missing.is_empty() {
+        return Err(super::service::not_held_error(&site.name, &missing));
+    }
+    #[derive(Deserialize)]
+    struct S {
+        sha256: String,
+        size: f64,
+    }
+    let sizes: std::collections::BTreeMap<String, u64> =
+        ctx.db.all::<S>(store::blob_sizes(&refs)).await?.into_iter().map(|s| (s.sha256, s.size as u64)).collect();
+    let mut accepted = Vec::new();
+    let mut errors = Vec::new();
+    for sha in digests {
+        let size = *sizes.get(&sha).ok_or_else(|| ApiError::internal(format!("blob {sha} has no size")))?;
+        let name = format!("sha256:{sha}");
+        match super::format_io::inspect::<F>(ctx, &sha, size).await {
+            Ok(member) => accepted.push(Accepted { name, sha, size, member }),
+            Err(e) if e.status == 422 => errors.push(json!({"file": name, "reason": e.message})),
+            Err(e) => return Err(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(bad(errors));
+    }
+    Ok(accepted)
 }
 
 /// Reads the tar stream: every file hashed, inspected and stored, or every

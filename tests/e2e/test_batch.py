@@ -174,3 +174,24 @@ def test_the_readme_batch_recipe_runs_as_written(env, hosts, tmp_path):
     assert '{"added":12}' in out, out
     packages = w.get(host, "/dists/stable/main/binary-amd64/Packages").text
     assert all(f"Package: readme-{i}\n" in packages for i in range(12))
+
+
+def test_a_batch_of_blobs_uploaded_before_is_named_by_digest(env, tmp_path):
+    admin = env.wharf.admin
+    admin.site("batch-digests")
+    rel = admin.draft("batch-digests")
+    debs = [build_deb(tmp_path, f"digest-{i}", "1.0", "all", "gzip") for i in range(5)]
+    for d in debs:
+        admin.blob(d)
+    out = admin.call("POST", f"/sites/batch-digests/releases/{rel}/deb/stable/main/packages/batch", {"sha256": [sha(d) for d in debs]}, expect=201)
+    assert out["added"] == 5 and {p["package"] for p in out["packages"]} == {f"digest-{i}" for i in range(5)}
+    # A blob that is not a package is named; nothing of the batch is added.
+    junk = b"not a package at all"
+    admin.blob(junk)
+    rel2 = admin.draft("batch-digests")
+    other = build_deb(tmp_path, "digest-late", "1.0", "all", "gzip")
+    admin.blob(other)
+    err = admin.call("POST", f"/sites/batch-digests/releases/{rel2}/deb/stable/main/packages/batch", {"sha256": [sha(other), sha(junk)]}, expect=422)["error"]
+    assert [e["file"] for e in err["errors"]] == [f"sha256:{sha(junk)}"]
+    listed = admin.call("GET", f"/sites/batch-digests/releases/{rel2}/deb/stable/packages")["packages"]
+    assert "digest-late" not in {p["package"] for p in listed}, "nothing of the refused batch was added"

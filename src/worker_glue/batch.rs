@@ -1,6 +1,7 @@
 //! Batch ingest, for every format on the `Ingest` trait: one request carries
 //! many packages as a tar stream. Each file is taken whole as it arrives (one
-//! at a time: memory holds a file, never the batch), hashed, inspected from
+//! at a time, at most 16 MiB: memory holds a file and the puts in flight,
+//! never the batch), hashed, inspected from
 //! memory as a single upload would be, and stored in R2 (a few puts in
 //! flight, each digest-checked); then every record, blob row and change of
 //! the batch goes into the draft in one D1 batch. All or nothing: a bad file
@@ -18,12 +19,14 @@ use serde::Deserialize;
 use serde_json::json;
 use worker::*;
 
-/// The largest file a batch takes (larger packages go up on their own).
-pub const MAX_FILE: u64 = 64 << 20;
+/// The largest file a batch takes (larger packages go up on their own,
+/// streamed): a file is held whole while it is inspected and stored, and the
+/// isolate has 128 MB.
+pub const MAX_FILE: u64 = 16 << 20;
 /// The most files one batch takes.
 pub const MAX_FILES: usize = 20_000;
 /// Bytes of files being stored at once.
-const IN_FLIGHT_BYTES: usize = 32 << 20;
+const IN_FLIGHT_BYTES: usize = 16 << 20;
 const IN_FLIGHT_PUTS: usize = 8;
 
 /// A file of the batch that inspection accepted.

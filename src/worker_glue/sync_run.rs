@@ -406,9 +406,7 @@ async fn chart_index(env: &Env, chart: &Chart) -> std::result::Result<Vec<crate:
 
 fn chart_auth(env: &Env, chart: &Chart) -> std::result::Result<Option<String>, String> {
     let Some(c) = &chart.credentials else { return Ok(None) };
-    let password = env.secret(&c.password_secret).map_err(|_| format!("the Worker secret {} (chart repository credentials) is not set", c.password_secret))?;
-    use base64::Engine;
-    Ok(Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, password)))))
+    super::upstream::basic_auth(env, &c.username, &c.password_secret, "chart repository").map(Some)
 }
 
 async fn resolve_chart(env: &Env, db: &Db, site_id: i64, idx: usize, chart: &Chart) -> ApiResultOf<std::result::Result<Vec<sql::NewUnit>, Stop>> {

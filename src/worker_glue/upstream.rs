@@ -43,6 +43,14 @@ pub(crate) fn status_error(up: &Upstream, repo: &str, status: u16) -> OciError {
     unavailable(up, repo, format!("answered {status}"))
 }
 
+/// `Authorization: Basic` for a user name and the password held in the Worker
+/// secret named `secret` (`what` names what the credentials are for).
+pub(crate) fn basic_auth(env: &Env, user: &str, secret: &str, what: &str) -> std::result::Result<String, String> {
+    let password = env.secret(secret).map_err(|_| format!("the Worker secret {secret} ({what} credentials) is not set"))?;
+    use base64::Engine;
+    Ok(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.to_string()))))
+}
+
 impl Remote<'_> {
     pub fn unavailable(&self, what: String) -> OciError {
         unavailable(self.up, &self.repo, what)
@@ -52,9 +60,7 @@ impl Remote<'_> {
     /// named by `password_secret`).
     fn basic(&self) -> Result<Option<String>, OciError> {
         let (Some(user), Some(secret)) = (&self.up.username, &self.up.password_secret) else { return Ok(None) };
-        let password = self.env.secret(secret).map_err(|_| internal(format!("the Worker secret {secret} (upstream credentials) is not set")))?;
-        use base64::Engine;
-        Ok(Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.to_string())))))
+        basic_auth(self.env, user, secret, "upstream").map(Some).map_err(internal)
     }
 
     /// After a 401: the `Authorization` the upstream's challenge asks for (its

@@ -51,6 +51,7 @@ class ChartRepo:
 
     def add(self, name: str, version: str, data: bytes, digest: str | None = None):
         (self.root / "charts" / f"{name}-{version}.tgz").write_bytes(data)
+        self.entries[name] = [e for e in self.entries.get(name, []) if e["version"] != version]  # a version added again replaces it
         self.entries.setdefault(name, []).append({"apiVersion": "v2", "name": name, "version": version, "urls": [f"{name}-{version}.tgz"],
                                                   "digest": digest or sha(data), "created": "2026-01-01T00:00:00Z"})
         (self.root / "charts" / "index.yaml").write_text(json.dumps({"apiVersion": "v1", "entries": self.entries}))
@@ -306,6 +307,18 @@ def test_charts_land_in_index_yaml_and_in_the_registry(env):
     again = wait_run(e, "sync-charts", e.wharf.admin.call("POST", "/sites/sync-charts/mirror/runs", {"chart": "vault"}, expect=202)["id"])
     assert {k: u["state"] for k, u in units(again).items()} == {("hashicorp", "0.29.0"): "skipped", ("hashicorp", "0.30.0"): "skipped", ("hashicorp", "0.31.0"): "failed"}
     assert held() == gets, "held archives are not downloaded again (the failed one is tried again)"
+    # The source changes the bytes of a version (chart archives are not served
+    # immutable): the next run follows it, as it follows a moved tag; a new
+    # version lands beside it.
+    changed_029 = chart("vault", "0.29.0", extra="home: https://changed.example\n")
+    e.charts.add("vault", "0.29.0", changed_029)
+    e.charts.add("vault", "0.32.0", chart("vault", "0.32.0"))
+    config = config.replace("'0.31.0']", "'0.31.0', '0.32.0']")
+    changed = wait_run(e, "sync-charts", e.wharf.admin.call("PUT", "/sites/sync-charts/mirror/config/charts.yaml", data=config.encode())["run"])
+    got = units(changed)
+    assert got[("hashicorp", "0.29.0")]["state"] == "copied" and got[("hashicorp", "0.32.0")]["state"] == "copied" and changed["release"], got
+    assert verify_repository(e.wharf, host, "hashicorp") == {"vault": ["0.32.0", "0.30.0", "0.29.0"]}
+    assert e.wharf.get(host, "/hashicorp/vault-0.29.0.tgz").content == changed_029
 
 
 def test_the_cron_trigger_starts_the_runs_that_are_due(env):

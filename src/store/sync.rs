@@ -146,6 +146,25 @@ pub struct NewUnit {
     pub changes: Option<String>,
 }
 
+impl NewUnit {
+    /// A unit with nothing recorded yet besides where it stands.
+    pub fn new(seq: i64, kind: &'static str, name: &str, target: &str, version: &str, state: &'static str) -> NewUnit {
+        NewUnit {
+            seq,
+            kind,
+            name: name.into(),
+            target: target.into(),
+            version: version.into(),
+            state,
+            source_digest: None,
+            source_url: None,
+            digest: None,
+            reason: None,
+            changes: None,
+        }
+    }
+}
+
 /// An entry resolved into `units` (those not pending are already finished),
 /// or into none with `reason`: once, however often its message comes.
 pub fn resolve_entry(run_id: i64, idx: usize, units: &[NewUnit], reason: Option<&str>, now: i64) -> Vec<Stmt> {

@@ -639,19 +639,7 @@ fn a_mirror_run_counts_each_entry_and_unit_once_and_is_published_once() {
     db.batch(create_run(s, "n1", "manual", None, "{}", &[0, 1], 5)).unwrap();
     let run = db.int(run_by_nonce("n1"));
     assert_eq!(db.count(&format!("SELECT COUNT(*) FROM mirror_entries WHERE run_id = {run} AND site_id = {s}")), 2);
-    let unit = |seq: i64, state: &'static str| NewUnit {
-        seq,
-        kind: "image",
-        name: "a".into(),
-        target: "a".into(),
-        version: seq.to_string(),
-        state,
-        source_digest: None,
-        source_url: None,
-        digest: None,
-        reason: None,
-        changes: None,
-    };
+    let unit = |seq: i64, state: &'static str| NewUnit::new(seq, "image", "a", "a", &seq.to_string(), state);
     let progress = |db: &Db| db.rows(stmt_progress(run));
     fn stmt_progress(run: i64) -> Stmt {
         super::stmt("SELECT entries_pending, units_total, units_done, state FROM mirror_runs WHERE id = ?1", vec![run.into()])

@@ -275,22 +275,6 @@ async fn active_under(env: &Env, db: &Db, site_id: i64, prefix: &str) -> ApiResu
     Ok(paths.into_iter().map(|(p, row)| (p[prefix.len()..].to_string(), row.sha256)).collect())
 }
 
-fn new_unit(seq: i64, kind: &'static str, name: &str, target: &str, version: &str, state: &'static str) -> sql::NewUnit {
-    sql::NewUnit {
-        seq,
-        kind,
-        name: name.into(),
-        target: target.into(),
-        version: version.into(),
-        state,
-        source_digest: None,
-        source_url: None,
-        digest: None,
-        reason: None,
-        changes: None,
-    }
-}
-
 fn changes_json(changes: &[Change]) -> Option<String> {
     serde_json::to_string(changes).ok()
 }
@@ -375,10 +359,10 @@ async fn resolve_image(env: &Env, db: &Db, site_id: i64, idx: usize, image: &Ima
                 source_digest: Some(digest[7..].to_string()),
                 digest: held.get(&tag).map(|h| h.served[7..].to_string()),
                 reason: Some("exists: the site serves this digest under the tag".into()),
-                ..new_unit(seq, "image", &image.name, &image.target, &tag, "skipped")
+                ..sql::NewUnit::new(seq, "image", &image.name, &image.target, &tag, "skipped")
             },
-            Unit::Copy { tag, digest } => sql::NewUnit { source_digest: Some(digest[7..].to_string()), ..new_unit(seq, "image", &image.name, &image.target, &tag, "pending") },
-            Unit::Failed { tag, reason } => sql::NewUnit { reason: Some(reason), ..new_unit(seq, "image", &image.name, &image.target, &tag, "failed") },
+            Unit::Copy { tag, digest } => sql::NewUnit { source_digest: Some(digest[7..].to_string()), ..sql::NewUnit::new(seq, "image", &image.name, &image.target, &tag, "pending") },
+            Unit::Failed { tag, reason } => sql::NewUnit { reason: Some(reason), ..sql::NewUnit::new(seq, "image", &image.name, &image.target, &tag, "failed") },
         });
     }
     let failed: Vec<String> = upstream.iter().filter(|(_, a)| a.is_err()).map(|(t, _)| t.clone()).collect();
@@ -388,7 +372,7 @@ async fn resolve_image(env: &Env, db: &Db, site_id: i64, idx: usize, image: &Ima
         units.push(sql::NewUnit {
             changes: changes_json(&gone),
             reason: Some("pruned: no longer declared".into()),
-            ..new_unit(r::unit_seq(idx, wanted.len() + j), "image", &image.name, &image.target, &tag, "pruned")
+            ..sql::NewUnit::new(r::unit_seq(idx, wanted.len() + j), "image", &image.name, &image.target, &tag, "pruned")
         });
     }
     Ok(Ok(units))
@@ -427,7 +411,7 @@ async fn resolve_chart(env: &Env, db: &Db, site_id: i64, idx: usize, chart: &Cha
     let mut units = Vec::new();
     for (i, version) in wanted.iter().enumerate() {
         let seq = r::unit_seq(idx, i);
-        let base = new_unit(seq, "chart", &chart.name, &chart.repo_name, version, "pending");
+        let base = sql::NewUnit::new(seq, "chart", &chart.name, &chart.repo_name, version, "pending");
         let Some(l) = listed.iter().find(|l| &l.version == version) else {
             units.push(sql::NewUnit { state: "failed", reason: Some(format!("upstream 404: {} {version} is not in {}/index.yaml", chart.name, chart.repo_url)), ..base });
             continue;
@@ -447,7 +431,7 @@ async fn resolve_chart(env: &Env, db: &Db, site_id: i64, idx: usize, chart: &Cha
         for version in held.keys().filter(|v| !wanted.contains(v)) {
             let member = crate::formats::helm::member_path(&chart.repo_name, &crate::formats::helm::chart::filename(&chart.name, version));
             let gone = [Change { path: format!("{member}.prov"), sha256: None, content_type: None }, Change { path: member, sha256: None, content_type: None }];
-            units.push(sql::NewUnit { changes: changes_json(&gone), reason: Some("pruned: no longer declared".into()), ..new_unit(r::unit_seq(idx, j), "chart", &chart.name, &chart.repo_name, version, "pruned") });
+            units.push(sql::NewUnit { changes: changes_json(&gone), reason: Some("pruned: no longer declared".into()), ..sql::NewUnit::new(r::unit_seq(idx, j), "chart", &chart.name, &chart.repo_name, version, "pruned") });
             j += 1;
         }
     }

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod deb;
 pub mod helm;
 pub mod inspect;
+pub mod pieces;
 
 use crate::auth::sha256_hex;
 use crate::release::Change;

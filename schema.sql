@@ -1,6 +1,6 @@
 -- Wharf D1 schema. Apply with: wrangler d1 execute <db> --file schema.sql
 -- Every statement is idempotent, so applying it again is safe.
--- wharf-schema-version: 9
+-- wharf-schema-version: 10
 -- Bump the version above whenever a table, column or index changes; the worker
 -- refuses to serve (503 schema_outdated) from a database whose recorded version is older.
 
@@ -207,6 +207,30 @@ CREATE TABLE IF NOT EXISTS format_dirty (
   scope      TEXT NOT NULL,
   part       TEXT NOT NULL,
   PRIMARY KEY (release_id, format, scope, part)
+) WITHOUT ROWID;
+
+-- The names whose records changed in a dirty index part (Debian: package
+-- names of a component/architecture), so the index is spliced around them.
+-- A dirty part without names is regenerated whole.
+CREATE TABLE IF NOT EXISTS format_dirty_names (
+  release_id INTEGER NOT NULL,
+  format     TEXT NOT NULL,
+  scope      TEXT NOT NULL,
+  part       TEXT NOT NULL,
+  name       TEXT NOT NULL,
+  PRIMARY KEY (release_id, format, scope, part, name)
+) WITHOUT ROWID;
+
+-- How a published index file is cut into pieces (formats::pieces::Layout,
+-- JSON), by the sha256 of its gzip form, with its plain and xz forms' sha256:
+-- the next publication splices the pieces around the changed names.
+CREATE TABLE IF NOT EXISTS format_layouts (
+  site_id       INTEGER NOT NULL,
+  sha256        TEXT NOT NULL,
+  plain_sha256  TEXT NOT NULL,
+  xz_sha256     TEXT NOT NULL,
+  layout        TEXT NOT NULL,
+  PRIMARY KEY (site_id, sha256)
 ) WITHOUT ROWID;
 
 -- What a client-signed publication waits for: the user's signatures over a
@@ -417,5 +441,5 @@ DELETE FROM oci_staged_blobs WHERE site_id NOT IN (SELECT id FROM sites);
 DELETE FROM oci_cache WHERE site_id NOT IN (SELECT id FROM sites);
 DELETE FROM site_blobs WHERE site_id NOT IN (SELECT id FROM sites);
 
-INSERT INTO schema_meta(key, value) VALUES ('version', '9')
+INSERT INTO schema_meta(key, value) VALUES ('version', '10')
   ON CONFLICT(key) DO UPDATE SET value = excluded.value;

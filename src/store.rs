@@ -326,12 +326,13 @@ pub fn list_releases(site_id: i64, before: i64, limit: u32) -> Stmt {
 }
 
 /// Which of these (path, sha256) puts name a path the site has published
-/// (in any activated snapshot) with another blob (at most 45 pairs: D1 binds
-/// 100 parameters). Columns: path.
+/// (in any activated snapshot) with another blob. The list drives the join
+/// (CROSS JOIN keeps SQLite from scanning the site's paths and probing the
+/// list: 33 ms against 0.2 ms on a 10,000-package site). Columns: path.
 pub fn published_with_other_blob(site_id: i64, puts: &[(&str, &str)]) -> Stmt {
     stmt(
         "SELECT DISTINCT v.path AS path FROM json_each(?2) j \
-           JOIN path_versions v ON v.site_id = ?1 AND v.path = json_extract(j.value, '$[0]') AND v.sha256 <> json_extract(j.value, '$[1]')",
+           CROSS JOIN path_versions v ON v.site_id = ?1 AND v.path = json_extract(j.value, '$[0]') AND v.sha256 <> json_extract(j.value, '$[1]')",
         vec![site_id.into(), json_list(puts).into()],
     )
 }
@@ -465,14 +466,15 @@ pub fn release_path(site_id: i64, read_seq: i64, release_id: i64, path: &str) ->
     )
 }
 
-/// Which of `paths` a release maps, with their blobs. Columns: path, sha256.
+/// Which of `paths` a release maps, with their blobs (the list drives the
+/// join, as in [`published_with_other_blob`]). Columns: path, sha256.
 pub fn paths_among(site_id: i64, read_seq: i64, release_id: i64, paths: &[&str]) -> Stmt {
     stmt(
         "SELECT v.path AS path, v.sha256 AS sha256 FROM json_each(?4) j \
-           JOIN path_versions v ON v.site_id = ?1 AND v.path = j.value AND v.from_seq <= ?2 AND v.to_seq > ?2 \
+           CROSS JOIN path_versions v ON v.site_id = ?1 AND v.path = j.value AND v.from_seq <= ?2 AND v.to_seq > ?2 \
           WHERE NOT EXISTS (SELECT 1 FROM release_changes c WHERE c.release_id = ?3 AND c.path = v.path) \
          UNION ALL \
-         SELECT c.path, c.sha256 FROM json_each(?4) j JOIN release_changes c ON c.release_id = ?3 AND c.path = j.value WHERE c.sha256 IS NOT NULL",
+         SELECT c.path, c.sha256 FROM json_each(?4) j CROSS JOIN release_changes c ON c.release_id = ?3 AND c.path = j.value WHERE c.sha256 IS NOT NULL",
         vec![site_id.into(), read_seq.into(), release_id.into(), json_list(paths).into()],
     )
 }

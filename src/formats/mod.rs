@@ -63,8 +63,9 @@ pub trait Ingest: Format {
     fn admission(member: &Self::Member, sha256: &str, scope: &Self::Scope) -> Admission;
     /// The record's values, in `RECORDS` column order (sha256 first).
     fn record(member: &Self::Member, sha256: &str) -> Vec<serde_json::Value>;
-    /// The (scope, part) of the index the member makes dirty.
-    fn dirty(member: &Self::Member, scope: &Self::Scope) -> (String, String);
+    /// The (scope, part) of the index the member makes dirty, and the name
+    /// its records are listed under there.
+    fn dirty(member: &Self::Member, scope: &Self::Scope) -> (String, String, String);
     fn describe(member: &Self::Member, sha256: &str, size: u64, scope: &Self::Scope) -> serde_json::Value;
 }
 

@@ -22,6 +22,11 @@
 //! What a file's pieces are (names, counts, lengths, CRCs) is its [`Layout`],
 //! kept beside it; splicing reads the earlier file's bytes and its layout,
 //! renders the pieces around the changed names again, and copies the others.
+//!
+//! apt needs the SHA-256 of the plain index in `Release` even where only the
+//! compressed forms are served (it checks what it decompresses). The layout
+//! keeps the SHA-256 state after each piece ([`Midstate`]), so a splice hashes
+//! the plain bytes from the first changed piece on, not the whole index.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -41,6 +46,91 @@ pub fn ends_piece(name: &str) -> bool {
     u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % AVERAGE == 0
 }
 
+/// SHA-256 that can stop after any byte and resume later: the state after
+/// the whole 64-byte blocks hashed (sha2's compression function), how many
+/// bytes were hashed, and the bytes of the block not yet full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Midstate {
+    state: [u32; 8],
+    len: u64,
+    tail: Vec<u8>,
+}
+
+impl Default for Midstate {
+    fn default() -> Self {
+        Midstate { state: [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19], len: 0, tail: Vec::new() }
+    }
+}
+
+impl Midstate {
+    fn blocks(&mut self, data: &[u8]) {
+        use sha2::digest::generic_array::GenericArray;
+        let blocks: Vec<GenericArray<u8, sha2::digest::consts::U64>> = data.chunks_exact(64).map(GenericArray::clone_from_slice).collect();
+        sha2::compress256(&mut self.state, &blocks);
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.len += data.len() as u64;
+        if !self.tail.is_empty() {
+            let take = (64 - self.tail.len()).min(data.len());
+            self.tail.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.tail.len() < 64 {
+                return;
+            }
+            let block = std::mem::take(&mut self.tail);
+            self.blocks(&block);
+        }
+        let whole = data.len() / 64 * 64;
+        self.blocks(&data[..whole]);
+        self.tail.extend_from_slice(&data[whole..]);
+    }
+
+    /// The digest of everything hashed so far (hex).
+    pub fn finish(&self) -> String {
+        let mut m = self.clone();
+        let bits = m.len.wrapping_mul(8);
+        let mut pad = vec![0x80u8];
+        while (m.tail.len() + pad.len()) % 64 != 56 {
+            pad.push(0);
+        }
+        pad.extend_from_slice(&bits.to_be_bytes());
+        let mut last = std::mem::take(&mut m.tail);
+        last.extend_from_slice(&pad);
+        m.blocks(&last);
+        hex::encode(m.state.iter().flat_map(|w| w.to_be_bytes()).collect::<Vec<u8>>())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `<state hex>.<length>.<tail hex>`.
+    pub fn encode(&self) -> String {
+        let state: Vec<u8> = self.state.iter().flat_map(|w| w.to_be_bytes()).collect();
+        format!("{}.{}.{}", hex::encode(state), self.len, hex::encode(&self.tail))
+    }
+
+    pub fn decode(s: &str) -> Option<Midstate> {
+        let mut parts = s.split('.');
+        let state = hex::decode(parts.next()?).ok()?;
+        let len: u64 = parts.next()?.parse().ok()?;
+        let tail = hex::decode(parts.next()?).ok()?;
+        if state.len() != 32 || tail.len() >= 64 || len % 64 != tail.len() as u64 % 64 || parts.next().is_some() {
+            return None;
+        }
+        let mut words = [0u32; 8];
+        for (w, b) in words.iter_mut().zip(state.chunks_exact(4)) {
+            *w = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        Some(Midstate { state: words, len, tail })
+    }
+}
+
 /// One piece of an index file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Piece {
@@ -57,6 +147,9 @@ pub struct Piece {
     /// The length of its xz block, padded, and unpadded (as the xz index lists it).
     pub xz: u64,
     pub xz_unpadded: u64,
+    /// The SHA-256 state of the plain index after this piece ([`Midstate::encode`]).
+    #[serde(default)]
+    pub sha: String,
 }
 
 /// The pieces of an index file, in order.
@@ -65,7 +158,8 @@ pub struct Layout {
     pub pieces: Vec<Piece>,
 }
 
-/// A piece with its bytes in every form.
+/// A piece with its bytes in the forms asked for (the plain bytes always:
+/// they are hashed).
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub piece: Piece,
@@ -74,30 +168,43 @@ pub struct Rendered {
     pub xz: Vec<u8>,
 }
 
+/// Which forms of an index are made (the plain lengths and CRCs are kept
+/// in any case: the gzip trailer and the xz index need them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forms {
+    pub plain: bool,
+    pub gz: bool,
+    pub xz: bool,
+}
+
+impl Forms {
+    pub const ALL: Forms = Forms { plain: true, gz: true, xz: true };
+}
+
 /// A record of an index: its name (which decides the cuts) and its bytes.
 pub struct Record<'a> {
     pub name: &'a str,
     pub text: &'a [u8],
 }
 
-/// Cuts sorted records into pieces and renders them.
-pub fn render(records: &[Record<'_>]) -> Result<Vec<Rendered>, String> {
+/// Cuts sorted records into pieces and renders them in `forms`.
+pub fn render(records: &[Record<'_>], forms: Forms) -> Result<Vec<Rendered>, String> {
     let mut out = Vec::new();
     let mut start = 0;
     for i in 0..records.len() {
         let last_of_name = i + 1 == records.len() || records[i + 1].name != records[i].name;
         if (last_of_name && ends_piece(records[i].name)) || i + 1 == records.len() {
-            out.push(render_one(&records[start..=i])?);
+            out.push(render_one(&records[start..=i], forms)?);
             start = i + 1;
         }
     }
     Ok(out)
 }
 
-fn render_one(records: &[Record<'_>]) -> Result<Rendered, String> {
+fn render_one(records: &[Record<'_>], forms: Forms) -> Result<Rendered, String> {
     let plain: Vec<u8> = records.iter().flat_map(|r| r.text.iter().copied()).collect();
-    let gz = deflate_piece(&plain)?;
-    let (xz, xz_unpadded) = xz_block(&plain)?;
+    let gz = if forms.gz { deflate_piece(&plain)? } else { vec![] };
+    let (xz, xz_unpadded) = if forms.xz { xz_block(&plain)? } else { (vec![], 0) };
     let piece = Piece {
         last: records.last().map(|r| r.name.to_string()).unwrap_or_default(),
         count: records.len() as u32,
@@ -106,6 +213,7 @@ fn render_one(records: &[Record<'_>]) -> Result<Rendered, String> {
         gz: gz.len() as u64,
         xz: xz.len() as u64,
         xz_unpadded,
+        sha: String::new(),
     };
     Ok(Rendered { piece, plain, gz, xz })
 }
@@ -190,6 +298,29 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// An xz stream's index of the layout's blocks and its footer.
+fn xz_trailer(layout: &Layout) -> Vec<u8> {
+    let header = xz_header();
+    let mut index = vec![0u8];
+    put_varint(&mut index, layout.pieces.len() as u64);
+    for p in &layout.pieces {
+        put_varint(&mut index, p.xz_unpadded);
+        put_varint(&mut index, p.plain);
+    }
+    while index.len() % 4 != 0 {
+        index.push(0);
+    }
+    index.extend_from_slice(&crc32fast::hash(&index).to_le_bytes());
+    let backward = ((index.len() / 4) - 1) as u32;
+    let mut out = index;
+    let mut tail = backward.to_le_bytes().to_vec();
+    tail.extend_from_slice(&header[6..8]);
+    out.extend_from_slice(&crc32fast::hash(&tail).to_le_bytes());
+    out.extend_from_slice(&tail);
+    out.extend_from_slice(b"YZ");
+    out
+}
+
 /// An index file's three forms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Files {
@@ -221,73 +352,140 @@ fn offsets(layout: &Layout) -> Vec<(usize, usize, usize)> {
         .collect()
 }
 
-/// Whether `old` holds the files `layout` describes (lengths add up).
-pub fn fits(layout: &Layout, old: &Files) -> bool {
+/// Whether `old` holds the files in `forms` that `layout` describes (lengths add up).
+pub fn fits(layout: &Layout, old: &Files, forms: Forms) -> bool {
     let plain: u64 = layout.pieces.iter().map(|p| p.plain).sum();
     let gz: u64 = layout.pieces.iter().map(|p| p.gz).sum::<u64>() + (GZIP_HEADER.len() + DEFLATE_END.len() + 8) as u64;
     let xz: u64 = layout.pieces.iter().map(|p| p.xz).sum::<u64>() + XZ_HEADER_LEN as u64;
-    old.plain.len() as u64 == plain && old.gz.len() as u64 == gz && old.xz.len() as u64 > xz && old.xz.starts_with(&xz_header())
+    (!forms.plain || old.plain.len() as u64 == plain)
+        && (!forms.gz || (old.gz.len() as u64 == gz && layout.pieces.iter().all(|p| p.gz > 0)))
+        && (!forms.xz || (old.xz.len() as u64 > xz && old.xz.starts_with(&xz_header()) && layout.pieces.iter().all(|p| p.xz > 0)))
 }
 
-/// Assembles the three forms from pieces (copied from `old`, described by
-/// `old_layout`, or rendered now), with the new layout.
-pub fn assemble(sources: &[Source<'_>], old_layout: &Layout, old: &Files) -> (Files, Layout) {
+/// Assembles the forms from pieces (copied from `old`, described by
+/// `old_layout`, or rendered now), with the new layout. Each source must
+/// have the forms asked for (rendered in them, or checked by [`fits`]).
+pub fn assemble(sources: &[Source<'_>], old_layout: &Layout, old: &Files, forms: Forms) -> Result<(Files, Layout), String> {
     let at = offsets(old_layout);
     let mut files = Files::default();
     let mut layout = Layout::default();
     files.gz.extend_from_slice(&GZIP_HEADER);
     files.xz.extend_from_slice(&xz_header());
     let mut crc = crc32fast::Hasher::new();
-    for s in sources {
+    // The plain SHA-256: the states of the earlier file's pieces hold while
+    // they come first and in their place; from the first other piece on, the
+    // plain bytes are hashed.
+    let mut hash = Midstate::default();
+    let mut same_so_far = true;
+    for (pos, s) in sources.iter().enumerate() {
+        let kept = match s {
+            Source::Old(i) if same_so_far && *i == pos => Midstate::decode(&old_layout.pieces[*i].sha),
+            _ => None,
+        };
+        let sha = match kept {
+            Some(state) => {
+                hash = state;
+                None
+            }
+            None => {
+                same_so_far = false;
+                match s {
+                    Source::New(r) => hash.update(&r.plain),
+                    Source::Old(i) => hash.update(&old_plain(old_layout, *i, at[*i], old, forms)?),
+                }
+                Some(hash.encode())
+            }
+        };
         let piece = match s {
             Source::New(r) => {
-                files.plain.extend_from_slice(&r.plain);
+                if forms.plain {
+                    files.plain.extend_from_slice(&r.plain);
+                }
                 files.gz.extend_from_slice(&r.gz);
                 files.xz.extend_from_slice(&r.xz);
                 &r.piece
             }
             Source::Old(i) => {
                 let (p, (a, g, x)) = (&old_layout.pieces[*i], at[*i]);
-                files.plain.extend_from_slice(&old.plain[a..a + p.plain as usize]);
-                files.gz.extend_from_slice(&old.gz[g..g + p.gz as usize]);
-                files.xz.extend_from_slice(&old.xz[x..x + p.xz as usize]);
+                if forms.plain {
+                    files.plain.extend_from_slice(&old.plain[a..a + p.plain as usize]);
+                }
+                if forms.gz {
+                    files.gz.extend_from_slice(&old.gz[g..g + p.gz as usize]);
+                }
+                if forms.xz {
+                    files.xz.extend_from_slice(&old.xz[x..x + p.xz as usize]);
+                }
                 p
             }
         };
         crc.combine(&crc32fast::Hasher::new_with_initial_len(piece.crc, piece.plain));
-        layout.pieces.push(piece.clone());
+        let mut piece = piece.clone();
+        if let Some(sha) = sha {
+            piece.sha = sha;
+        }
+        layout.pieces.push(piece);
     }
+    let plain_len: u64 = layout.pieces.iter().map(|p| p.plain).sum();
     // gzip: the final block, CRC-32 and length of the whole.
     files.gz.extend_from_slice(&DEFLATE_END);
     files.gz.extend_from_slice(&crc.finalize().to_le_bytes());
-    files.gz.extend_from_slice(&(files.plain.len() as u32).to_le_bytes());
-    // xz: the index of the blocks, then the footer.
-    let header = xz_header();
-    let mut index = vec![0u8];
-    put_varint(&mut index, layout.pieces.len() as u64);
-    for p in &layout.pieces {
-        put_varint(&mut index, p.xz_unpadded);
-        put_varint(&mut index, p.plain);
+    files.gz.extend_from_slice(&(plain_len as u32).to_le_bytes());
+    files.xz.extend(xz_trailer(&layout));
+    for (made, bytes) in [(forms.plain, &mut files.plain), (forms.gz, &mut files.gz), (forms.xz, &mut files.xz)] {
+        if !made {
+            bytes.clear();
+        }
     }
-    while index.len() % 4 != 0 {
-        index.push(0);
+    Ok((files, layout))
+}
+
+/// The plain bytes of a piece of the earlier file: from its plain form, or
+/// its deflate data (each piece inflates on its own), or its xz block.
+fn old_plain(layout: &Layout, i: usize, (a, g, x): (usize, usize, usize), old: &Files, forms: Forms) -> Result<Vec<u8>, String> {
+    let p = &layout.pieces[i];
+    let out = if forms.plain {
+        old.plain[a..a + p.plain as usize].to_vec()
+    } else if forms.gz {
+        let mut d = flate2::Decompress::new(false);
+        let mut out = Vec::with_capacity(p.plain as usize);
+        d.decompress_vec(&old.gz[g..g + p.gz as usize], &mut out, flate2::FlushDecompress::Sync).map_err(|e| format!("inflating a piece: {e}"))?;
+        out
+    } else {
+        let one = Layout { pieces: vec![p.clone()] };
+        let stream = assemble_xz_of(&old.xz[x..x + p.xz as usize], &one);
+        let mut out = Vec::with_capacity(p.plain as usize);
+        std::io::Read::read_to_end(&mut lzma_rust2::XzReader::new(&stream[..], false), &mut out).map_err(|e| format!("reading a piece's xz block: {e}"))?;
+        out
+    };
+    if out.len() as u64 != p.plain || crc32fast::hash(&out) != p.crc {
+        return Err("a piece of the earlier index is not what its layout says".into());
     }
-    index.extend_from_slice(&crc32fast::hash(&index).to_le_bytes());
-    let backward = ((index.len() / 4) - 1) as u32;
-    files.xz.extend_from_slice(&index);
-    let mut tail = backward.to_le_bytes().to_vec();
-    tail.extend_from_slice(&header[6..8]);
-    files.xz.extend_from_slice(&crc32fast::hash(&tail).to_le_bytes());
-    files.xz.extend_from_slice(&tail);
-    files.xz.extend_from_slice(b"YZ");
-    (files, layout)
+    Ok(out)
+}
+
+/// A one-block xz stream of a piece's block.
+fn assemble_xz_of(block: &[u8], one: &Layout) -> Vec<u8> {
+    let mut out = xz_header().to_vec();
+    out.extend_from_slice(block);
+    out.extend(xz_trailer(one));
+    out
+}
+
+/// The SHA-256 and length of the plain index a layout describes.
+pub fn plain_digest(layout: &Layout) -> Option<(String, u64)> {
+    let len = layout.pieces.iter().map(|p| p.plain).sum();
+    match layout.pieces.last() {
+        None => Some((Midstate::default().finish(), 0)),
+        Some(p) => Midstate::decode(&p.sha).filter(|m| m.len() == len).map(|m| (m.finish(), len)),
+    }
 }
 
 /// The whole files of sorted records, rendered afresh.
-pub fn full(records: &[Record<'_>]) -> Result<(Files, Layout), String> {
-    let rendered = render(records)?;
+pub fn full(records: &[Record<'_>], forms: Forms) -> Result<(Files, Layout), String> {
+    let rendered = render(records, forms)?;
     let sources: Vec<Source<'_>> = rendered.iter().map(Source::New).collect();
-    Ok(assemble(&sources, &Layout::default(), &Files::default()))
+    assemble(&sources, &Layout::default(), &Files::default(), forms)
 }
 
 /// The runs of pieces (first, last; inclusive) that records named in
@@ -371,8 +569,8 @@ mod tests {
 
     /// What publishing does: the changed names' runs, read again within their bounds, spliced.
     fn incremental(old_state: &[(String, String)], new_state: &[(String, String)], changed: &BTreeSet<String>) -> (Files, Layout) {
-        let (old, layout) = full(&records(old_state)).unwrap();
-        assert!(fits(&layout, &old));
+        let (old, layout) = full(&records(old_state), Forms::ALL).unwrap();
+        assert!(fits(&layout, &old, Forms::ALL));
         let runs = affected(&layout, changed);
         let fresh: Vec<Vec<Rendered>> = runs
             .iter()
@@ -380,11 +578,11 @@ mod tests {
                 let (lo, hi) = bounds(&layout, run);
                 let within: Vec<(String, String)> =
                     new_state.iter().filter(|(n, _)| lo.map_or(true, |lo| n.as_str() > lo) && hi.map_or(true, |hi| n.as_str() <= hi)).cloned().collect();
-                render(&records(&within)).unwrap()
+                render(&records(&within), Forms::ALL).unwrap()
             })
             .collect();
         let sources = splice(&layout, &runs, &fresh);
-        assemble(&sources, &layout, &old)
+        assemble(&sources, &layout, &old, Forms::ALL).unwrap()
     }
 
     fn gunzip(b: &[u8]) -> Vec<u8> {
@@ -406,7 +604,7 @@ mod tests {
     #[test]
     fn files_decompress_to_the_plain_text_with_real_tools() {
         let s = state(&names(2000));
-        let (files, layout) = full(&records(&s)).unwrap();
+        let (files, layout) = full(&records(&s), Forms::ALL).unwrap();
         let plain: String = s.iter().map(|(_, t)| t.as_str()).collect();
         assert_eq!(files.plain, plain.as_bytes());
         assert!(layout.pieces.len() > 10 && layout.pieces.len() < 100, "{} pieces", layout.pieces.len());
@@ -426,18 +624,18 @@ mod tests {
 
     #[test]
     fn an_empty_index_is_valid_in_every_form() {
-        let (files, layout) = full(&[]).unwrap();
+        let (files, layout) = full(&[], Forms::ALL).unwrap();
         assert!(layout.pieces.is_empty() && files.plain.is_empty());
         assert!(gunzip(&files.gz).is_empty());
         assert!(unxz(&files.xz).is_empty());
-        assert!(fits(&layout, &files));
+        assert!(fits(&layout, &files, Forms::ALL));
     }
 
     #[test]
     fn splicing_equals_a_full_regeneration_after_adds_removes_and_replaces() {
         let base = names(3000);
         let old = state(&base);
-        let (first_full, first_layout) = full(&records(&old)).unwrap();
+        let (first_full, first_layout) = full(&records(&old), Forms::ALL).unwrap();
         // Every kind of change, including the names that end pieces (the cut
         // goes with them) and names before the first and after the last.
         let cuts: Vec<String> = first_layout.pieces.iter().map(|p| p.last.clone()).collect();
@@ -459,7 +657,7 @@ mod tests {
             let new = state(&new_names);
             let changed: BTreeSet<String> = changed.into_iter().collect();
             let (spliced, layout) = incremental(&old, &new, &changed);
-            let (whole, whole_layout) = full(&records(&new)).unwrap();
+            let (whole, whole_layout) = full(&records(&new), Forms::ALL).unwrap();
             assert_eq!(layout, whole_layout, "case {i}: layout");
             assert!(spliced == whole, "case {i}: spliced files differ from a full regeneration");
             assert_eq!(gunzip(&spliced.gz), spliced.plain, "case {i}");
@@ -472,7 +670,7 @@ mod tests {
 
     #[test]
     fn a_change_touches_few_pieces() {
-        let (_, layout) = full(&records(&state(&names(10_000)))).unwrap();
+        let (_, layout) = full(&records(&state(&names(10_000))), Forms::ALL).unwrap();
         let runs = affected(&layout, &BTreeSet::from(["pkg05000x".to_string()]));
         let touched: usize = runs.iter().map(|(a, b)| b - a + 1).sum();
         assert!(touched <= 2, "{runs:?}");
@@ -481,9 +679,72 @@ mod tests {
 
     #[test]
     fn stored_files_that_do_not_fit_their_layout_are_noticed() {
-        let (mut files, layout) = full(&records(&state(&names(300)))).unwrap();
-        assert!(fits(&layout, &files));
+        let (mut files, layout) = full(&records(&state(&names(300))), Forms::ALL).unwrap();
+        assert!(fits(&layout, &files, Forms::ALL));
         files.gz.push(0);
-        assert!(!fits(&layout, &files));
+        assert!(!fits(&layout, &files, Forms::ALL));
+    }
+
+    #[test]
+    fn only_the_forms_asked_for_are_made_and_spliced() {
+        let gz_only = Forms { plain: false, gz: true, xz: false };
+        let s = state(&names(1000));
+        let (files, layout) = full(&records(&s), gz_only).unwrap();
+        assert!(files.plain.is_empty() && files.xz.is_empty());
+        let (all, _) = full(&records(&s), Forms::ALL).unwrap();
+        assert_eq!(files.gz, all.gz);
+        assert!(fits(&layout, &files, gz_only) && !fits(&layout, &files, Forms::ALL));
+        let sources: Vec<Source<'_>> = (0..layout.pieces.len()).map(Source::Old).collect();
+        assert_eq!(assemble(&sources, &layout, &files, gz_only).unwrap().0, files);
+    }
+
+    #[test]
+    fn a_midstate_resumes_where_it_stopped_and_digests_as_sha2_does() {
+        let data: Vec<u8> = (0..1000u32).flat_map(|i| (i * 7919).to_le_bytes()).collect();
+        for cuts in [vec![], vec![0], vec![1, 63, 64, 65], vec![100, 128, 1000, 3999], vec![55, 56, 57, 119, 120]] {
+            let mut m = Midstate::default();
+            let mut at = 0;
+            for c in cuts.iter().copied().chain([data.len()]) {
+                m.update(&data[at..c]);
+                m = Midstate::decode(&m.encode()).expect("round trip");
+                assert_eq!(m.finish(), hex::encode(Sha256::digest(&data[..c])), "prefix {c}");
+                at = c;
+            }
+        }
+        assert_eq!(Midstate::default().finish(), hex::encode(Sha256::digest(b"")));
+        for bad in ["", "00.0.", "zz.1.00", &format!("{}.3.00", "0".repeat(64))] {
+            assert!(Midstate::decode(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_plain_digest_is_kept_through_splices_whatever_forms_are_served() {
+        for forms in [Forms::ALL, Forms { plain: false, gz: true, xz: false }, Forms { plain: false, gz: false, xz: true }] {
+            let old_state = state(&names(2000));
+            let (old, layout) = full(&records(&old_state), forms).unwrap();
+            let plain: String = old_state.iter().map(|(_, t)| t.as_str()).collect();
+            assert_eq!(plain_digest(&layout), Some((hex::encode(Sha256::digest(plain.as_bytes())), plain.len() as u64)));
+            let mut new_names = names(2000);
+            new_names[700].1 += 1;
+            new_names.push(("pkg00100z".into(), 5));
+            let new_state = state(&new_names);
+            let changed: BTreeSet<String> = ["pkg00700", "pkg00100z"].map(String::from).into();
+            let runs = affected(&layout, &changed);
+            let fresh: Vec<Vec<Rendered>> = runs
+                .iter()
+                .map(|&run| {
+                    let (lo, hi) = bounds(&layout, run);
+                    let within: Vec<(String, String)> =
+                        new_state.iter().filter(|(n, _)| lo.map_or(true, |lo| n.as_str() > lo) && hi.map_or(true, |hi| n.as_str() <= hi)).cloned().collect();
+                    render(&records(&within), forms).unwrap()
+                })
+                .collect();
+            let (files, spliced) = assemble(&splice(&layout, &runs, &fresh), &layout, &old, forms).unwrap();
+            let (whole_files, whole) = full(&records(&new_state), forms).unwrap();
+            assert_eq!(spliced, whole);
+            assert_eq!(files, whole_files);
+            let plain: String = new_state.iter().map(|(_, t)| t.as_str()).collect();
+            assert_eq!(plain_digest(&spliced).unwrap().0, hex::encode(Sha256::digest(plain.as_bytes())));
+        }
     }
 }

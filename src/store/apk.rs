@@ -53,7 +53,7 @@ pub fn dirty(release_id: i64) -> Stmt {
     )
 }
 
-pub fn clear_dirty(release_id: i64, branch: &str, repo: &str) -> Stmt {
+pub fn clear_dirty(release_id: i64, branch: &str, repo: &str) -> Vec<Stmt> {
     super::formats::clear_dirty(release_id, FORMAT, &scope(branch, repo))
 }
 

@@ -58,8 +58,103 @@ pub fn put_dist_config(site_id: i64, dist: &str, config: &str) -> Stmt {
     super::formats::put_settings(site_id, FORMAT, dist, config)
 }
 
-pub fn mark_dirty(release_id: i64, dist: &str, component: &str, arch: &str) -> Stmt {
-    super::formats::mark_dirty(release_id, FORMAT, dist, &format!("{component}/{arch}"))
+/// Marks a component/architecture of a dist dirty, with the package name whose records changed.
+pub fn mark_dirty(release_id: i64, dist: &str, component: &str, arch: &str, package: &str) -> Vec<Stmt> {
+    super::formats::mark_dirty_many(release_id, FORMAT, &[(dist.to_string(), format!("{component}/{arch}"), package.to_string())])
+}
+
+/// The package names whose records changed in a dist. Columns: part (component/arch), name.
+pub fn dirty_names(release_id: i64, dist: &str) -> Stmt {
+    super::formats::dirty_names(release_id, FORMAT, dist)
+}
+
+/// The (component, architecture) pairs a dist's members have. Columns: component, architecture.
+pub fn present(site_id: i64, read_seq: i64, release_id: i64, dist: &str) -> Stmt {
+    let prefix = member_prefix(dist, None);
+    stmt(
+        format!(
+            "SELECT DISTINCT substr(m.path, ?6, instr(substr(m.path, ?6), '/') - 1) AS component, p.architecture AS architecture \
+             FROM ({}) m JOIN deb_packages p ON p.sha256 = m.sha256 WHERE m.path >= ?4 AND m.path < ?5",
+            super::contents_subquery("?1", "?2", "?3")
+        ),
+        vec![
+            site_id.into(),
+            read_seq.into(),
+            release_id.into(),
+            prefix.as_str().into(),
+            super::prefix_end(&prefix).into(),
+            (prefix.len() as i64 + 1).into(),
+        ],
+    )
+}
+
+/// Whether a component of a dist has a member of an architecture (its
+/// path ends `_<arch>.deb`). Columns: n.
+pub fn has_architecture(site_id: i64, read_seq: i64, release_id: i64, dist: &str, component: &str, arch: &str) -> Stmt {
+    let prefix = member_prefix(dist, Some(component));
+    stmt(
+        format!(
+            "SELECT 1 AS n FROM ({}) m WHERE m.path >= ?4 AND m.path < ?5 AND substr(m.path, -length(?6)) = ?6 LIMIT 1",
+            super::contents_subquery("?1", "?2", "?3")
+        ),
+        vec![
+            site_id.into(),
+            read_seq.into(),
+            release_id.into(),
+            prefix.as_str().into(),
+            super::prefix_end(&prefix).into(),
+            format!("_{arch}.deb").into(),
+        ],
+    )
+}
+
+/// The members of one Packages index (a component's packages of `arch` and
+/// of `all`) whose names lie above `lo` and up to `hi` (unbounded where
+/// None), a page at a time by path. Columns as [`members`].
+#[allow(clippy::too_many_arguments)]
+pub fn index_members(
+    site_id: i64,
+    read_seq: i64,
+    release_id: i64,
+    dist: &str,
+    component: &str,
+    arch: &str,
+    lo: Option<&str>,
+    hi: Option<&str>,
+    after: &str,
+    limit: u32,
+) -> Stmt {
+    let prefix = member_prefix(dist, Some(component));
+    // Member paths end in `<package>_<version>_<arch>.deb`: the packages
+    // above `lo` and up to `hi` lie in paths above `<prefix><lo>` and below
+    // `<prefix><hi>` followed by the character after `_` (package names use
+    // no character between `_` and it), so the query reads that range of the
+    // index, then keeps the names exactly.
+    let start = lo.map_or_else(|| prefix.clone(), |lo| format!("{prefix}{lo}"));
+    let end = hi.map_or_else(|| super::prefix_end(&prefix), |hi| format!("{prefix}{hi}`"));
+    let after = if after < start.as_str() { start.as_str() } else { after };
+    stmt(
+        format!(
+            "SELECT m.path AS path, m.sha256 AS sha256, m.size AS size, p.package AS package, p.version AS version, \
+                    p.architecture AS architecture, p.source AS source, p.control AS control \
+             FROM ({}) m JOIN deb_packages p ON p.sha256 = m.sha256 \
+             WHERE m.path >= ?4 AND m.path < ?5 AND m.path > ?6 AND (p.architecture = ?7 OR p.architecture = 'all') \
+               AND (?8 IS NULL OR p.package > ?8) AND (?9 IS NULL OR p.package <= ?9) ORDER BY m.path LIMIT ?10",
+            super::contents_subquery("?1", "?2", "?3")
+        ),
+        vec![
+            site_id.into(),
+            read_seq.into(),
+            release_id.into(),
+            prefix.as_str().into(),
+            end.into(),
+            after.into(),
+            arch.into(),
+            lo.into(),
+            hi.into(),
+            (limit as i64).into(),
+        ],
+    )
 }
 
 /// Columns: dist, component, architecture.
@@ -71,7 +166,7 @@ pub fn dirty(release_id: i64) -> Stmt {
     )
 }
 
-pub fn clear_dirty(release_id: i64, dist: &str) -> Stmt {
+pub fn clear_dirty(release_id: i64, dist: &str) -> Vec<Stmt> {
     super::formats::clear_dirty(release_id, FORMAT, dist)
 }
 

@@ -32,14 +32,26 @@ pub fn put_public_key(site_id: i64, format: &str, key: &str, fingerprint: Option
 }
 
 /// Many index parts dirty at once (`parts`: scope and part).
-pub fn mark_dirty_many(release_id: i64, format: &str, parts: &[(String, String)]) -> Stmt {
-    stmt(
-        "INSERT INTO format_dirty(release_id, format, scope, part) \
-         SELECT ?1, ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?3) WHERE true ON CONFLICT DO NOTHING",
-        vec![release_id.into(), format.into(), serde_json::to_string(parts).unwrap_or_else(|_| "[]".into()).into()],
-    )
+/// Marks index parts dirty, each with the name whose records changed
+/// (scope, part, name): two statements.
+pub fn mark_dirty_many(release_id: i64, format: &str, parts: &[(String, String, String)]) -> Vec<Stmt> {
+    let list = serde_json::to_string(parts).unwrap_or_else(|_| "[]".into());
+    vec![
+        stmt(
+            "INSERT INTO format_dirty(release_id, format, scope, part) \
+             SELECT DISTINCT ?1, ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?3) WHERE true ON CONFLICT DO NOTHING",
+            vec![release_id.into(), format.into(), list.clone().into()],
+        ),
+        stmt(
+            "INSERT INTO format_dirty_names(release_id, format, scope, part, name) \
+             SELECT ?1, ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?3) WHERE true \
+             ON CONFLICT DO NOTHING",
+            vec![release_id.into(), format.into(), list.into()],
+        ),
+    ]
 }
 
+/// Marks an index part dirty (without a name: it is regenerated whole).
 pub fn mark_dirty(release_id: i64, format: &str, scope: &str, part: &str) -> Stmt {
     stmt(
         "INSERT INTO format_dirty(release_id, format, scope, part) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
@@ -47,8 +59,40 @@ pub fn mark_dirty(release_id: i64, format: &str, scope: &str, part: &str) -> Stm
     )
 }
 
-pub fn clear_dirty(release_id: i64, format: &str, scope: &str) -> Stmt {
-    stmt("DELETE FROM format_dirty WHERE release_id = ?1 AND format = ?2 AND scope = ?3", vec![release_id.into(), format.into(), scope.into()])
+/// The names whose records changed in a scope's dirty parts. Columns: part, name.
+pub fn dirty_names(release_id: i64, format: &str, scope: &str) -> Stmt {
+    stmt(
+        "SELECT part, name FROM format_dirty_names WHERE release_id = ?1 AND format = ?2 AND scope = ?3",
+        vec![release_id.into(), format.into(), scope.into()],
+    )
+}
+
+/// Clears a scope's dirty parts and their names: two statements.
+pub fn clear_dirty(release_id: i64, format: &str, scope: &str) -> Vec<Stmt> {
+    let p = || vec![release_id.into(), format.into(), scope.into()];
+    vec![
+        stmt("DELETE FROM format_dirty WHERE release_id = ?1 AND format = ?2 AND scope = ?3", p()),
+        stmt("DELETE FROM format_dirty_names WHERE release_id = ?1 AND format = ?2 AND scope = ?3", p()),
+    ]
+}
+
+/// The layouts of published index files, by their gzip form's sha256.
+/// Columns: sha256, plain_sha256, xz_sha256, layout.
+pub fn layouts(site_id: i64, gz_sha256: &[&str]) -> Stmt {
+    stmt(
+        "SELECT sha256, plain_sha256, xz_sha256, layout FROM format_layouts WHERE site_id = ?1 AND sha256 IN (SELECT value FROM json_each(?2))",
+        vec![site_id.into(), serde_json::to_string(gz_sha256).unwrap_or_else(|_| "[]".into()).into()],
+    )
+}
+
+/// Records layouts: (gz sha256, plain sha256, xz sha256, layout JSON).
+pub fn put_layouts(site_id: i64, rows: &[(String, String, String, String)]) -> Stmt {
+    stmt(
+        "INSERT INTO format_layouts(site_id, sha256, plain_sha256, xz_sha256, layout) \
+         SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]') \
+         FROM json_each(?2) WHERE true ON CONFLICT DO NOTHING",
+        vec![site_id.into(), serde_json::to_string(rows).unwrap_or_else(|_| "[]".into()).into()],
+    )
 }
 
 /// Columns: ledger.

@@ -35,6 +35,6 @@ pub fn dirty(release_id: i64) -> Stmt {
     stmt("SELECT DISTINCT scope AS repository FROM format_dirty WHERE release_id = ?1 AND format = 'helm' ORDER BY scope", vec![release_id.into()])
 }
 
-pub fn clear_dirty(release_id: i64, repo: &str) -> Stmt {
+pub fn clear_dirty(release_id: i64, repo: &str) -> Vec<Stmt> {
     super::formats::clear_dirty(release_id, FORMAT, repo)
 }

@@ -274,6 +274,8 @@ fn owned_row(table: &str, s: i64, r: i64) -> String {
         "format_settings" => format!("INSERT INTO format_settings VALUES ({s}, 'deb', 'stable', '{{}}')"),
         "format_keys" => format!("INSERT INTO format_keys VALUES ({s}, 'apk', 'k', NULL, 1)"),
         "format_dirty" => format!("INSERT INTO format_dirty VALUES ({r}, 'deb', 'stable', 'main/all')"),
+        "format_dirty_names" => format!("INSERT INTO format_dirty_names VALUES ({r}, 'deb', 'stable', 'main/all', 'hello')"),
+        "format_layouts" => format!("INSERT INTO format_layouts VALUES ({s}, '{sha}', '{sha}', '{sha}', '{{}}')"),
         "format_pending_signatures" => format!("INSERT INTO format_pending_signatures VALUES ({r}, 'apk', 'v3/main', 'x86_64', '{sha}')"),
         "format_ledgers" => format!("INSERT INTO format_ledgers VALUES ({r}, 'deb', 'stable', '[]')"),
         "oci_uploads" => format!("INSERT INTO oci_uploads VALUES ('up{s}', {s}, 'app', 0, '[]', 1)"),

@@ -153,7 +153,7 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     let plan = Apk::plan(&input).map_err(ApiError::conflict)?;
     let planned = super::now_ms();
     let mut extra: Vec<_> = plan.pending.iter().map(|(a, sha)| sql::set_pending(rel.id, b, r, a, Some(sha))).collect();
-    extra.push(sql::clear_dirty(rel.id, b, r));
+    extra.extend(sql::clear_dirty(rel.id, b, r));
     let changes = carry_out(ctx, site, plan.publication).await?;
     let stored = super::now_ms();
     ctx.db

@@ -258,10 +258,10 @@ async fn record<F: Ingest>(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, scop
     if !rows.is_empty() {
         extra.push(store::insert_records(table, columns, &rows, ctx.now));
     }
-    let mut dirty: Vec<(String, String)> = accepted.iter().map(|a| F::dirty(&a.member, scope)).collect();
+    let mut dirty: Vec<(String, String, String)> = accepted.iter().map(|a| F::dirty(&a.member, scope)).collect();
     dirty.sort();
     dirty.dedup();
-    extra.push(store::formats::mark_dirty_many(rel.id, F::NAME, &dirty));
+    extra.extend(store::formats::mark_dirty_many(rel.id, F::NAME, &dirty));
     // Blob rows first: the changes name blobs by the rows they join.
     let mut stmts = Vec::new();
     let changes_stmts = store::apply_many(site.id, rel.id, &changes, vec![]);

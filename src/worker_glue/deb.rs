@@ -5,7 +5,7 @@ use super::format_io::{client_key, accept_signatures, settings, Keys};
 use super::service::{batch_err, carry_out, json_body, paged_members, paths_under, read_blob_range, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
-use crate::formats::deb::{package, publish, repo, sign};
+use crate::formats::deb::{index, package, publish, repo, sign};
 use crate::formats::{Deb, Format};
 use crate::store::{self, deb as sql};
 use serde::Deserialize;
@@ -120,7 +120,7 @@ async fn remove_package(ctx: &Ctx<'_>, s: &str, r: i64, d: &str, c: &str, name: 
         changes.push(Change { path: package::pool_path_of(c, &source, name, version, arch), sha256: None, content_type: None });
     }
     ctx.db
-        .batch(store::apply_changes_with(site.id, rel.id, &changes, vec![sql::mark_dirty(rel.id, d, c, arch)]))
+        .batch(store::apply_changes_with(site.id, rel.id, &changes, sql::mark_dirty(rel.id, d, c, arch, name)))
         .await
         .map_err(|e| batch_err(e, &format!("release {r} stopped being a draft")))?;
     Ok((204, Value::Null))
@@ -145,8 +145,6 @@ struct Member {
     package: String,
     version: String,
     architecture: String,
-    control: String,
-    pool: String,
 }
 
 async fn all_members_under(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, prefix: &str) -> std::result::Result<Vec<MemberRow>, ApiError> {
@@ -161,31 +159,29 @@ async fn all_members(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, dist: &str
         let rest = &m.path[prefix.len()..];
         let Some((component, _)) = rest.split_once('/') else { continue };
         out.push(Member {
-            pool: package::pool_path_of(component, &m.source, &m.package, &m.version, &m.architecture),
             component: component.to_string(),
             sha256: m.sha256,
             size: m.size,
             package: m.package,
             version: m.version,
             architecture: m.architecture,
-            control: m.control,
         });
     }
     Ok(out)
 }
 
-/// The by-hash ledger the draft starts from: its own (re-publishing), else the
-/// nearest ancestor's.
-async fn previous_ledger(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, dist: &str) -> std::result::Result<Vec<Vec<String>>, ApiError> {
+/// The ledger the draft starts from: its own (re-publishing: its own
+/// earlier by-hash generation is replaced), else the nearest ancestor's.
+async fn previous_ledger(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, dist: &str) -> std::result::Result<publish::Ledger, ApiError> {
     #[derive(Deserialize)]
     struct L {
         ledger: String,
     }
-    let parse = |l: L| serde_json::from_str::<Vec<Vec<String>>>(&l.ledger).map_err(|e| ApiError::internal(e.to_string()));
+    let parse = |l: L| publish::Ledger::parse(&l.ledger).map_err(ApiError::internal);
     if let Some(l) = ctx.db.first::<L>(sql::ledger(rel.id, dist)).await? {
         let mut own = parse(l)?;
-        if !own.is_empty() {
-            own.remove(0); // this draft's own earlier generation is replaced
+        if !own.by_hash.is_empty() {
+            own.by_hash.remove(0);
         }
         return Ok(own);
     }
@@ -197,85 +193,276 @@ async fn previous_ledger(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, dist: 
         }
         parent = ctx.release(site.id, p).await.ok().and_then(|r| r.parent_id);
     }
-    Ok(vec![])
+    Ok(publish::Ledger::default())
 }
 
-/// Regenerates a distribution's indexes in a draft (planned by
-/// [`publish::plan`]): reads the members, the draft's paths and the by-hash
-/// ledger, stores the planned blobs, commits the changes with the
-/// bookkeeping in one batch.
-pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, d: &str, full: bool) -> std::result::Result<Value, ApiError> {
-    let cfg = settings::<Deb>(ctx, site.id, d).await?;
-    let keys = Keys::<Deb>::of(ctx, site, &cfg).await?;
+/// The architectures each component of a dist has: read whole (the first
+/// publication, or a full one), else the previous publication's, with each
+/// dirty (component, architecture) asked whether it still has members.
+async fn present(
+    ctx: &Ctx<'_>,
+    site: &SiteRow,
+    rel: &ReleaseRow,
+    d: &str,
+    previous: Option<&BTreeMap<String, BTreeSet<String>>>,
+    dirty: &[(String, String)],
+) -> std::result::Result<BTreeMap<String, BTreeSet<String>>, ApiError> {
+    #[derive(Deserialize)]
+    struct Pair {
+        component: String,
+        architecture: String,
+    }
+    let Some(before) = previous else {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for p in ctx.db.all::<Pair>(sql::present(site.id, rel.read_seq(), rel.id, d)).await? {
+            out.entry(p.component).or_default().insert(p.architecture);
+        }
+        return Ok(out);
+    };
+    #[derive(Deserialize)]
+    struct Any {
+        #[allow(dead_code)]
+        n: i64,
+    }
+    let mut checked = Vec::with_capacity(dirty.len());
+    for (c, a) in dirty {
+        let has = ctx.db.first::<Any>(sql::has_architecture(site.id, rel.read_seq(), rel.id, d, c, a)).await?.is_some();
+        checked.push(((c.clone(), a.clone()), has));
+    }
+    Ok(publish::present_after(before, &checked))
+}
 
-    let started = super::now_ms();
-    let members: Vec<publish::Member> = all_members(ctx, site, rel, d)
-        .await?
+/// The members of one `Packages` index with names above `lo` and up to `hi`.
+#[allow(clippy::too_many_arguments)]
+async fn index_members(
+    ctx: &Ctx<'_>,
+    site: &SiteRow,
+    rel: &ReleaseRow,
+    d: &str,
+    c: &str,
+    a: &str,
+    lo: Option<&str>,
+    hi: Option<&str>,
+) -> std::result::Result<Vec<publish::Member>, ApiError> {
+    let rows: Vec<MemberRow> =
+        paged_members(ctx, |after, limit| sql::index_members(site.id, rel.read_seq(), rel.id, d, c, a, lo, hi, after, limit), |m: &MemberRow| &m.path).await?;
+    Ok(rows
         .into_iter()
         .map(|m| publish::Member {
-            component: m.component,
+            pool: package::pool_path_of(c, &m.source, &m.package, &m.version, &m.architecture),
+            component: c.to_string(),
             sha256: m.sha256,
             size: m.size as u64,
             package: m.package,
             version: m.version,
             architecture: m.architecture,
             control: m.control,
-            pool: m.pool,
         })
-        .collect();
+        .collect())
+}
+
+/// A recorded layout (see [`publish::layout_key`]).
+#[derive(Deserialize)]
+struct LayoutRow {
+    sha256: String,
+    plain_sha256: String,
+    xz_sha256: String,
+    layout: String,
+}
+
+/// The recorded layouts of a dist's served indexes, by (component,
+/// architecture), and the digests of the plain indexes listed but not served
+/// (by path), read from them.
+async fn recorded_layouts(
+    ctx: &Ctx<'_>,
+    site: &SiteRow,
+    d: &str,
+    existing: &BTreeMap<String, (String, u64)>,
+) -> std::result::Result<(BTreeMap<(String, String), LayoutRow>, BTreeMap<String, (String, u64)>), ApiError> {
+    use crate::formats::pieces;
+    // An index's layout is recorded under its gz form's digest, else its xz form's, else its plain one's.
+    let prefix = format!("dists/{d}/");
+    let mut keys: BTreeMap<(String, String), (u8, String)> = BTreeMap::new();
+    for (path, (sha, _)) in existing.range(prefix.clone()..) {
+        let Some(rest) = path.strip_prefix(&prefix) else { break };
+        let Some((c, a, file)) = index::packages_path_parts(rest) else { continue };
+        let rank = match file {
+            "Packages.gz" => 0,
+            "Packages.xz" => 1,
+            _ => 2,
+        };
+        let slot = keys.entry((c.to_string(), a.to_string())).or_insert((u8::MAX, String::new()));
+        if rank < slot.0 {
+            *slot = (rank, sha.clone());
+        }
+    }
+    if keys.is_empty() {
+        return Ok((BTreeMap::new(), BTreeMap::new()));
+    }
+    let wanted: Vec<&str> = keys.values().map(|(_, k)| k.as_str()).collect();
+    let mut rows: BTreeMap<String, LayoutRow> = ctx.db.all::<LayoutRow>(store::formats::layouts(site.id, &wanted)).await?.into_iter().map(|r| (r.sha256.clone(), r)).collect();
+    let mut by_pair = BTreeMap::new();
+    let mut listed = BTreeMap::new();
+    for ((c, a), (_, key)) in keys {
+        let Some(row) = rows.remove(&key) else { continue };
+        let plain_path = format!("{prefix}{c}/binary-{a}/Packages");
+        if !existing.contains_key(&plain_path) {
+            if let Some(digest) = serde_json::from_str::<pieces::Layout>(&row.layout).ok().and_then(|l| pieces::plain_digest(&l)) {
+                listed.insert(plain_path, digest);
+            }
+        }
+        by_pair.insert((c, a), row);
+    }
+    Ok((by_pair, listed))
+}
+
+/// What splicing an index around the changed names needs, when it can be
+/// spliced: its three files are the ones a recorded layout describes, every
+/// dirty part of it names what changed, the change touches at most half
+/// its pieces, and it is served in the forms the settings ask for. Otherwise None: it is regenerated whole.
+#[allow(clippy::too_many_arguments)]
+async fn splice_source(
+    ctx: &Ctx<'_>,
+    site: &SiteRow,
+    rel: &ReleaseRow,
+    cfg: &repo::DistConfig,
+    d: &str,
+    c: &str,
+    a: &str,
+    existing: &BTreeMap<String, (String, u64)>,
+    recorded: Option<&LayoutRow>,
+    changed: &BTreeSet<String>,
+) -> std::result::Result<Option<publish::Source>, ApiError> {
+    use crate::formats::pieces;
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    let forms = cfg.forms();
+    // The index as served now: every form the settings ask for, none other.
+    let at = |p: &str| existing.get(&format!("dists/{d}/{p}"));
+    let [plain, gz, xz] = index::packages_paths(c, a).map(|p| at(&p));
+    if [(forms.plain, plain), (forms.gz, gz), (forms.xz, xz)].iter().any(|(on, f)| *on != f.is_some()) {
+        return Ok(None);
+    }
+    let Some(row) = recorded else { return Ok(None) };
+    if row.xz_sha256 != xz.map_or("", |(s, _)| s.as_str()) || plain.map_or(false, |(s, _)| *s != row.plain_sha256) {
+        return Ok(None);
+    }
+    let Ok(layout) = serde_json::from_str::<pieces::Layout>(&row.layout) else { return Ok(None) };
+    let runs = pieces::affected(&layout, changed);
+    let touched: usize = runs.iter().map(|(a, b)| b - a + 1).sum();
+    if layout.pieces.is_empty() || touched * 2 > layout.pieces.len() + 1 {
+        return Ok(None);
+    }
+    async fn read(ctx: &Ctx<'_>, f: Option<&(String, u64)>) -> std::result::Result<Vec<u8>, ApiError> {
+        match f {
+            Some((sha, size)) => read_blob_range(ctx, sha, 0, *size).await,
+            None => Ok(vec![]),
+        }
+    }
+    let (plain, gz, xz) = futures_util::future::try_join3(read(ctx, plain), read(ctx, gz), read(ctx, xz)).await?;
+    let old = pieces::Files { plain, gz, xz };
+    if !pieces::fits(&layout, &old, forms) {
+        return Ok(None);
+    }
+    let mut fresh = Vec::with_capacity(runs.len());
+    for &run in &runs {
+        let (lo, hi) = pieces::bounds(&layout, run);
+        fresh.push(index_members(ctx, site, rel, d, c, a, lo, hi).await?);
+    }
+    Ok(Some(publish::Source::Splice { layout, old, runs, fresh }))
+}
+
+/// Regenerates a distribution's indexes in a draft (planned by
+/// [`publish::plan`]): the indexes whose packages changed are spliced
+/// around the changed names (or regenerated whole), the others listed as
+/// they are; stores the planned blobs, commits the changes with the
+/// bookkeeping (ledger, layouts, signatures awaited) in one batch.
+pub(super) async fn publish_dist(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, d: &str, full: bool) -> std::result::Result<Value, ApiError> {
+    let started = super::now_ms();
     #[derive(Deserialize)]
     struct Dirty {
         dist: String,
         component: String,
         architecture: String,
     }
-    let dirty: Vec<(String, String)> = ctx
-        .db
-        .all::<Dirty>(sql::dirty(rel.id))
-        .await?
-        .into_iter()
-        .filter(|x| x.dist == d)
-        .map(|x| (x.component, x.architecture))
-        .collect();
-    let existing: BTreeMap<String, (String, u64)> =
-        paths_under(ctx, site, rel, &format!("dists/{d}/")).await?.into_iter().map(|(path, row)| (path, (row.sha256, row.size as u64))).collect();
-    let previous = previous_ledger(ctx, site, rel, d).await?;
-    let listed = super::now_ms();
+    #[derive(Deserialize)]
+    struct Name {
+        part: String,
+        name: String,
+    }
+    // What publishing reads first, asked at once.
+    let (cfg, dirty, names, existing, previous) = futures_util::future::try_join5(
+        settings::<Deb>(ctx, site.id, d),
+        ctx.db.all::<Dirty>(sql::dirty(rel.id)),
+        ctx.db.all::<Name>(sql::dirty_names(rel.id, d)),
+        paths_under(ctx, site, rel, &format!("dists/{d}/")),
+        previous_ledger(ctx, site, rel, d),
+    )
+    .await?;
+    let keys = Keys::<Deb>::of(ctx, site, &cfg).await?;
+    let dirty: Vec<(String, String)> = dirty.into_iter().filter(|x| x.dist == d).map(|x| (x.component, x.architecture)).collect();
+    let existing: BTreeMap<String, (String, u64)> = existing.into_iter().map(|(path, row)| (path, (row.sha256, row.size as u64))).collect();
+    let present = present(ctx, site, rel, d, previous.present.as_ref().filter(|_| !full), &dirty).await?;
+    let (recorded, listed) = recorded_layouts(ctx, site, d, &existing).await?;
+    let (_, _, regen) = publish::regeneration(d, &cfg, &present, &dirty, &existing, &listed, full);
+    let mut sources = BTreeMap::new();
+    for (c, a) in regen {
+        // The names changed in this index: its own and its component's `all`
+        // packages'. A dirty part that names nothing (marked before names were
+        // kept) makes the index regenerate whole.
+        let parts = [format!("{c}/{a}"), format!("{c}/all")];
+        let named = dirty.iter().filter(|(dc, da)| dc == &c && (da == &a || da == "all")).all(|(dc, da)| names.iter().any(|n| n.part == format!("{dc}/{da}")));
+        let changed: BTreeSet<String> = names.iter().filter(|n| parts.contains(&n.part)).map(|n| n.name.clone()).collect();
+        let spliced = if full || !named { None } else { splice_source(ctx, site, rel, &cfg, d, &c, &a, &existing, recorded.get(&(c.clone(), a.clone())), &changed).await? };
+        let source = match spliced {
+            Some(s) => s,
+            None => publish::Source::Full(index_members(ctx, site, rel, d, &c, &a, None, None).await?),
+        };
+        sources.insert((c, a), source);
+    }
+    let read = super::now_ms();
 
     let input = publish::Input {
         dist: d,
         site_name: &site.name,
         cfg: &cfg,
-        members: &members,
-        dirty: &dirty,
+        present: &present,
+        sources: &sources,
         existing: &existing,
-        previous_ledger: &previous,
+        listed: &listed,
+        previous_ledger: &previous.by_hash,
         now_secs: (ctx.now / 1000) as u64,
-        full,
         signing: keys.signing(),
     };
     let plan = Deb::plan(&input).map_err(ApiError::internal)?;
     let planned = super::now_ms();
-    let extra = vec![
-        sql::clear_dirty(rel.id, d),
-        sql::put_ledger(rel.id, d, &serde_json::to_string(&plan.ledger).expect("serialisable")),
-        sql::set_pending(rel.id, d, plan.waits_for_signatures.then_some(plan.release_sha256.as_str())),
-    ];
+    let layouts: Vec<(String, String, String, String)> =
+        plan.layouts.iter().map(|(gz, plain, xz, l)| (gz.clone(), plain.clone(), xz.clone(), serde_json::to_string(l).expect("serialisable"))).collect();
+    let mut extra = sql::clear_dirty(rel.id, d);
+    let ledger = publish::Ledger { by_hash: plan.ledger.clone(), present: Some(present.clone()) };
+    extra.push(sql::put_ledger(rel.id, d, &serde_json::to_string(&ledger).expect("serialisable")));
+    extra.push(sql::set_pending(rel.id, d, plan.waits_for_signatures.then_some(plan.release_sha256.as_str())));
+    extra.push(store::formats::put_layouts(site.id, &layouts));
     let changes = carry_out(ctx, site, plan.publication).await?;
     let stored = super::now_ms();
     ctx.db
         .batch(store::apply_changes_with(site.id, rel.id, &changes, extra))
         .await
         .map_err(|e| batch_err(e, &format!("release {} stopped being a draft", rel.id)))?;
-    let regenerated: Vec<String> = plan.regenerated.iter().map(|(c, a)| format!("{c}/binary-{a}")).collect();
+    let indexes: Vec<Value> = plan
+        .counts
+        .iter()
+        .map(|(c, a, packages, rendered, pieces)| json!({"index": format!("{c}/binary-{a}"), "packages": packages, "pieces": pieces, "pieces_rendered": rendered}))
+        .collect();
     Ok(json!({
         "dist": d,
-        "packages": members.len(),
-        "regenerated": regenerated,
+        "indexes": indexes,
+        "regenerated": plan.regenerated.iter().map(|(c, a)| format!("{c}/binary-{a}")).collect::<Vec<String>>(),
         "by_hash_pruned": plan.by_hash_pruned,
         "release_sha256": plan.release_sha256,
         "signing": if plan.waits_for_signatures { "waiting for InRelease and Release.gpg" } else { "signed by the server" },
-        "timings_ms": {"read_packages": listed - started, "plan": planned - listed, "store": stored - planned, "commit": super::now_ms() - stored},
+        "timings_ms": {"read_packages": read - started, "plan": planned - read, "store": stored - planned, "commit": super::now_ms() - stored},
     }))
 }
 

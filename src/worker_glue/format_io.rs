@@ -59,8 +59,8 @@ pub(super) async fn add<F: crate::formats::Ingest>(ctx: &Ctx<'_>, req: &mut Requ
     let (sha, size) = (blob.sha.clone(), blob.size);
     let member = inspect::<F>(ctx, &sha, size).await?;
     let (table, columns) = F::RECORDS;
-    let (dirty_scope, part) = F::dirty(&member, &scope);
-    let rows = vec![store::insert_records(table, columns, &[F::record(&member, &sha)], ctx.now), store::formats::mark_dirty(rel.id, F::NAME, &dirty_scope, &part)];
+    let mut rows = vec![store::insert_records(table, columns, &[F::record(&member, &sha)], ctx.now)];
+    rows.extend(store::formats::mark_dirty_many(rel.id, F::NAME, &[F::dirty(&member, &scope)]));
     admit(ctx, &site, &rel, blob, replace, F::admission(&member, &sha, &scope), rows).await?;
     Ok((201, F::describe(&member, &sha, size, &scope)))
 }

@@ -129,7 +129,7 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     let plan = Helm::plan(&publish::Input { repository: repo, members: &members, existing: &existing, now_ms: ctx.now })
         .map_err(ApiError::internal)?;
     let changes = carry_out(ctx, site, plan).await?;
-    commit(ctx, site, rel, &changes, vec![sql::clear_dirty(rel.id, repo)]).await?;
+    commit(ctx, site, rel, &changes, sql::clear_dirty(rel.id, repo)).await?;
     Ok(json!({"repository": repo, "charts": members.len(), "index": format!("{repo}/index.yaml")}))
 }
 

@@ -257,10 +257,37 @@ pub(super) async fn not_held(ctx: &Ctx<'_>, site_id: i64, digests: &[&str]) -> s
 /// blobs are stored; returns the changes for the caller's one batch.
 pub(super) async fn carry_out(ctx: &Ctx<'_>, site: &SiteRow, p: crate::formats::Publication) -> std::result::Result<Vec<api::Change>, ApiError> {
     refuse_republished(ctx, site.id, &p.changes).await?;
-    for b in p.blobs {
-        store_hashed_bytes(ctx, site.id, b.data, b.sha256).await?;
-    }
+    store_generated(ctx, site.id, p.blobs).await?;
     Ok(p.changes)
+}
+
+/// Stores a publication's generated files: the ones not stored yet go to R2
+/// at once (R2 checks each digest), then one batch records them as the
+/// site's (a blob another site stored is the same bytes, generated here: it
+/// becomes this site's too).
+async fn store_generated(ctx: &Ctx<'_>, site_id: i64, blobs: Vec<crate::formats::NewBlob>) -> std::result::Result<(), ApiError> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    if blobs.is_empty() {
+        return Ok(());
+    }
+    #[derive(Deserialize)]
+    struct Held {
+        sha256: String,
+    }
+    let digests: Vec<&str> = blobs.iter().map(|b| b.sha256.as_str()).collect();
+    let held: std::collections::BTreeSet<String> = ctx.db.all::<Held>(store::blob_sizes(&digests)).await?.into_iter().map(|h| h.sha256).collect();
+    let sizes: Vec<(String, u64)> = blobs.iter().map(|b| (b.sha256.clone(), b.data.len() as u64)).collect();
+    let mut puts: FuturesUnordered<_> = blobs
+        .into_iter()
+        .filter(|b| !held.contains(&b.sha256))
+        .map(|b| async move { super::blobs::put_blob(ctx.env, &b.sha256, Data::Bytes(b.data)).await.map_err(|e| (b.sha256, e)) })
+        .collect();
+    while let Some(put) = puts.next().await {
+        put.map_err(|(sha, e)| ApiError::internal(format!("storing generated file {sha} failed: {e}")))?;
+    }
+    let rows: Vec<(&str, u64)> = sizes.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    ctx.db.batch(store::insert_owned_blobs(site_id, &rows, ctx.now)).await.map_err(|e| batch_err(e, "storing generated files"))?;
+    Ok(())
 }
 
 /// Paths served as immutable (`http::is_immutable_path`: pool files, package

@@ -189,3 +189,13 @@ class StagingProxy:
     def stop(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def packages_text(wharf, host: str, dist: str = "stable", component: str = "main", arch: str = "amd64") -> str:
+    """The Packages index a site serves, as apt reads it: from Packages.xz
+    (the uncompressed Packages is listed in the Release, not served)."""
+    import lzma
+    r = wharf.get(host, f"/dists/{dist}/{component}/binary-{arch}/Packages.xz")
+    assert r.status_code == 200, r.status_code
+    return lzma.decompress(r.content).decode()
+

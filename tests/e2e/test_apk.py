@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 from apk import build_apk, check_index, gzip_streams, identity, openssl_sign, rsa_key
+from debian import packages_text
 from wharf import Wharf
 
 
@@ -205,7 +206,7 @@ def test_deb_and_apk_switch_and_roll_back_together(tmp_path, unique):
             upload(admin, unique, rel, build_apk("both", f"{version}-r0", "x86_64"))
 
         def served():
-            packages = w.get(host, "/dists/stable/main/binary-amd64/Packages").text
+            packages = packages_text(w, host)
             deb_version = next(l.split(": ")[1] for l in packages.splitlines() if l.startswith("Version: "))
             _, records = check_index(w.get(host, "/v3.20/main/x86_64/APKINDEX.tar.gz").content, pub, "both.rsa.pub", tmp_path)
             return deb_version, [r["V"] for r in records]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from apk import build_apk, check_index, rsa_key
-from debian import Gpg, build_deb
+from debian import Gpg, build_deb, packages_text
 from test_debian import apt_for
 from test_helm import chart, verify_repository
 from wharf import Wharf
@@ -172,7 +172,7 @@ def test_the_readme_batch_recipe_runs_as_written(env, hosts, tmp_path):
     out = run_block(block_after("## Debian repositories", "**Many packages in one request.**"), tmp_path,
                     {"API": f"http://{api_host}:{w.port}/api/v1", "AUTH": f"Authorization: Bearer {token}"})
     assert '{"added":12}' in out, out
-    packages = w.get(host, "/dists/stable/main/binary-amd64/Packages").text
+    packages = packages_text(w, host)
     assert all(f"Package: readme-{i}\n" in packages for i in range(12))
 
 

@@ -93,16 +93,24 @@ def test_apt_installs_from_a_signed_repository(debwharf, hosts, debs, tmp_path, 
     # Every index is served by hash, and the Release is right about each.
     text = release.read_text()
     assert "Acquire-By-Hash: yes" in text and "Architectures: amd64" in text and "Components: main" in text
+    # The uncompressed Packages is listed (apt checks what it decompresses
+    # against it) but, as in Debian's archive, only .xz and .gz are served.
+    listed = {}
     for line in text.split("SHA256:\n")[1].strip().splitlines():
         digest, size, path = line.split()
+        listed[path] = (digest, int(size))
+        if path.endswith("/Packages"):
+            assert requests.get(f"{url}dists/stable/{path}").status_code == 404
+            continue
         body = requests.get(f"{url}dists/stable/{path}").content
         assert sha256(body) == digest and len(body) == int(size)
         byhash = requests.get(f"{url}dists/stable/{path.rsplit('/', 1)[0]}/by-hash/SHA256/{digest}")
         assert byhash.status_code == 200 and byhash.content == body
         assert "immutable" in byhash.headers["Cache-Control"]
-    packages = requests.get(url + "dists/stable/main/binary-amd64/Packages").text
-    assert gzip.decompress(requests.get(url + "dists/stable/main/binary-amd64/Packages.gz").content).decode() == packages
+    assert sorted(listed) == ["main/binary-amd64/Packages", "main/binary-amd64/Packages.gz", "main/binary-amd64/Packages.xz"]
+    packages = gzip.decompress(requests.get(url + "dists/stable/main/binary-amd64/Packages.gz").content).decode()
     assert lzma.decompress(requests.get(url + "dists/stable/main/binary-amd64/Packages.xz").content).decode() == packages
+    assert (sha256(packages.encode()), len(packages.encode())) == listed["main/binary-amd64/Packages"]
     assert "Description: test package wharf-hello\n a package made by the Wharf tests.\n" in packages
 
     # A release switch lands between apt's InRelease fetch and its index fetch:
@@ -258,7 +266,7 @@ def test_ingest_errors_and_removal(debwharf, debs, unique, tmp_path):
     # A component left without packages loses its indexes at the next publish.
     upload_raw(admin, unique, rel, debs["tool"], comp="contrib")
     admin.call("POST", f"/sites/{unique}/releases/{rel}/deb/stable/publish")
-    contrib = "dists/stable/contrib/binary-amd64/Packages"
+    contrib = "dists/stable/contrib/binary-amd64/Packages.xz"
     assert contrib in [p["path"] for p in admin.call("GET", f"/sites/{unique}/releases/{rel}/paths")["paths"]]
     admin.call("DELETE", f"/sites/{unique}/releases/{rel}/deb/stable/contrib/packages/wharf-tool/1.0-1/amd64", expect=204)
     admin.call("POST", f"/sites/{unique}/releases/{rel}/deb/stable/publish")

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from debian import packages_text
 from wharf import ROOT, Wharf
 
 README = (ROOT / "README.md").read_text()
@@ -134,7 +135,7 @@ def test_the_debian_recipes_run_as_written(recipes, tmp_path):
     (tmp_path / "keyring.gpg").write_bytes(w.get(host, "/keys/wharf-archive-keyring.gpg").content)
     (tmp_path / "InRelease").write_bytes(w.get(host, "/dists/stable/InRelease").content)
     assert gpgv_ok(tmp_path / "keyring.gpg", tmp_path / "InRelease")
-    packages = w.get(host, "/dists/stable/main/binary-amd64/Packages").text
+    packages = packages_text(w, host)
     assert "Package: hello\n" in packages and "Package: tool\n" in packages
 
     # Client-side signing, with a key that never reaches the server.
@@ -151,7 +152,7 @@ def test_the_debian_recipes_run_as_written(recipes, tmp_path):
     (tmp_path / "client.gpg").write_bytes(gpg.public())
     (tmp_path / "InRelease").write_bytes(w.get(host, "/dists/stable/InRelease").content)
     assert gpgv_ok(tmp_path / "client.gpg", tmp_path / "InRelease")
-    assert "Package: signed\n" in w.get(host, "/dists/stable/main/binary-amd64/Packages").text
+    assert "Package: signed\n" in packages_text(w, host)
 
 
 def test_the_apk_recipes_run_as_written(recipes, tmp_path):

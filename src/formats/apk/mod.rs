@@ -47,8 +47,8 @@ impl super::Ingest for Apk {
     fn record(p: &package::Accepted, sha256: &str) -> Vec<serde_json::Value> {
         [sha256, &p.info.name, &p.info.version, &p.arch, &p.identity, &p.record, &p.pkginfo].iter().map(|v| serde_json::json!(v)).collect()
     }
-    fn dirty(p: &package::Accepted, (branch, repo): &Self::Scope) -> (String, String) {
-        (format!("{branch}/{repo}"), p.arch.clone())
+    fn dirty(p: &package::Accepted, (branch, repo): &Self::Scope) -> (String, String, String) {
+        (format!("{branch}/{repo}"), p.arch.clone(), p.info.name.clone())
     }
     fn describe(p: &package::Accepted, sha256: &str, size: u64, (branch, repo): &Self::Scope) -> serde_json::Value {
         serde_json::json!({"name": p.info.name, "version": p.info.version, "arch": p.arch, "branch": branch, "repository": repo,

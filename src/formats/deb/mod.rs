@@ -50,8 +50,8 @@ impl super::Ingest for Deb {
     fn record(info: &package::DebInfo, sha256: &str) -> Vec<serde_json::Value> {
         [sha256, &info.package, &info.version, &info.architecture, &info.source, &info.control.render()].iter().map(|v| serde_json::json!(v)).collect()
     }
-    fn dirty(info: &package::DebInfo, (dist, component): &Self::Scope) -> (String, String) {
-        (dist.clone(), format!("{component}/{}", info.architecture))
+    fn dirty(info: &package::DebInfo, (dist, component): &Self::Scope) -> (String, String, String) {
+        (dist.clone(), format!("{component}/{}", info.architecture), info.package.clone())
     }
     fn describe(info: &package::DebInfo, sha256: &str, size: u64, (dist, component): &Self::Scope) -> serde_json::Value {
         serde_json::json!({"package": info.package, "version": info.version, "architecture": info.architecture, "dist": dist, "component": component,

@@ -32,6 +32,19 @@ pub struct DistConfig {
     /// uploads InRelease and Release.gpg made with the key registered for the site).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing: Option<crate::formats::SignedBy>,
+    /// The forms each `Packages` index is served in: any of "xz", "gz" and
+    /// "none" (uncompressed). Default ["xz", "gz"], as Debian's archive
+    /// serves them (apt fetches `.xz` first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compressions: Option<Vec<Compression>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gz,
+    Xz,
 }
 
 pub const DEFAULT_BY_HASH_KEEP: u32 = 3;
@@ -58,6 +71,12 @@ impl DistConfig {
         if self.by_hash_keep.map_or(false, |k| k > 50) {
             return Err("by_hash_keep is at most 50".into());
         }
+        if let Some(c) = &self.compressions {
+            let distinct: BTreeSet<String> = c.iter().map(|x| format!("{x:?}")).collect();
+            if c.is_empty() || distinct.len() != c.len() {
+                return Err("compressions lists each of \"xz\", \"gz\" and \"none\" at most once, and at least one".into());
+            }
+        }
         if self.valid_until_days.map_or(false, |d| d == 0 || d > 3650) {
             return Err("valid_until_days is 1..=3650".into());
         }
@@ -66,6 +85,14 @@ impl DistConfig {
 
     pub fn client_signed(&self) -> bool {
         self.signing == Some(crate::formats::SignedBy::Client)
+    }
+
+    /// The forms `Packages` indexes are served in.
+    pub fn forms(&self) -> crate::formats::pieces::Forms {
+        match &self.compressions {
+            None => crate::formats::pieces::Forms { plain: false, gz: true, xz: true },
+            Some(c) => crate::formats::pieces::Forms { plain: c.contains(&Compression::None), gz: c.contains(&Compression::Gz), xz: c.contains(&Compression::Xz) },
+        }
     }
 
     pub fn by_hash_keep(&self) -> usize {

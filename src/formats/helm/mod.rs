@@ -43,8 +43,8 @@ impl super::Ingest for Helm {
         let metadata = serde_json::to_string(meta).unwrap_or_default();
         [sha256, &meta.name, &meta.version, &metadata].iter().map(|v| serde_json::json!(v)).collect()
     }
-    fn dirty(_: &chart::Metadata, repo: &String) -> (String, String) {
-        (repo.clone(), String::new())
+    fn dirty(meta: &chart::Metadata, repo: &String) -> (String, String, String) {
+        (repo.clone(), String::new(), meta.name.clone())
     }
     fn describe(meta: &chart::Metadata, sha256: &str, size: u64, repo: &String) -> serde_json::Value {
         serde_json::json!({"name": meta.name, "version": meta.version, "repository": repo, "sha256": sha256, "size": size, "metadata": meta})

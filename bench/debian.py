@@ -9,45 +9,23 @@ dpkg-scanpackages column while iterating.
 
 import gzip
 import hashlib
-import io
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
-from debian import Gpg  # noqa: E402
+from debian import Gpg, ar, tar_gz  # noqa: E402
 from wharf import Wharf  # noqa: E402
 
 OUT = HERE / "out-debian"
 SIZES = [int(s) for s in os.environ.get("BENCH_DEB_SIZES", "1000,10000").split(",")]
 RUNS = 3
-
-
-def tar_gz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), 1700000000, 0o644
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def ar(members: list[tuple[str, bytes]]) -> bytes:
-    out = bytearray(b"!<arch>\n")
-    for name, data in members:
-        out += f"{name:<16}{1700000000:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode()
-        out += data
-        if len(data) % 2:
-            out += b"\n"
-    return bytes(out)
 
 
 def make_deb(i: int) -> tuple[str, bytes]:

@@ -68,6 +68,38 @@ def build_deb(workdir: Path, package: str, version: str, arch: str, compression:
     return out.read_bytes()
 
 
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    """A gzipped tar of the files (fixed owner and time)."""
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 1700000000, 0o644
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def ar(members: list[tuple[str, bytes]]) -> bytes:
+    """An ar archive, as a .deb is."""
+    out = bytearray(b"!<arch>\n")
+    for name, data in members:
+        out += f"{name:<16}{1700000000:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode()
+        out += data
+        if len(data) % 2:
+            out += b"\n"
+    return bytes(out)
+
+
+def quick_deb(package: str, version: str, arch: str, control_extra: str = "", payload: bytes = b"") -> bytes:
+    """A .deb made in memory (no dpkg-deb): for tests that need hundreds."""
+    control = (f"Package: {package}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: Wharf Tests <tests@example.com>\n"
+               f"Section: misc\nPriority: optional\n{control_extra}Description: test package {package}\n made in memory.\n").encode()
+    return ar([("debian-binary", b"2.0\n"), ("control.tar.gz", tar_gz({"./control": control})),
+               ("data.tar.gz", tar_gz({f"./usr/share/doc/{package}/README": payload or f"{package} {version}\n".encode()}))])
+
+
 class Apt:
     """apt-get with its own configuration, lists, cache and keyring: nothing on the host changes."""
 

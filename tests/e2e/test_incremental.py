@@ -1,0 +1,147 @@
+"""Debian indexes regenerated in proportion to the change: after adds,
+removes and replaces in a repository of 1,500 packages (built by one batch),
+a publication splices the pieces around the changed names (the answer says
+how many it rendered), gives byte for byte the indexes a full regeneration
+of the same packages gives, and apt reads them by hash. And batches sent at
+once into one draft all land."""
+
+import gzip
+import hashlib
+import io
+import lzma
+import subprocess
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from debian import Gpg, StagingProxy, packages_text, quick_deb
+from test_debian import apt_for
+from wharf import Wharf
+
+INDEX = "dists/stable/main/binary-amd64/"
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def tar_of(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory):
+    root = tmp_path_factory.mktemp("incremental")
+    key = Gpg(root / "gpg").generate("Wharf Archive <archive@example.com>")
+    w = Wharf(root / "state", extra_vars={"DEB_SIGNING_KEY": key.secret_armored()})
+    yield w
+    w.stop()
+
+
+def batch(admin, site, rel, files: dict[str, bytes], **params):
+    q = "&".join(f"{k}={v}" for k, v in params.items())
+    return admin.call("POST", f"/sites/{site}/releases/{rel}/deb/stable/main/packages/batch" + (f"?{q}" if q else ""),
+                      data=tar_of(files), expect=201, headers={"Content-Type": "application/x-tar"})
+
+
+def index_files(admin, site, rel) -> dict[str, str]:
+    """The draft's Packages files under the index, with their sha256."""
+    paths = admin.call("GET", f"/sites/{site}/releases/{rel}/paths?after={INDEX}&limit=1000")["paths"]
+    return {p["path"]: p["sha256"] for p in paths if p["path"].startswith(INDEX) and "/by-hash/" not in p["path"]}
+
+
+def listed(w, host) -> dict[str, tuple[str, int]]:
+    text = w.get(host, "/dists/stable/Release").text
+    out = {}
+    for line in text.split("SHA256:\n")[1].strip().splitlines():
+        digest, size, path = line.split()
+        out[path] = (digest, int(size))
+    return out
+
+
+def test_a_publication_splices_around_the_change_equals_a_full_one_and_apt_reads_it_by_hash(w, hosts, tmp_path):
+    admin = w.admin
+    host = hosts.add("incremental.wharf.test")
+    admin.site("incremental", host)
+    names = [f"wharf-inc-{i:04d}" for i in range(1500)]
+    debs = {f"{n}.deb": quick_deb(n, "1.0", "all" if i % 10 == 0 else "amd64") for i, n in enumerate(names)}
+    rel = admin.draft("incremental")
+    assert batch(admin, "incremental", rel, debs)["added"] == 1500
+    first = admin.call("POST", f"/sites/incremental/releases/{rel}/deb/stable/publish")
+    assert first["indexes"][0]["packages"] == 1500 and first["indexes"][0]["pieces_rendered"] == first["indexes"][0]["pieces"]
+    admin.activate("incremental", rel)
+
+    # Adds (one `all`, which every architecture lists), a removal, a replace
+    # (a package added in this draft, replaced before publishing).
+    rel = admin.draft("incremental")
+    batch(admin, "incremental", rel, {"a.deb": quick_deb("wharf-inc-0700b", "2.0", "amd64"), "b.deb": quick_deb("wharf-inc-1200x", "1.0", "all"),
+                                      "c.deb": quick_deb("wharf-inc-0300", "1.1", "amd64")})
+    replaced = quick_deb("wharf-inc-0300", "1.1", "amd64", payload=b"replaced\n")
+    batch(admin, "incremental", rel, {"c.deb": replaced}, replace="true")
+    admin.call("DELETE", f"/sites/incremental/releases/{rel}/deb/stable/main/packages/wharf-inc-0901/1.0/amd64", expect=204)
+    out = admin.call("POST", f"/sites/incremental/releases/{rel}/deb/stable/publish")
+    (idx,) = out["indexes"]
+    assert idx["index"] == "main/binary-amd64" and idx["packages"] == 1500 + 3 - 1
+    # Splicing, not a full regeneration: a handful of pieces rendered.
+    assert idx["pieces"] >= 15 and idx["pieces_rendered"] <= 8, idx
+    spliced = index_files(admin, "incremental", rel)
+    assert set(spliced) == {INDEX + "Packages.gz", INDEX + "Packages.xz"}
+
+    # The same draft regenerated whole from its packages: the same bytes.
+    full = admin.call("POST", f"/sites/incremental/releases/{rel}/deb/stable/publish?full=true")
+    assert full["indexes"][0]["pieces_rendered"] == full["indexes"][0]["pieces"] == idx["pieces"]
+    assert index_files(admin, "incremental", rel) == spliced
+    admin.activate("incremental", rel)
+
+    # What is served: the plain index's listed digest is what the compressed
+    # forms decompress to; the removed package is gone, the others there.
+    text = packages_text(w, host)
+    gz = w.get(host, "/" + INDEX + "Packages.gz").content
+    assert gzip.decompress(gz).decode() == text == lzma.decompress(w.get(host, "/" + INDEX + "Packages.xz").content).decode()
+    got = listed(w, host)
+    assert got["main/binary-amd64/Packages"] == (sha(text.encode()), len(text.encode()))
+    assert "Package: wharf-inc-0901\n" not in text and "Package: wharf-inc-0700b\n" in text and "Package: wharf-inc-1200x\n" in text
+    assert f"SHA256: {sha(replaced)}\n" in text
+
+    # apt reads it, by hash (the proxy sees the by-hash fetch of the new
+    # Packages.xz answered 200), and sees the change.
+    url = f"http://{host}:{w.port}/"
+    keyring = tmp_path / "keyring.gpg"
+    subprocess.run(["curl", "-sSf", "-o", str(keyring), url + "keys/wharf-archive-keyring.gpg"], check=True)
+    apt = apt_for(tmp_path / "apt", url, keyring)
+    proxy = StagingProxy(w.port)
+    try:
+        apt.run("update", *proxy.option)
+    finally:
+        proxy.stop()
+    xz_digest = got["main/binary-amd64/Packages.xz"][0]
+    assert ("GET", f"/{INDEX}by-hash/SHA256/{xz_digest}", 200) in proxy.log, proxy.log
+    assert apt.candidate("wharf-inc-0700b") == "2.0" and apt.candidate("wharf-inc-1200x") == "1.0"
+    assert apt.candidate("wharf-inc-0300") == "1.1" and apt.candidate("wharf-inc-0901") == ""
+    apt.run("download", "wharf-inc-0300")
+    assert (apt.root / "downloads" / "wharf-inc-0300_1.1_amd64.deb").read_bytes() == replaced
+
+
+def test_twenty_batches_sent_at_once_into_one_draft_all_land(w, hosts):
+    admin = w.admin
+    host = hosts.add("batches.wharf.test")
+    admin.site("batches", host)
+    rel = admin.draft("batches")
+
+    def send(k: int):
+        files = {f"p{k}-{i}.deb": quick_deb(f"wharf-many-{k:02d}-{i}", "1.0", "amd64") for i in range(5)}
+        return batch(admin, "batches", rel, files)["added"]
+
+    with ThreadPoolExecutor(20) as pool:
+        assert list(pool.map(send, range(20))) == [5] * 20
+    listed_now = admin.call("GET", f"/sites/batches/releases/{rel}/deb/stable/packages")["packages"]
+    assert len(listed_now) == 100
+    admin.activate("batches", rel)
+    text = packages_text(w, host)
+    assert all(f"Package: wharf-many-{k:02d}-{i}\n" in text for k in range(20) for i in range(5))

@@ -1,5 +1,5 @@
 # Two commands: `make dev` runs Wharf locally, `make test` runs every test.
-.PHONY: dev test setup build deploy bench bench-hot bench-debian bench-apk bench-oci bench-sync bench-ingest fuzz
+.PHONY: dev test setup build deploy bench bench-hot bench-debian bench-apk bench-oci bench-sync bench-ingest bench-publish fuzz
 
 dev:
 	scripts/dev
@@ -36,6 +36,9 @@ bench-sync:
 
 bench-ingest:
 	bench/run-ingest
+
+bench-publish:
+	bench/run-publish
 
 fuzz:
 	bench/fuzz

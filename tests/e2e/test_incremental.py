@@ -2,8 +2,7 @@
 removes and replaces in a repository of 1,500 packages (built by one batch),
 a publication splices the pieces around the changed names (the answer says
 how many it rendered), gives byte for byte the indexes a full regeneration
-of the same packages gives, and apt reads them by hash. And batches sent at
-once into one draft all land."""
+of the same packages gives, and apt reads them by hash."""
 
 import gzip
 import hashlib
@@ -11,7 +10,6 @@ import io
 import lzma
 import subprocess
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from debian import Gpg, StagingProxy, packages_text, quick_deb
@@ -127,21 +125,3 @@ def test_a_publication_splices_around_the_change_equals_a_full_one_and_apt_reads
     apt.run("download", "wharf-inc-0300")
     assert (apt.root / "downloads" / "wharf-inc-0300_1.1_amd64.deb").read_bytes() == replaced
 
-
-def test_twenty_batches_sent_at_once_into_one_draft_all_land(w, hosts):
-    admin = w.admin
-    host = hosts.add("batches.wharf.test")
-    admin.site("batches", host)
-    rel = admin.draft("batches")
-
-    def send(k: int):
-        files = {f"p{k}-{i}.deb": quick_deb(f"wharf-many-{k:02d}-{i}", "1.0", "amd64") for i in range(5)}
-        return batch(admin, "batches", rel, files)["added"]
-
-    with ThreadPoolExecutor(20) as pool:
-        assert list(pool.map(send, range(20))) == [5] * 20
-    listed_now = admin.call("GET", f"/sites/batches/releases/{rel}/deb/stable/packages")["packages"]
-    assert len(listed_now) == 100
-    admin.activate("batches", rel)
-    text = packages_text(w, host)
-    assert all(f"Package: wharf-many-{k:02d}-{i}\n" in text for k in range(20) for i in range(5))

@@ -153,9 +153,26 @@ pub struct Piece {
 }
 
 /// The pieces of an index file, in order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
     pub pieces: Vec<Piece>,
+    /// Where the first piece's deflate data lies in the stored gzip file,
+    /// and that file's length (a format may frame the gzip member: APK puts
+    /// a signature before it and tar framing around the pieces).
+    #[serde(default = "gz_start")]
+    pub gz_start: u64,
+    #[serde(default)]
+    pub gz_len: u64,
+}
+
+fn gz_start() -> u64 {
+    GZIP_HEADER.len() as u64
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout { pieces: vec![], gz_start: gz_start(), gz_len: 0 }
+    }
 }
 
 /// A piece with its bytes in the forms asked for (the plain bytes always:
@@ -175,10 +192,12 @@ pub struct Forms {
     pub plain: bool,
     pub gz: bool,
     pub xz: bool,
+    /// Whether the plain index's SHA-256 is kept ([`plain_digest`]).
+    pub digest: bool,
 }
 
 impl Forms {
-    pub const ALL: Forms = Forms { plain: true, gz: true, xz: true };
+    pub const ALL: Forms = Forms { plain: true, gz: true, xz: true, digest: true };
 }
 
 /// A record of an index: its name (which decides the cuts) and its bytes.
@@ -338,7 +357,7 @@ pub enum Source<'a> {
 
 /// Offsets of each piece in each form of a file of `layout`.
 fn offsets(layout: &Layout) -> Vec<(usize, usize, usize)> {
-    let (mut p, mut g, mut x) = (0usize, GZIP_HEADER.len(), XZ_HEADER_LEN);
+    let (mut p, mut g, mut x) = (0usize, layout.gz_start as usize, XZ_HEADER_LEN);
     layout
         .pieces
         .iter()
@@ -355,10 +374,10 @@ fn offsets(layout: &Layout) -> Vec<(usize, usize, usize)> {
 /// Whether `old` holds the files in `forms` that `layout` describes (lengths add up).
 pub fn fits(layout: &Layout, old: &Files, forms: Forms) -> bool {
     let plain: u64 = layout.pieces.iter().map(|p| p.plain).sum();
-    let gz: u64 = layout.pieces.iter().map(|p| p.gz).sum::<u64>() + (GZIP_HEADER.len() + DEFLATE_END.len() + 8) as u64;
+    let gz_end = layout.gz_start + layout.pieces.iter().map(|p| p.gz).sum::<u64>();
     let xz: u64 = layout.pieces.iter().map(|p| p.xz).sum::<u64>() + XZ_HEADER_LEN as u64;
     (!forms.plain || old.plain.len() as u64 == plain)
-        && (!forms.gz || (old.gz.len() as u64 == gz && layout.pieces.iter().all(|p| p.gz > 0)))
+        && (!forms.gz || (old.gz.len() as u64 == layout.gz_len && gz_end <= layout.gz_len && layout.pieces.iter().all(|p| p.gz > 0)))
         && (!forms.xz || (old.xz.len() as u64 > xz && old.xz.starts_with(&xz_header()) && layout.pieces.iter().all(|p| p.xz > 0)))
 }
 
@@ -366,12 +385,24 @@ pub fn fits(layout: &Layout, old: &Files, forms: Forms) -> bool {
 /// `old_layout`, or rendered now), with the new layout. Each source must
 /// have the forms asked for (rendered in them, or checked by [`fits`]).
 pub fn assemble(sources: &[Source<'_>], old_layout: &Layout, old: &Files, forms: Forms) -> Result<(Files, Layout), String> {
+    assemble_framed(sources, old_layout, old, forms, b"", b"")
+}
+
+/// [`assemble`], with plain bytes before and after the pieces in the gzip
+/// form (APK: the tar headers before the index text, the tar's end after it),
+/// each deflated on its own.
+pub fn assemble_framed(sources: &[Source<'_>], old_layout: &Layout, old: &Files, forms: Forms, before: &[u8], after: &[u8]) -> Result<(Files, Layout), String> {
     let at = offsets(old_layout);
     let mut files = Files::default();
     let mut layout = Layout::default();
     files.gz.extend_from_slice(&GZIP_HEADER);
     files.xz.extend_from_slice(&xz_header());
     let mut crc = crc32fast::Hasher::new();
+    if forms.gz && !before.is_empty() {
+        files.gz.extend(deflate_piece(before)?);
+        crc.update(before);
+    }
+    layout.gz_start = files.gz.len() as u64;
     // The plain SHA-256: the states of the earlier file's pieces hold while
     // they come first and in their place; from the first other piece on, the
     // plain bytes are hashed.
@@ -387,6 +418,7 @@ pub fn assemble(sources: &[Source<'_>], old_layout: &Layout, old: &Files, forms:
                 hash = state;
                 None
             }
+            None if !forms.digest => None,
             None => {
                 same_so_far = false;
                 match s {
@@ -427,10 +459,17 @@ pub fn assemble(sources: &[Source<'_>], old_layout: &Layout, old: &Files, forms:
         layout.pieces.push(piece);
     }
     let plain_len: u64 = layout.pieces.iter().map(|p| p.plain).sum();
+    if forms.gz && !after.is_empty() {
+        let d = deflate_piece(after)?;
+        files.gz.extend(d);
+        crc.combine(&crc32fast::Hasher::new_with_initial_len(crc32fast::hash(after), after.len() as u64));
+    }
+    let gz_plain = if forms.gz { before.len() + after.len() } else { 0 } as u64 + plain_len;
     // gzip: the final block, CRC-32 and length of the whole.
     files.gz.extend_from_slice(&DEFLATE_END);
     files.gz.extend_from_slice(&crc.finalize().to_le_bytes());
-    files.gz.extend_from_slice(&(plain_len as u32).to_le_bytes());
+    files.gz.extend_from_slice(&(gz_plain as u32).to_le_bytes());
+    layout.gz_len = files.gz.len() as u64;
     files.xz.extend(xz_trailer(&layout));
     for (made, bytes) in [(forms.plain, &mut files.plain), (forms.gz, &mut files.gz), (forms.xz, &mut files.xz)] {
         if !made {
@@ -452,7 +491,7 @@ fn old_plain(layout: &Layout, i: usize, (a, g, x): (usize, usize, usize), old: &
         d.decompress_vec(&old.gz[g..g + p.gz as usize], &mut out, flate2::FlushDecompress::Sync).map_err(|e| format!("inflating a piece: {e}"))?;
         out
     } else {
-        let one = Layout { pieces: vec![p.clone()] };
+        let one = Layout { pieces: vec![p.clone()], ..Layout::default() };
         let stream = assemble_xz_of(&old.xz[x..x + p.xz as usize], &one);
         let mut out = Vec::with_capacity(p.plain as usize);
         std::io::Read::read_to_end(&mut lzma_rust2::XzReader::new(&stream[..], false), &mut out).map_err(|e| format!("reading a piece's xz block: {e}"))?;
@@ -687,7 +726,7 @@ mod tests {
 
     #[test]
     fn only_the_forms_asked_for_are_made_and_spliced() {
-        let gz_only = Forms { plain: false, gz: true, xz: false };
+        let gz_only = Forms { plain: false, gz: true, xz: false, digest: true };
         let s = state(&names(1000));
         let (files, layout) = full(&records(&s), gz_only).unwrap();
         assert!(files.plain.is_empty() && files.xz.is_empty());
@@ -719,7 +758,7 @@ mod tests {
 
     #[test]
     fn the_plain_digest_is_kept_through_splices_whatever_forms_are_served() {
-        for forms in [Forms::ALL, Forms { plain: false, gz: true, xz: false }, Forms { plain: false, gz: false, xz: true }] {
+        for forms in [Forms::ALL, Forms { plain: false, gz: true, xz: false, digest: true }, Forms { plain: false, gz: false, xz: true, digest: true }] {
             let old_state = state(&names(2000));
             let (old, layout) = full(&records(&old_state), forms).unwrap();
             let plain: String = old_state.iter().map(|(_, t)| t.as_str()).collect();
@@ -746,5 +785,30 @@ mod tests {
             let plain: String = new_state.iter().map(|(_, t)| t.as_str()).collect();
             assert_eq!(plain_digest(&spliced).unwrap().0, hex::encode(Sha256::digest(plain.as_bytes())));
         }
+    }
+
+    #[test]
+    fn a_framed_gzip_member_holds_the_frame_around_the_pieces_and_splices_alike() {
+        let forms = Forms { plain: false, gz: true, xz: false, digest: false };
+        let s1 = state(&names(1500));
+        let (before, after) = (b"HEAD\n".repeat(40), vec![0u8; 1500]);
+        let rendered = render(&records(&s1), forms).unwrap();
+        let sources: Vec<Source<'_>> = rendered.iter().map(Source::New).collect();
+        let (files, layout) = assemble_framed(&sources, &Layout::default(), &Files::default(), forms, &before, &after).unwrap();
+        let plain: Vec<u8> = s1.iter().flat_map(|(_, t)| t.bytes()).collect();
+        assert_eq!(gunzip(&files.gz), [before.clone(), plain, after.clone()].concat());
+        assert_eq!(layout.gz_len, files.gz.len() as u64);
+        // Stored behind other bytes (a signature): the layout says where.
+        let mut stored = b"SIGNATURE".to_vec();
+        stored.extend_from_slice(&files.gz);
+        let mut moved = layout.clone();
+        moved.gz_start += 9;
+        moved.gz_len = stored.len() as u64;
+        let old = Files { gz: stored, ..Files::default() };
+        assert!(fits(&moved, &old, forms));
+        let kept: Vec<Source<'_>> = (0..moved.pieces.len()).map(Source::Old).collect();
+        let (again, _) = assemble_framed(&kept, &moved, &old, forms, &before, &after).unwrap();
+        assert_eq!(again.gz, files.gz);
+        assert!(layout.pieces.iter().all(|p| p.sha.is_empty()), "no digest asked for");
     }
 }

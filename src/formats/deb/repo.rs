@@ -90,8 +90,8 @@ impl DistConfig {
     /// The forms `Packages` indexes are served in.
     pub fn forms(&self) -> crate::formats::pieces::Forms {
         match &self.compressions {
-            None => crate::formats::pieces::Forms { plain: false, gz: true, xz: true },
-            Some(c) => crate::formats::pieces::Forms { plain: c.contains(&Compression::None), gz: c.contains(&Compression::Gz), xz: c.contains(&Compression::Xz) },
+            None => crate::formats::pieces::Forms { plain: false, gz: true, xz: true, digest: true },
+            Some(c) => crate::formats::pieces::Forms { plain: c.contains(&Compression::None), gz: c.contains(&Compression::Gz), xz: c.contains(&Compression::Xz), digest: true },
         }
     }
 

@@ -503,6 +503,16 @@ fn old_plain(layout: &Layout, i: usize, (a, g, x): (usize, usize, usize), old: &
     Ok(out)
 }
 
+/// The plain bytes of the `i`th piece of an earlier file (checked against
+/// its length and CRC-32).
+pub fn old_piece_text(layout: &Layout, i: usize, old: &Files, forms: Forms) -> Result<Vec<u8>, String> {
+    if i >= layout.pieces.len() {
+        return Err("no such piece".into());
+    }
+    let at = offsets(layout)[i];
+    old_plain(layout, i, at, old, forms)
+}
+
 /// A one-block xz stream of a piece's block.
 fn assemble_xz_of(block: &[u8], one: &Layout) -> Vec<u8> {
     let mut out = xz_header().to_vec();

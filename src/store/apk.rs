@@ -11,6 +11,48 @@ pub fn member_prefix(branch: &str, repo: &str) -> String {
     format!("{}apk/{branch}/{repo}/", super::INTERNAL_PREFIX)
 }
 
+/// Whether a release has any path under `prefix` (a member directory). Columns: n.
+pub fn has_members(site_id: i64, read_seq: i64, release_id: i64, prefix: &str) -> Stmt {
+    stmt(
+        format!("SELECT 1 AS n FROM ({}) m WHERE m.path >= ?4 AND m.path < ?5 LIMIT 1", super::contents_subquery("?1", "?2", "?3")),
+        vec![site_id.into(), read_seq.into(), release_id.into(), prefix.into(), super::prefix_end(prefix).into()],
+    )
+}
+
+/// The members under one architecture's directory `prefix` whose names lie
+/// above `lo` and up to `hi` (unbounded where None), a page at a time by
+/// path. Member files are `<name>-<version>.apk` (versions start with a
+/// digit), so those names lie in paths above `<prefix><lo>` and below
+/// `<prefix><hi>.` ('.' follows '-'); the names are then kept exactly.
+/// Columns as [`members`].
+#[allow(clippy::too_many_arguments)]
+pub fn members_within(site_id: i64, read_seq: i64, release_id: i64, prefix: &str, lo: Option<&str>, hi: Option<&str>, after: &str, limit: u32) -> Stmt {
+    let start = lo.map_or_else(|| prefix.to_string(), |lo| format!("{prefix}{lo}"));
+    let end = hi.map_or_else(|| super::prefix_end(prefix), |hi| format!("{prefix}{hi}."));
+    let after = if after < start.as_str() { start.as_str() } else { after };
+    stmt(
+        format!(
+            "SELECT m.path AS path, m.sha256 AS sha256, m.size AS size, p.name AS name, p.version AS version, \
+                    p.arch AS arch, p.identity AS identity, p.record AS record \
+             FROM ({}) m JOIN apk_packages p ON p.sha256 = m.sha256 \
+             WHERE m.path >= ?4 AND m.path < ?5 AND m.path > ?6 AND (?7 IS NULL OR p.name > ?7) AND (?8 IS NULL OR p.name <= ?8) \
+             ORDER BY m.path LIMIT ?9",
+            super::contents_subquery("?1", "?2", "?3")
+        ),
+        vec![
+            site_id.into(),
+            read_seq.into(),
+            release_id.into(),
+            prefix.into(),
+            end.into(),
+            after.into(),
+            lo.into(),
+            hi.into(),
+            (limit as i64).into(),
+        ],
+    )
+}
+
 /// Members of a branch/repository in a release, one page at a time (paths
 /// after `after`, in no particular order). Columns: path, sha256, size, name,
 /// version, arch, identity, record.

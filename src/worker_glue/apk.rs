@@ -2,7 +2,7 @@
 //! `APKINDEX.tar.gz` per architecture, and client-side signing.
 
 use super::format_io::{accept_signatures, client_key, pending, settings, Keys};
-use super::service::{batch_err, carry_out, json_body, paged_members, paths_under, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
+use super::service::{batch_err, carry_out, json_body, paged_members, paths_under, read_blob_range, ApiResult, Ctx, PathRow, ReleaseRow, SiteRow};
 use crate::api::{self, ApiError, Change, Route};
 use crate::auth::Scope;
 use crate::formats::apk::{index, package, publish, repo};
@@ -68,7 +68,12 @@ pub(super) async fn dispatch(ctx: &Ctx<'_>, route: Route, req: &mut Request, que
             }
             let changes = [Change { path: member, sha256: None, content_type: None }];
             ctx.db
-                .batch(store::apply_changes_with(site.id, rel.id, &changes, vec![sql::mark_dirty(rel.id, &b, &repo, &arch)]))
+                .batch(store::apply_changes_with(
+                    site.id,
+                    rel.id,
+                    &changes,
+                    store::formats::mark_dirty_many(rel.id, <Apk as Format>::NAME, &[(format!("{b}/{repo}"), arch.clone(), name.clone())]),
+                ))
                 .await
                 .map_err(|e| batch_err(e, &format!("release {r} stopped being a draft")))?;
             Ok((204, Value::Null))
@@ -119,41 +124,155 @@ async fn all_members(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, b: &str, r
     paged_members(ctx, |after, limit| sql::members(site.id, rel.read_seq(), rel.id, &prefix, after, limit), |m: &Member| &m.path).await
 }
 
+/// The members of one architecture's index (its own packages and the
+/// noarch ones) with names above `lo` and up to `hi`.
+#[allow(clippy::too_many_arguments)]
+async fn index_members(
+    ctx: &Ctx<'_>,
+    site: &SiteRow,
+    rel: &ReleaseRow,
+    b: &str,
+    r: &str,
+    a: &str,
+    lo: Option<&str>,
+    hi: Option<&str>,
+) -> std::result::Result<Vec<publish::Member>, ApiError> {
+    let mut out = Vec::new();
+    for dir in [a, repo::NOARCH] {
+        let prefix = format!("{}{dir}/", sql::member_prefix(b, r));
+        let rows: Vec<Member> =
+            paged_members(ctx, |after, limit| sql::members_within(site.id, rel.read_seq(), rel.id, &prefix, lo, hi, after, limit), |m: &Member| &m.path)
+                .await?;
+        out.extend(rows.into_iter().map(|m| publish::Member { sha256: m.sha256, name: m.name, version: m.version, arch: m.arch, record: m.record }));
+    }
+    Ok(out)
+}
+
+/// What splicing an architecture's index needs, when it can be spliced: a
+/// server-signed index with its recorded layout, the changed names known,
+/// and at most half its pieces touched. Otherwise None: regenerated whole.
+#[allow(clippy::too_many_arguments)]
+async fn splice_source(
+    ctx: &Ctx<'_>,
+    site: &SiteRow,
+    rel: &ReleaseRow,
+    b: &str,
+    r: &str,
+    a: &str,
+    index_file: Option<&String>,
+    changed: &BTreeSet<String>,
+) -> std::result::Result<Option<publish::Source>, ApiError> {
+    use crate::formats::pieces;
+    let Some(sha) = index_file else { return Ok(None) };
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    #[derive(Deserialize)]
+    struct L {
+        layout: String,
+    }
+    let Some(row) = ctx.db.first::<L>(store::formats::layouts(site.id, &[sha.as_str()])).await? else { return Ok(None) };
+    let Ok(layout) = serde_json::from_str::<pieces::Layout>(&row.layout) else { return Ok(None) };
+    let runs = pieces::affected(&layout, changed);
+    let touched: usize = runs.iter().map(|(a, b)| b - a + 1).sum();
+    if layout.pieces.is_empty() || touched * 2 > layout.pieces.len() + 1 {
+        return Ok(None);
+    }
+    if layout.gz_len == 0 {
+        return Ok(None);
+    }
+    let old = read_blob_range(ctx, sha, 0, layout.gz_len).await?;
+    if !pieces::fits(&layout, &pieces::Files { gz: old.clone(), ..pieces::Files::default() }, publish::FORMS) {
+        return Ok(None);
+    }
+    let mut fresh = Vec::with_capacity(runs.len());
+    for &run in &runs {
+        let (lo, hi) = pieces::bounds(&layout, run);
+        fresh.push(index_members(ctx, site, rel, b, r, a, lo, hi).await?);
+    }
+    Ok(Some(publish::Source::Splice { layout, old, runs, fresh }))
+}
+
 /// Regenerates the indexes of a branch/repository in a draft (planned by
-/// [`publish::plan`]): reads the members and the draft's paths, stores the
-/// planned blobs, commits the changes with the bookkeeping in one batch.
+/// [`publish::plan`]): each changed architecture's index spliced around the
+/// changed names (server signing) or regenerated whole; stores the planned
+/// blobs, commits the changes with the bookkeeping in one batch.
 pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, b: &str, r: &str, full: bool) -> std::result::Result<Value, ApiError> {
     let started = super::now_ms();
-    let cfg = settings::<Apk>(ctx, site.id, "").await?;
-    let keys = Keys::<Apk>::of(ctx, site, &cfg).await?;
-    let public = match &keys {
-        Keys::Server(signer) => signer.public_key(),
-        Keys::Client(key) => key,
-    };
-    let name_of_key = repo::key_name(&cfg, &site.name, public);
-
-    let members: Vec<publish::Member> = all_members(ctx, site, rel, b, r)
-        .await?
-        .into_iter()
-        .map(|m| publish::Member { sha256: m.sha256, name: m.name, version: m.version, arch: m.arch, record: m.record })
-        .collect();
     #[derive(Deserialize)]
     struct Dirty {
         branch: String,
         repository: String,
         arch: String,
     }
-    let dirty: BTreeSet<String> =
-        ctx.db.all::<Dirty>(sql::dirty(rel.id)).await?.into_iter().filter(|d| d.branch == b && d.repository == r).map(|d| d.arch).collect();
-    let existing: BTreeMap<String, String> =
-        paths_under(ctx, site, rel, &format!("{b}/{r}/")).await?.into_iter().map(|(path, row)| (path, row.sha256)).collect();
-    let listed = super::now_ms();
+    #[derive(Deserialize)]
+    struct Name {
+        part: String,
+        name: String,
+    }
+    let scope = format!("{b}/{r}");
+    let (cfg, dirty, names, existing) = futures_util::future::try_join4(
+        settings::<Apk>(ctx, site.id, ""),
+        ctx.db.all::<Dirty>(sql::dirty(rel.id)),
+        ctx.db.all::<Name>(store::formats::dirty_names(rel.id, <Apk as Format>::NAME, &scope)),
+        paths_under(ctx, site, rel, &format!("{b}/{r}/")),
+    )
+    .await?;
+    let keys = Keys::<Apk>::of(ctx, site, &cfg).await?;
+    let public = match &keys {
+        Keys::Server(signer) => signer.public_key(),
+        Keys::Client(key) => key,
+    };
+    let name_of_key = repo::key_name(&cfg, &site.name, public);
+    let dirty: BTreeSet<String> = dirty.into_iter().filter(|d| d.branch == b && d.repository == r).map(|d| d.arch).collect();
+    let existing: BTreeMap<String, String> = existing.into_iter().map(|(path, row)| (path, row.sha256)).collect();
 
-    let input = publish::Input { branch: b, repository: r, cfg: &cfg, members: &members, dirty: &dirty, existing: &existing, full, signing: keys.signing(), key_name: &name_of_key };
+    // The architectures the members have: each candidate (configured, dirty,
+    // indexed now, noarch) asked whether its member directory has any.
+    let dir = format!("{b}/{r}/");
+    let mut candidates: BTreeSet<String> = cfg.architectures.iter().cloned().chain(dirty.iter().cloned()).collect();
+    candidates.insert(repo::NOARCH.to_string());
+    for path in existing.keys() {
+        if let Some(a) = path.strip_prefix(&dir).and_then(|rest| rest.strip_suffix(&format!("/{}", publish::INDEX))) {
+            candidates.insert(a.to_string());
+        }
+    }
+    #[derive(Deserialize)]
+    struct Any {
+        #[allow(dead_code)]
+        n: i64,
+    }
+    let mut present = BTreeSet::new();
+    for a in candidates {
+        let prefix = format!("{}{a}/", sql::member_prefix(b, r));
+        if ctx.db.first::<Any>(sql::has_members(site.id, rel.read_seq(), rel.id, &prefix)).await?.is_some() {
+            present.insert(a);
+        }
+    }
+    let (_, regen) = publish::regeneration(b, r, &cfg, &present, &dirty, &existing, full).map_err(ApiError::conflict)?;
+    let server = matches!(keys, Keys::Server(_));
+    let mut sources = BTreeMap::new();
+    for a in regen {
+        let named = dirty.iter().filter(|d| *d == &a || d.as_str() == repo::NOARCH).all(|d| names.iter().any(|n| &n.part == d));
+        let changed: BTreeSet<String> = names.iter().filter(|n| n.part == a || n.part == repo::NOARCH).map(|n| n.name.clone()).collect();
+        let index_file = existing.get(&format!("{dir}{a}/{}", publish::INDEX));
+        let spliced = if full || !server || !named { None } else { splice_source(ctx, site, rel, b, r, &a, index_file, &changed).await? };
+        let source = match spliced {
+            Some(s) => s,
+            None => publish::Source::Full(index_members(ctx, site, rel, b, r, &a, None, None).await?),
+        };
+        sources.insert(a, source);
+    }
+    let read = super::now_ms();
+
+    let input = publish::Input { branch: b, repository: r, cfg: &cfg, present: &present, sources: &sources, existing: &existing, signing: keys.signing(), key_name: &name_of_key };
     let plan = Apk::plan(&input).map_err(ApiError::conflict)?;
     let planned = super::now_ms();
     let mut extra: Vec<_> = plan.pending.iter().map(|(a, sha)| sql::set_pending(rel.id, b, r, a, Some(sha))).collect();
     extra.extend(sql::clear_dirty(rel.id, b, r));
+    let layouts: Vec<(String, String, String, String)> =
+        plan.layouts.iter().map(|(sha, l)| (sha.clone(), String::new(), String::new(), serde_json::to_string(l).expect("serialisable"))).collect();
+    extra.push(store::formats::put_layouts(site.id, &layouts));
     let changes = carry_out(ctx, site, plan.publication).await?;
     let stored = super::now_ms();
     ctx.db
@@ -161,15 +280,17 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         .await
         .map_err(|e| batch_err(e, &format!("release {} stopped being a draft", rel.id)))?;
     let waiting: Vec<&String> = plan.pending.iter().map(|(a, _)| a).collect();
+    let indexes: Vec<Value> =
+        plan.counts.iter().map(|(a, packages, rendered, pieces)| json!({"arch": a, "packages": packages, "pieces": pieces, "pieces_rendered": rendered})).collect();
     Ok(json!({
         "branch": b,
         "repository": r,
-        "packages": members.len(),
+        "indexes": indexes,
         "architectures": plan.architectures,
         "regenerated": plan.regenerated,
         "key_name": name_of_key,
         "signing": if waiting.is_empty() { json!("signed by the server") } else { json!({"waiting_for_signatures": waiting}) },
-        "timings_ms": {"read_packages": listed - started, "plan": planned - listed, "store": stored - planned, "commit": super::now_ms() - stored},
+        "timings_ms": {"read_packages": read - started, "plan": planned - read, "store": stored - planned, "commit": super::now_ms() - stored},
     }))
 }
 

@@ -69,6 +69,24 @@ pub fn index_stream(description: &str, apkindex: &str, mtime: u64) -> Vec<u8> {
     gzip(&tar)
 }
 
+/// The tar around an APKINDEX text of `text_len` bytes: before it the
+/// DESCRIPTION entry and the APKINDEX header, after it the padding to a whole
+/// block and the two end-of-archive blocks. Gzipped around the text, it is the
+/// unsigned index stream as `apk index` writes it.
+pub fn index_frame(description: &str, text_len: u64, mtime: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut before = tar_file("DESCRIPTION", description.as_bytes(), mtime);
+    let header = tar_file("APKINDEX", &[], mtime);
+    let mut header = header[..BLOCK].to_vec();
+    // The header's size and checksum fields for the real length.
+    header[124..136].copy_from_slice(format!("{text_len:011o}\0").as_bytes());
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| b as u32).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    before.extend(header);
+    let pad = (BLOCK - (text_len as usize % BLOCK)) % BLOCK;
+    (before, vec![0u8; pad + 2 * BLOCK])
+}
+
 /// The signature stream: gzip of a tar holding `.SIGN.RSA256.<key_name>`, cut
 /// before the end-of-archive blocks so apk reads on into the next stream.
 pub fn signature_stream(key_name: &str, signature: &[u8], mtime: u64) -> Vec<u8> {

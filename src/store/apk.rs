@@ -11,6 +11,18 @@ pub fn member_prefix(branch: &str, repo: &str) -> String {
     format!("{}apk/{branch}/{repo}/", super::INTERNAL_PREFIX)
 }
 
+/// The `APKINDEX.tar.gz` files under a repository's directory (one per
+/// architecture). Columns: path, sha256.
+pub fn index_files(site_id: i64, read_seq: i64, release_id: i64, dir: &str) -> Stmt {
+    stmt(
+        format!(
+            "SELECT m.path AS path, m.sha256 AS sha256 FROM ({}) m WHERE m.path >= ?4 AND m.path < ?5 AND substr(m.path, -16) = '/APKINDEX.tar.gz'",
+            super::contents_subquery("?1", "?2", "?3")
+        ),
+        vec![site_id.into(), read_seq.into(), release_id.into(), dir.into(), super::prefix_end(dir).into()],
+    )
+}
+
 /// Whether a release has any path under `prefix` (a member directory). Columns: n.
 pub fn has_members(site_id: i64, read_seq: i64, release_id: i64, prefix: &str) -> Stmt {
     stmt(

@@ -211,11 +211,17 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
         name: String,
     }
     let scope = format!("{b}/{r}");
-    let (cfg, dirty, names, existing) = futures_util::future::try_join4(
+    #[derive(Deserialize)]
+    struct File {
+        path: String,
+        sha256: String,
+    }
+    let dir = format!("{b}/{r}/");
+    let (cfg, dirty, names, index_files) = futures_util::future::try_join4(
         settings::<Apk>(ctx, site.id, ""),
         ctx.db.all::<Dirty>(sql::dirty(rel.id)),
         ctx.db.all::<Name>(store::formats::dirty_names(rel.id, <Apk as Format>::NAME, &scope)),
-        paths_under(ctx, site, rel, &format!("{b}/{r}/")),
+        ctx.db.all::<File>(sql::index_files(site.id, rel.read_seq(), rel.id, &dir)),
     )
     .await?;
     let keys = Keys::<Apk>::of(ctx, site, &cfg).await?;
@@ -225,11 +231,13 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
     };
     let name_of_key = repo::key_name(&cfg, &site.name, public);
     let dirty: BTreeSet<String> = dirty.into_iter().filter(|d| d.branch == b && d.repository == r).map(|d| d.arch).collect();
-    let existing: BTreeMap<String, String> = existing.into_iter().map(|(path, row)| (path, row.sha256)).collect();
+    // What publishing looks at of the draft's paths: the index files now;
+    // below, the directories regenerated whole or gone, and the files a
+    // splice may change.
+    let mut existing: BTreeMap<String, String> = index_files.into_iter().map(|f| (f.path, f.sha256)).collect();
 
     // The architectures the members have: each candidate (configured, dirty,
     // indexed now, noarch) asked whether its member directory has any.
-    let dir = format!("{b}/{r}/");
     let mut candidates: BTreeSet<String> = cfg.architectures.iter().cloned().chain(dirty.iter().cloned()).collect();
     candidates.insert(repo::NOARCH.to_string());
     for path in existing.keys() {
@@ -249,7 +257,9 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
             present.insert(a);
         }
     }
-    let (_, regen) = publish::regeneration(b, r, &cfg, &present, &dirty, &existing, full).map_err(ApiError::conflict)?;
+    let (archs, regen) = publish::regeneration(b, r, &cfg, &present, &dirty, &existing, full).map_err(ApiError::conflict)?;
+    let indexed: Vec<String> =
+        existing.keys().filter_map(|p| p.strip_prefix(&dir)?.strip_suffix(&format!("/{}", publish::INDEX)).map(str::to_string)).collect();
     let server = matches!(keys, Keys::Server(_));
     let mut sources = BTreeMap::new();
     for a in regen {
@@ -261,7 +271,27 @@ pub(super) async fn publish_repo(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow
             Some(s) => s,
             None => publish::Source::Full(index_members(ctx, site, rel, b, r, &a, None, None).await?),
         };
+        let arch_dir = format!("{dir}{a}/");
+        match &source {
+            publish::Source::Full(_) => existing.extend(paths_under(ctx, site, rel, &arch_dir).await?.into_iter().map(|(p, row)| (p, row.sha256))),
+            publish::Source::Splice { .. } => {
+                let check: Vec<String> = publish::files_to_check(&source, &arch_dir).map_err(ApiError::internal)?.into_iter().collect();
+                let refs: Vec<&str> = check.iter().map(String::as_str).collect();
+                #[derive(Deserialize)]
+                struct Held {
+                    path: String,
+                    sha256: String,
+                }
+                for chunk in refs.chunks(4_000) {
+                    existing.extend(ctx.db.all::<Held>(store::paths_among(site.id, rel.read_seq(), rel.id, chunk)).await?.into_iter().map(|h| (h.path, h.sha256)));
+                }
+            }
+        }
         sources.insert(a, source);
+    }
+    // An architecture indexed now that the repository no longer has: its directory goes.
+    for a in indexed.iter().filter(|a| !archs.contains(a)) {
+        existing.extend(paths_under(ctx, site, rel, &format!("{dir}{a}/")).await?.into_iter().map(|(p, row)| (p, row.sha256)));
     }
     let read = super::now_ms();
 

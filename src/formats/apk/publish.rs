@@ -47,7 +47,10 @@ pub struct Input<'a> {
     pub present: &'a BTreeSet<String>,
     /// What each regenerated architecture's index is made from (see [`regeneration`]).
     pub sources: &'a BTreeMap<String, Source>,
-    /// The draft's paths under `<branch>/<repository>/`, with their sha256.
+    /// The draft's paths under `<branch>/<repository>/` that publishing
+    /// looks at, with their sha256: every index file, every path of an
+    /// architecture regenerated whole or gone, and those of
+    /// [`files_to_check`] for a spliced one.
     pub existing: &'a BTreeMap<String, String>,
     pub signing: Signing<'a>,
     pub key_name: &'a str,
@@ -112,6 +115,22 @@ fn files_of_records(text: &str, arch_dir: &str) -> BTreeSet<String> {
     out
 }
 
+/// The package files a splice may place or remove in an architecture's
+/// directory: those of the members now in the changed runs, and those the
+/// runs' old records name. (A full regeneration looks at the whole directory.)
+pub fn files_to_check(source: &Source, arch_dir: &str) -> Result<BTreeSet<String>, String> {
+    let Source::Splice { layout, old, runs, fresh } = source else { return Ok(BTreeSet::new()) };
+    let old_files = pieces::Files { gz: old.clone(), ..pieces::Files::default() };
+    let mut out: BTreeSet<String> = fresh.iter().flatten().map(|m| format!("{arch_dir}{}", package::filename(&m.name, &m.version))).collect();
+    for &(first, last) in runs {
+        for i in first..=last {
+            let text = pieces::old_piece_text(layout, i, &old_files, FORMS)?;
+            out.extend(files_of_records(&String::from_utf8_lossy(&text), arch_dir));
+        }
+    }
+    Ok(out)
+}
+
 pub fn plan(input: &Input<'_>) -> Result<Plan, String> {
     let (b, r) = (input.branch, input.repository);
     let archs = repo::architectures(input.cfg, input.present);
@@ -129,17 +148,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, String> {
             Source::Full(members) => {
                 (members.iter().collect(), existing.keys().filter(|p| p.starts_with(&arch_dir) && p.ends_with(".apk")).cloned().collect())
             }
-            Source::Splice { layout, old, runs, fresh } => {
-                let old_files = pieces::Files { gz: old.clone(), ..pieces::Files::default() };
-                let mut before = BTreeSet::new();
-                for &(first, last) in runs {
-                    for i in first..=last {
-                        let text = pieces::old_piece_text(layout, i, &old_files, FORMS)?;
-                        before.extend(files_of_records(&String::from_utf8_lossy(&text), &arch_dir));
-                    }
-                }
-                (fresh.iter().flatten().collect(), before)
-            }
+            Source::Splice { fresh, .. } => (fresh.iter().flatten().collect(), files_to_check(source, &arch_dir)?),
         };
         let want: BTreeMap<String, &Member> = now.iter().map(|m| (format!("{arch_dir}{}", package::filename(&m.name, &m.version)), *m)).collect();
         for (path, m) in &want {

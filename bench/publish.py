@@ -14,13 +14,11 @@ BENCH_PUBLISH_N picks the repository size (default 10000).
 """
 
 import hashlib
-import io
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -28,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
 from apk import build_apk, check_index, rsa_key  # noqa: E402
 from debian import Gpg  # noqa: E402
-from wharf import Wharf  # noqa: E402
+from wharf import Wharf, tar_of  # noqa: E402
 
 
 def _bench_module(name: str):
@@ -52,16 +50,6 @@ def run(cmd: str, cwd: Path) -> float:
     if r.returncode != 0:
         raise RuntimeError(f"{cmd} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     return time.perf_counter() - t
-
-
-def tar_stream(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def retrying(f):
@@ -101,7 +89,7 @@ def main():
         w.admin.site("deb", "deb.bench.test")
         rel = w.admin.draft("deb")
         retrying(lambda: w.admin.call("POST", f"/sites/deb/releases/{rel}/deb/stable/main/packages/batch",
-                                      data=tar_stream({debs[i][0]: debs[i][1] for i in range(N)}), headers={"Content-Type": "application/x-tar"}))
+                                      data=tar_of({debs[i][0]: debs[i][1] for i in range(N)}), headers={"Content-Type": "application/x-tar"}))
         w.admin.activate("deb", rel)
         list_file = OUT / "base.list"
         list_file.write_text("\n".join(str(f) for f in base))
@@ -129,8 +117,8 @@ def main():
                                        ["so:libc.musl-x86_64.so.1"]) for i in range(N + ROUNDS)}
         rel = w.admin.draft("apk")
         retrying(lambda: w.admin.call("POST", f"/sites/apk/releases/{rel}/apk/edge/main/packages/batch",
-                                      data=tar_stream({f"a{i}.apk": apks[f"a{i}.apk"] for i in range(N)}), headers={"Content-Type": "application/x-tar"}))
-        w.admin.activate("apk", rel)
+                                      data=tar_of({f"a{i}.apk": apks[f"a{i}.apk"] for i in range(N)}), headers={"Content-Type": "application/x-tar"}))
+        retrying(lambda: w.admin.activate("apk", rel))
 
         print("rounds", flush=True)
         for r in range(ROUNDS):

@@ -95,7 +95,6 @@ async fn read_text(ctx: &Ctx<'_>, row: &PathRow) -> std::result::Result<String, 
 }
 
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 async fn remove_package(ctx: &Ctx<'_>, s: &str, r: i64, d: &str, c: &str, name: &str, version: &str, arch: &str) -> ApiResult {
     let site = ctx.site(s, Scope::Publish).await?;
     let rel = ctx.draft(site.id, r).await?;

@@ -7,31 +7,17 @@ import io
 import subprocess
 import tarfile
 import threading
-from pathlib import Path
 
 import pytest
 from apk import build_apk, check_index, rsa_key
 from debian import Gpg, build_deb, packages_text
 from test_debian import apt_for
 from test_helm import chart, verify_repository
-from wharf import Wharf
+from wharf import Wharf, tar_of
 
 
 def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
-
-
-def tar_of(files: dict[str, bytes], claim: bool = False) -> bytes:
-    """A tar stream of the files (with `WHARF.sha256` pax records when `claim`)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 1700000000
-            if claim:
-                info.pax_headers = {"WHARF.sha256": sha(data)}
-            t.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")

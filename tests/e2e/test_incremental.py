@@ -7,32 +7,20 @@ the same packages gives; apt reads the Debian ones by hash, the APK checks
 
 import gzip
 import hashlib
-import io
 import lzma
 import subprocess
-import tarfile
 
 import pytest
 from apk import build_apk, check_index, rsa_key
 from debian import Gpg, StagingProxy, packages_text, quick_deb
 from test_debian import apt_for
-from wharf import Wharf
+from wharf import Wharf, tar_of
 
 INDEX = "dists/stable/main/binary-amd64/"
 
 
 def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
-
-
-def tar_of(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")

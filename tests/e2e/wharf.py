@@ -289,3 +289,21 @@ class Admin:
 def started(tmp: Path, **kw) -> Wharf:
     tmp.mkdir(parents=True, exist_ok=True)
     return Wharf(tmp, **kw)
+
+
+def tar_of(files: dict[str, bytes], claim: bool = False) -> bytes:
+    """A tar stream of the files, as batch ingest takes it (with `WHARF.sha256`
+    pax records when `claim`)."""
+    import hashlib
+    import io
+    import tarfile
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1700000000
+            if claim:
+                info.pax_headers = {"WHARF.sha256": hashlib.sha256(data).hexdigest()}
+            t.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+

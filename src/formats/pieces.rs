@@ -440,13 +440,13 @@ pub fn assemble_framed(sources: &[Source<'_>], old_layout: &Layout, old: &Files,
             Source::Old(i) => {
                 let (p, (a, g, x)) = (&old_layout.pieces[*i], at[*i]);
                 if forms.plain {
-                    files.plain.extend_from_slice(&old.plain[a..a + p.plain as usize]);
+                    files.plain.extend_from_slice(range(&old.plain, a, p.plain)?);
                 }
                 if forms.gz {
-                    files.gz.extend_from_slice(&old.gz[g..g + p.gz as usize]);
+                    files.gz.extend_from_slice(range(&old.gz, g, p.gz)?);
                 }
                 if forms.xz {
-                    files.xz.extend_from_slice(&old.xz[x..x + p.xz as usize]);
+                    files.xz.extend_from_slice(range(&old.xz, x, p.xz)?);
                 }
                 p
             }
@@ -481,18 +481,24 @@ pub fn assemble_framed(sources: &[Source<'_>], old_layout: &Layout, old: &Files,
 
 /// The plain bytes of a piece of the earlier file: from its plain form, or
 /// its deflate data (each piece inflates on its own), or its xz block.
+/// `len` bytes at `at` of an earlier file, or why they are not there (a
+/// stored file that does not fit its layout is refused, never read past).
+fn range(bytes: &[u8], at: usize, len: u64) -> Result<&[u8], String> {
+    usize::try_from(len).ok().and_then(|n| bytes.get(at..at.checked_add(n)?)).ok_or_else(|| "a piece lies outside the earlier file".to_string())
+}
+
 fn old_plain(layout: &Layout, i: usize, (a, g, x): (usize, usize, usize), old: &Files, forms: Forms) -> Result<Vec<u8>, String> {
     let p = &layout.pieces[i];
     let out = if forms.plain {
-        old.plain[a..a + p.plain as usize].to_vec()
+        range(&old.plain, a, p.plain)?.to_vec()
     } else if forms.gz {
         let mut d = flate2::Decompress::new(false);
         let mut out = Vec::with_capacity(p.plain as usize);
-        d.decompress_vec(&old.gz[g..g + p.gz as usize], &mut out, flate2::FlushDecompress::Sync).map_err(|e| format!("inflating a piece: {e}"))?;
+        d.decompress_vec(range(&old.gz, g, p.gz)?, &mut out, flate2::FlushDecompress::Sync).map_err(|e| format!("inflating a piece: {e}"))?;
         out
     } else {
         let one = Layout { pieces: vec![p.clone()], ..Layout::default() };
-        let stream = assemble_xz_of(&old.xz[x..x + p.xz as usize], &one);
+        let stream = assemble_xz_of(range(&old.xz, x, p.xz)?, &one);
         let mut out = Vec::with_capacity(p.plain as usize);
         std::io::Read::read_to_end(&mut lzma_rust2::XzReader::new(&stream[..], false), &mut out).map_err(|e| format!("reading a piece's xz block: {e}"))?;
         out
@@ -820,5 +826,17 @@ mod tests {
         let (again, _) = assemble_framed(&kept, &moved, &old, forms, &before, &after).unwrap();
         assert_eq!(again.gz, files.gz);
         assert!(layout.pieces.iter().all(|p| p.sha.is_empty()), "no digest asked for");
+    }
+
+    #[test]
+    fn a_stored_file_shorter_than_its_layout_is_refused_not_read_past() {
+        let forms = Forms::ALL;
+        let (mut files, layout) = full(&records(&state(&names(500))), forms).unwrap();
+        files.gz.truncate(files.gz.len() / 2);
+        files.plain.truncate(10);
+        let kept: Vec<Source<'_>> = (0..layout.pieces.len()).map(Source::Old).collect();
+        assert!(assemble(&kept, &layout, &files, forms).is_err());
+        assert!(old_piece_text(&layout, layout.pieces.len() - 1, &files, Forms { plain: false, gz: true, xz: false, digest: false }).is_err());
+        assert!(old_piece_text(&layout, layout.pieces.len(), &files, forms).is_err());
     }
 }

@@ -72,13 +72,14 @@ def main():
     apk_key, apk_pub = rsa_key(OUT / "apk-key")
     w = Wharf(OUT / "state", extra_vars={"DEB_SIGNING_KEY": key.secret_armored(), "APK_SIGNING_KEY": apk_key.read_text(),
                                          "MAX_BLOB_BYTES": str(1 << 30)})
-    times: dict[str, list[float]] = {k: [] for k in ["wharf", "wharf_full", "reprepro", "reprepro_xz", "aptly", "ftparchive", "apk", "apk_full"]}
+    times: dict[str, list[float]] = {k: [] for k in ["wharf", "wharf_one", "wharf_full", "reprepro", "reprepro_xz", "aptly", "ftparchive", "apk", "apk_one",
+                                                     "apk_full"]}
     phases = []
     try:
         debs_dir = OUT / "debs"
         debs_dir.mkdir()
         debs = {}
-        for i in range(N + ROUNDS):
+        for i in range(N + 2 * ROUNDS):
             path, data = make_deb(i)
             debs[i] = (path.rsplit("/", 1)[1], data)
             (debs_dir / debs[i][0]).write_bytes(data)
@@ -114,7 +115,7 @@ def main():
         w.admin.site("apk", "apk.bench.test")
         w.admin.call("PUT", "/sites/apk/apk/settings", {"architectures": ["x86_64"], "key_name": "bench.rsa.pub"})
         apks = {f"a{i}.apk": build_apk(f"bench-pkg{i:05d}", f"1.{i % 7}-r{i % 3}", "noarch" if i % 5 == 0 else "x86_64",
-                                       ["so:libc.musl-x86_64.so.1"]) for i in range(N + ROUNDS)}
+                                       ["so:libc.musl-x86_64.so.1"]) for i in range(N + 2 * ROUNDS)}
         rel = w.admin.draft("apk")
         retrying(lambda: w.admin.call("POST", f"/sites/apk/releases/{rel}/apk/edge/main/packages/batch",
                                       data=tar_of({f"a{i}.apk": apks[f"a{i}.apk"] for i in range(N)}), headers={"Content-Type": "application/x-tar"}))
@@ -132,6 +133,12 @@ def main():
                          headers={"Content-Type": "application/vnd.debian.binary-package"})
             retrying(lambda: w.admin.activate("deb", d))
             times["wharf"].append(time.perf_counter() - t)
+            # Wharf in one request: the batch route without a release (draft, batch, activate inside).
+            one_name, one_data = debs[N + ROUNDS + r]
+            t = time.perf_counter()
+            retrying(lambda: w.admin.call("POST", "/sites/deb/deb/stable/main/packages/batch", data=tar_of({one_name: one_data}),
+                                          headers={"Content-Type": "application/x-tar"}))
+            times["wharf_one"].append(time.perf_counter() - t)
             # Wharf's full regeneration of the same dist, for reference (a draft published whole, then dropped).
             d = w.admin.draft("deb")
             t = time.perf_counter()
@@ -161,6 +168,10 @@ def main():
                          headers={"Content-Type": "application/octet-stream"})
             retrying(lambda: w.admin.activate("apk", d))
             times["apk"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            retrying(lambda: w.admin.call("POST", "/sites/apk/apk/edge/main/packages/batch", data=tar_of({"one.apk": apks[f"a{N + ROUNDS + r}.apk"]}),
+                                          headers={"Content-Type": "application/x-tar"}))
+            times["apk_one"].append(time.perf_counter() - t)
             d = w.admin.draft("apk")
             t = time.perf_counter()
             retrying(lambda: w.admin.call("POST", f"/sites/apk/releases/{d}/apk/edge/main/publish?full=true"))
@@ -171,9 +182,9 @@ def main():
         # What clients see is right: every package, the last one too.
         import lzma
         text = lzma.decompress(w.get("deb.bench.test", "/dists/stable/main/binary-amd64/Packages.xz").content).decode()
-        assert text.count("Package: ") == N + ROUNDS, text.count("Package: ")
+        assert text.count("Package: ") == N + 2 * ROUNDS, text.count("Package: ")
         _, records = check_index(w.get("apk.bench.test", "/edge/main/x86_64/APKINDEX.tar.gz").content, apk_pub, "bench.rsa.pub", OUT)
-        assert len(records) == N + ROUNDS
+        assert len(records) == N + 2 * ROUNDS
     finally:
         w.stop()
 
@@ -183,7 +194,9 @@ def main():
         f"| One package into {N:,} (Debian) | time | Wharf / peer |",
         "|---|---:|---:|",
         f"| **Wharf** (draft + upload + activate; .xz and .gz, signed) | **{ms(m['wharf'])}** | |",
-        f"| reprepro 5.3 includedeb (plain + .gz, its default; unsigned) | {ms(m['reprepro'])} | {m['wharf'] / m['reprepro']:.2f}× |",
+        f"| **Wharf in one request** (`POST …/deb/stable/main/packages/batch`) | **{ms(m['wharf_one'])}** | |",
+        f"| reprepro 5.3 includedeb (plain + .gz, its default; unsigned) | {ms(m['reprepro'])} | {m['wharf'] / m['reprepro']:.2f}× "
+        f"(one request: {m['wharf_one'] / m['reprepro']:.2f}×) |",
         f"| reprepro includedeb (plain + .gz + .xz) | {ms(m['reprepro_xz'])} | {m['wharf'] / m['reprepro_xz']:.2f}× |",
         f"| aptly 1.5 repo add + publish update (unsigned) | {ms(m['aptly'])} | {m['wharf'] / m['aptly']:.2f}× |",
         f"| apt-ftparchive, full regeneration (SHA256 only, .gz, .xz, signed) | {ms(m['ftparchive'])} | {m['wharf'] / m['ftparchive']:.2f}× |",
@@ -192,6 +205,7 @@ def main():
         f"| One package into {N:,} (APK) | time |",
         "|---|---:|",
         f"| Wharf (draft + upload + activate; signed APKINDEX) | {ms(m['apk'])} |",
+        f"| Wharf in one request (`POST …/apk/edge/main/packages/batch`) | {ms(m['apk_one'])} |",
         f"| Wharf, full regeneration (publish ?full=true) | {ms(m['apk_full'])} |",
         "",
         f"Medians of {ROUNDS} interleaved rounds, one package added per round, this {os.cpu_count()}-core machine; Wharf on workerd "

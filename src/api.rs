@@ -117,6 +117,8 @@ pub enum Route {
     /// site, release, branch, repository
     ApkAddPackage(String, i64, String, String),
     ApkAddBatch(String, i64, String, String),
+    /// A batch published in one request: into a new release made from the active one, activated.
+    ApkPublishBatch(String, String, String),
     ApkListPackages(String, i64, String, String),
     /// site, release, branch, repository, name, version, arch
     ApkRemovePackage(String, i64, String, String, String, String, String),
@@ -127,6 +129,7 @@ pub enum Route {
     /// site, release, chart repository
     HelmAddChart(String, i64, String),
     HelmAddBatch(String, i64, String),
+    HelmPublishBatch(String, String),
     HelmListCharts(String, i64, String),
     /// site, release, repository, chart name, version
     HelmRemoveChart(String, i64, String, String, String),
@@ -138,6 +141,7 @@ pub enum Route {
     DebShowKey(String),
     DebAddPackage(String, i64, String, String),
     DebAddBatch(String, i64, String, String),
+    DebPublishBatch(String, String, String),
     DebRemovePackage(String, i64, String, String, String, String, String),
     DebListPackages(String, i64, String),
     DebPublish(String, i64, String),
@@ -217,6 +221,7 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         (_, ["sites", _, "deb", "key"]) => return Err(not_allowed()),
         ("POST", ["sites", s, "releases", r, "deb", d, c, "packages"]) => DebAddPackage(site(s)?, id(r)?, name(d)?, name(c)?),
         ("POST", ["sites", s, "releases", r, "deb", d, c, "packages", "batch"]) => DebAddBatch(site(s)?, id(r)?, name(d)?, name(c)?),
+        ("POST", ["sites", s, "deb", d, c, "packages", "batch"]) => DebPublishBatch(site(s)?, name(d)?, name(c)?),
         (_, ["sites", _, "releases", _, "deb", _, _, "packages"]) => return Err(not_allowed()),
         ("DELETE", ["sites", s, "releases", r, "deb", d, c, "packages", p, v, a]) => {
             let v = path::percent_decode(v).map_err(|_| ApiError::bad_request("invalid version"))?;
@@ -259,6 +264,7 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         (_, ["sites", _, "apk", "key"]) => return Err(not_allowed()),
         ("POST", ["sites", s, "releases", r, "helm", repo, "charts"]) => HelmAddChart(site(s)?, id(r)?, name(repo)?),
         ("POST", ["sites", s, "releases", r, "helm", repo, "charts", "batch"]) => HelmAddBatch(site(s)?, id(r)?, name(repo)?),
+        ("POST", ["sites", s, "helm", repo, "charts", "batch"]) => HelmPublishBatch(site(s)?, name(repo)?),
         ("GET", ["sites", s, "releases", r, "helm", repo, "charts"]) => HelmListCharts(site(s)?, id(r)?, name(repo)?),
         ("DELETE", ["sites", s, "releases", r, "helm", repo, "charts", c, v]) => HelmRemoveChart(site(s)?, id(r)?, name(repo)?, c.to_string(), v.to_string()),
         ("PUT", ["sites", s, "releases", r, "helm", repo, "charts", c, v, "provenance"]) => {
@@ -267,6 +273,7 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         ("POST", ["sites", s, "releases", r, "helm", repo, "publish"]) => HelmPublish(site(s)?, id(r)?, name(repo)?),
         ("POST", ["sites", s, "releases", r, "apk", b, repo, "packages"]) => ApkAddPackage(site(s)?, id(r)?, name(b)?, name(repo)?),
         ("POST", ["sites", s, "releases", r, "apk", b, repo, "packages", "batch"]) => ApkAddBatch(site(s)?, id(r)?, name(b)?, name(repo)?),
+        ("POST", ["sites", s, "apk", b, repo, "packages", "batch"]) => ApkPublishBatch(site(s)?, name(b)?, name(repo)?),
         ("GET", ["sites", s, "releases", r, "apk", b, repo, "packages"]) => ApkListPackages(site(s)?, id(r)?, name(b)?, name(repo)?),
         (_, ["sites", _, "releases", _, "apk", _, _, "packages"]) => return Err(not_allowed()),
         ("DELETE", ["sites", s, "releases", r, "apk", b, repo, "packages", p, v, a]) => {

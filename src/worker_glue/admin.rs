@@ -252,6 +252,9 @@ async fn dispatch(mut req: Request, env: &Env, db: &Db) -> ApiResult {
         DebAddBatch(s, r, d, c) => super::batch::add::<crate::formats::Deb>(&ctx, &mut req, &s, r, (d, c), &query).await,
         ApkAddBatch(s, r, b, repo) => super::batch::add::<crate::formats::Apk>(&ctx, &mut req, &s, r, (b, repo), &query).await,
         HelmAddBatch(s, r, repo) => super::batch::add::<crate::formats::Helm>(&ctx, &mut req, &s, r, repo, &query).await,
+        DebPublishBatch(s, d, c) => super::batch::publish::<crate::formats::Deb>(&ctx, &mut req, &s, (d, c), &query).await,
+        ApkPublishBatch(s, b, repo) => super::batch::publish::<crate::formats::Apk>(&ctx, &mut req, &s, (b, repo), &query).await,
+        HelmPublishBatch(s, repo) => super::batch::publish::<crate::formats::Helm>(&ctx, &mut req, &s, repo, &query).await,
         apk_route @ (ApkPutSettings(..)
         | ApkShowSettings(..)
         | ApkPutKey(..)
@@ -491,6 +494,15 @@ async fn activate(ctx: &Ctx<'_>, s: &str, r: i64, b: api::ActivateBody, allow_em
         }
     }
     activate_prepared(ctx, &site, r, expected).await
+}
+
+/// Activates a draft made from the active release: every indexer prepares
+/// it, then the compare-and-swap against its parent.
+pub(super) async fn activate_draft(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow) -> ApiResult {
+    for f in super::formats::ALL {
+        f.prepare_activation(ctx, site, rel).await?;
+    }
+    activate_prepared(ctx, site, rel.id, rel.parent_id).await
 }
 
 /// The compare-and-swap itself, once every indexer has prepared the draft.

@@ -63,6 +63,56 @@ pub const MAX_DIGESTS: usize = 1_000;
 
 /// A batch of blobs the site uploaded before, named by digest
 /// (`{"sha256": ["…", …]}`): each inspected from R2; nothing is uploaded.
+/// A batch published in one request: the files received and stored once,
+/// then recorded into a new release made from the active one and activated.
+/// When another publication activates first (the compare-and-swap fails),
+/// the same files go into a release made from the new active one, after a
+/// short wait, up to `TRIES` times: concurrent publishers all land. A
+/// refused batch or a failure leaves no draft behind.
+pub(super) async fn publish<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request, s: &str, scope: F::Scope, query: &dyn Fn(&str) -> Option<String>) -> ApiResult {
+    const TRIES: u32 = 6;
+    let site = ctx.site(s, Scope::Publish).await?;
+    let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
+    let is_json = req.headers().get("content-type").ok().flatten().is_some_and(|t| t.starts_with("application/json"));
+    let accepted = if is_json { by_digest::<F>(ctx, req, &site).await? } else { receive::<F>(ctx, req).await? };
+    if accepted.is_empty() {
+        return Err(ApiError::bad_request("the batch holds no files: send a tar stream of packages"));
+    }
+    let note = format!("{} packages published in one request", accepted.len());
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let rel: ReleaseRow = ctx
+            .db
+            .first(store::create_release_from_active(site.id, Some(&note), ctx.now))
+            .await?
+            .ok_or_else(|| ApiError::internal("the release was not created"))?;
+        let outcome = async {
+            record::<F>(ctx, &site, &rel, &scope, &accepted, replace).await?;
+            super::admin::activate_draft(ctx, &site, &rel).await
+        }
+        .await;
+        match outcome {
+            Ok((_, mut activated)) => {
+                let described: Vec<serde_json::Value> = accepted.iter().map(|a| F::describe(&a.member, &a.sha, a.size, &scope)).collect();
+                activated["added"] = json!(accepted.len());
+                activated["attempts"] = json!(attempt);
+                activated["packages"] = json!(described);
+                return Ok((201, activated));
+            }
+            Err(e) => {
+                // The draft goes: nothing half-published stays behind.
+                let _ = ctx.db.batch(store::delete_draft(site.id, rel.id)).await;
+                if e.code != "stale_release" || attempt == TRIES {
+                    return Err(e);
+                }
+                let pause = 20 * (1u64 << attempt) + (js_sys::Math::random() * 20.0) as u64;
+                worker::Delay::from(std::time::Duration::from_millis(pause)).await;
+            }
+        }
+    }
+}
+
 async fn by_digest<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request, site: &SiteRow) -> ApiResultOf<Vec<Accepted<F::Member>>> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]

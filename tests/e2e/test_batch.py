@@ -181,3 +181,40 @@ def test_a_batch_of_blobs_uploaded_before_is_named_by_digest(env, tmp_path):
     assert [e["file"] for e in err["errors"]] == [f"sha256:{sha(junk)}"]
     listed = admin.call("GET", f"/sites/batch-digests/releases/{rel2}/deb/stable/packages")["packages"]
     assert "digest-late" not in {p["package"] for p in listed}, "nothing of the refused batch was added"
+
+
+def test_a_batch_published_in_one_request_lands_even_when_others_publish_at_once(env, hosts, tmp_path):
+    """`POST /sites/{s}/deb/{d}/{c}/packages/batch` (no release): a new release
+    from the active one, the batch, activation; on a concurrent activation,
+    again from the new active release. Six at once all land; a bad batch
+    leaves neither a release nor a change."""
+    from concurrent.futures import ThreadPoolExecutor
+    from debian import quick_deb
+    w, admin = env.wharf, env.wharf.admin
+    host = hosts.add("batch-one.wharf.test")
+    admin.site("batch-one", host)
+    path = "/sites/batch-one/deb/stable/main/packages/batch"
+
+    def publish(k: int):
+        files = {f"p{k}-{i}.deb": quick_deb(f"wharf-one-{k}-{i}", "1.0", "amd64") for i in range(3)}
+        return admin.call("POST", path, data=tar_of(files), expect=201, headers={"Content-Type": "application/x-tar"})
+
+    first = publish(0)
+    assert first["state"] == "active" and first["added"] == 3 and first["attempts"] == 1
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(publish, range(1, 7)))
+    assert all(r["state"] == "active" and r["added"] == 3 for r in results)
+    assert any(r["attempts"] > 1 for r in results), "six at once: some found another activation first and went again"
+    text = packages_text(w, host)
+    assert all(f"Package: wharf-one-{k}-{i}\n" in text for k in range(7) for i in range(3))
+    active = admin.call("GET", "/sites/batch-one")["active_release"]
+    assert active == max(r["id"] for r in results)
+
+    # A bad batch: refused whole, no release left behind, the active one unchanged.
+    releases = admin.call("GET", "/sites/batch-one/releases")["releases"]
+    bad = {"good.deb": quick_deb("wharf-one-late", "1.0", "amd64"), "bad.deb": b"not a package"}
+    err = admin.call("POST", path, data=tar_of(bad), expect=422, headers={"Content-Type": "application/x-tar"})
+    assert [e["file"] for e in err["error"]["errors"]] == ["bad.deb"]
+    assert admin.call("GET", "/sites/batch-one/releases")["releases"] == releases
+    assert admin.call("GET", "/sites/batch-one")["active_release"] == active
+    assert "wharf-one-late" not in packages_text(w, host)

@@ -52,7 +52,13 @@ def wrangler_env() -> dict:
                 # is attached. A cold 64 MiB pull through the mirror held
                 # 7,000-16,000 sockets and took 10-29 s with it, 17 and 2 s
                 # without. Tests and benchmarks measure the worker, not that.
-                "VSCODE_INSPECTOR_OPTIONS": "{}"})
+                "VSCODE_INSPECTOR_OPTIONS": "{}",
+                # No fetch of the `Request.cf` object from Cloudflare (this
+                # machine has no internet): without it miniflare tried, gave
+                # up, and set the runtime up again with a placeholder, and a
+                # request landing then got wrangler's 503 "worker restarted
+                # mid-request" (a CI run failed on one).
+                "CLOUDFLARE_CF_FETCH_ENABLED": "false"})
     return env
 
 

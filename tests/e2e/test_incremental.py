@@ -6,32 +6,24 @@ the same packages gives; apt reads the Debian ones by hash, the APK checks
 (as apk-tools 2.14 verifies) accept the APK ones."""
 
 import gzip
-import hashlib
 import lzma
 import subprocess
 
 import pytest
-from apk import build_apk, check_index, rsa_key
-from debian import Gpg, StagingProxy, packages_text, quick_deb
+from apk import build_apk, check_index
+from debian import StagingProxy, packages_text, quick_deb, sha256
 from test_debian import apt_for
-from wharf import Wharf, tar_of
+from test_batch import env  # noqa: F401  (the module's worker, as the batch tests start it)
+from wharf import tar_of
 
 INDEX = "dists/stable/main/binary-amd64/"
 
 
-def sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
-
-
 @pytest.fixture(scope="module")
-def w(tmp_path_factory):
-    root = tmp_path_factory.mktemp("incremental")
-    key = Gpg(root / "gpg").generate("Wharf Archive <archive@example.com>")
-    apk_key, apk_pub = rsa_key(root / "apk-key")
-    w = Wharf(root / "state", extra_vars={"DEB_SIGNING_KEY": key.secret_armored(), "APK_SIGNING_KEY": apk_key.read_text()})
-    w.apk_pub = apk_pub
-    yield w
-    w.stop()
+def w(env):
+    """The worker of the batch tests' module fixture (Debian and APK keys)."""
+    env.wharf.apk_pub = env.apk_pub
+    return env.wharf
 
 
 def batch(admin, site, rel, files: dict[str, bytes], **params):
@@ -95,9 +87,9 @@ def test_a_publication_splices_around_the_change_equals_a_full_one_and_apt_reads
     gz = w.get(host, "/" + INDEX + "Packages.gz").content
     assert gzip.decompress(gz).decode() == text == lzma.decompress(w.get(host, "/" + INDEX + "Packages.xz").content).decode()
     got = listed(w, host)
-    assert got["main/binary-amd64/Packages"] == (sha(text.encode()), len(text.encode()))
+    assert got["main/binary-amd64/Packages"] == (sha256(text.encode()), len(text.encode()))
     assert "Package: wharf-inc-0901\n" not in text and "Package: wharf-inc-0700b\n" in text and "Package: wharf-inc-1200x\n" in text
-    assert f"SHA256: {sha(replaced)}\n" in text
+    assert f"SHA256: {sha256(replaced)}\n" in text
 
     # apt reads it, by hash (the proxy sees the by-hash fetch of the new
     # Packages.xz answered 200), and sees the change.

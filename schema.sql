@@ -1,6 +1,6 @@
 -- Wharf D1 schema. Apply with: wrangler d1 execute <db> --file schema.sql
 -- Every statement is idempotent, so applying it again is safe.
--- wharf-schema-version: 10
+-- wharf-schema-version: 11
 -- Bump the version above whenever a table, column or index changes; the worker
 -- refuses to serve (503 schema_outdated) from a database whose recorded version is older.
 
@@ -43,11 +43,20 @@ CREATE TABLE IF NOT EXISTS blobs (
 -- Where a blob's bytes lie in R2 when not under `blobs/sha256/<hex>`: a
 -- registry upload sent in one chunk is kept where it was written (its digest
 -- computed as it arrived), so the closing PUT copies nothing (R2 has no
--- rename). Readers follow this row; without one, the bytes are at the default key.
-CREATE TABLE IF NOT EXISTS blob_locations (
-  sha256 TEXT PRIMARY KEY,
-  r2_key TEXT NOT NULL
+-- rename); the small files of a batch are stored together in one object (a
+-- pack, `packs/sha256/<hex of the pack>`), each at its offset. Readers follow
+-- this row; without one, the bytes are at the default key.
+CREATE TABLE IF NOT EXISTS blob_places (
+  sha256    TEXT PRIMARY KEY,
+  r2_key    TEXT NOT NULL,
+  -- NULL: the object is the blob; else the blob is its `size` bytes from here.
+  r2_offset INTEGER
 );
+-- Schema 11 replaced blob_locations (no offset) with blob_places: created
+-- (empty on a new database), copied and dropped, so applying this file again is safe.
+CREATE TABLE IF NOT EXISTS blob_locations (sha256 TEXT PRIMARY KEY, r2_key TEXT NOT NULL);
+INSERT OR IGNORE INTO blob_places(sha256, r2_key, r2_offset) SELECT sha256, r2_key, NULL FROM blob_locations;
+DROP TABLE IF EXISTS blob_locations;
 
 -- What a site has proved it holds: it uploaded the bytes (checked against the
 -- digest), the worker made them for it, its registry push or mirror stored
@@ -441,5 +450,5 @@ DELETE FROM oci_staged_blobs WHERE site_id NOT IN (SELECT id FROM sites);
 DELETE FROM oci_cache WHERE site_id NOT IN (SELECT id FROM sites);
 DELETE FROM site_blobs WHERE site_id NOT IN (SELECT id FROM sites);
 
-INSERT INTO schema_meta(key, value) VALUES ('version', '10')
+INSERT INTO schema_meta(key, value) VALUES ('version', '11')
   ON CONFLICT(key) DO UPDATE SET value = excluded.value;

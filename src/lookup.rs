@@ -50,7 +50,7 @@ pub struct Found {
     pub size: u64,
     pub content_type: String,
     /// Where the bytes lie in R2 (`blobs/sha256/<hex>` unless recorded elsewhere).
-    pub key: String,
+    pub place: crate::store::Place,
 }
 
 /// A pull-through mirror's record of an upstream's answer for a reference of
@@ -64,6 +64,7 @@ pub struct Mirrored {
     pub checked_at: i64,
     /// Where the bytes lie in R2, when recorded elsewhere than under the digest.
     pub r2_key: Option<String>,
+    pub r2_offset: Option<u64>,
 }
 
 /// The bounds of an isolate's memory.
@@ -251,7 +252,7 @@ mod tests {
     }
 
     fn found(sha: &str) -> Found {
-        Found { sha256: sha.into(), size: 3, content_type: "text/plain".into(), key: format!("blobs/sha256/{sha}") }
+        Found { sha256: sha.into(), size: 3, content_type: "text/plain".into(), place: crate::store::Place::of(sha, None, None) }
     }
 
     #[test]
@@ -270,7 +271,7 @@ mod tests {
     }
 
     fn mirrored(sha: Option<&str>, at: i64) -> Mirrored {
-        Mirrored { sha256: sha.map(String::from), size: sha.map(|_| 3), content_type: None, checked_at: at, r2_key: None }
+        Mirrored { sha256: sha.map(String::from), size: sha.map(|_| 3), content_type: None, checked_at: at, r2_key: None, r2_offset: None }
     }
 
     #[test]

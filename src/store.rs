@@ -21,6 +21,40 @@ pub fn blob_key(sha256: &str) -> String {
     format!("blobs/sha256/{sha256}")
 }
 
+/// R2 key of a pack: small blobs stored together in one object.
+pub fn pack_key(sha256: &str) -> String {
+    format!("packs/sha256/{sha256}")
+}
+
+/// Where a blob's bytes lie in R2: a whole object (its default key, or where
+/// an upload was written), or `size` bytes at `offset` of a pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub key: String,
+    pub offset: Option<u64>,
+}
+
+impl Place {
+    /// From a `blob_places` row's columns (none: the default key).
+    pub fn of(sha256: &str, r2_key: Option<String>, r2_offset: Option<u64>) -> Place {
+        match r2_key {
+            Some(key) => Place { key, offset: r2_offset },
+            None => Place { key: blob_key(sha256), offset: None },
+        }
+    }
+
+    /// What to read of the R2 object for `range` (offset, length) of a blob
+    /// of `size` bytes, or for all of it (None): an (offset, length) of the
+    /// object, or None for the whole object.
+    pub fn r2_range(&self, range: Option<(u64, u64)>, size: u64) -> Option<(u64, u64)> {
+        match (self.offset, range) {
+            (None, r) => r,
+            (Some(at), None) => Some((at, size)),
+            (Some(at), Some((offset, length))) => Some((at + offset, length)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Val {
     Null,
@@ -83,12 +117,12 @@ pub fn guard_clear() -> Stmt {
 /// applied; the site's columns are NULL for an unknown hostname, the path's
 /// for a missing path. Columns: schema_version, site_id, site_name,
 /// site_created_at, active_release_id, seq, activated_at, registry_config,
-/// sha256, size, content_type, r2_key (NULL: the default key).
+/// sha256, size, content_type, r2_key (NULL: the default key), r2_offset.
 pub fn route(hostname: &str, path: &str) -> Stmt {
     stmt(
         "SELECT m.value AS schema_version, s.id AS site_id, s.name AS site_name, s.created_at AS site_created_at, \
                 s.active_release_id AS active_release_id, r.seq AS seq, r.activated_at AS activated_at, o.config AS registry_config, \
-                v.sha256 AS sha256, v.size AS size, v.content_type AS content_type, l.r2_key AS r2_key \
+                v.sha256 AS sha256, v.size AS size, v.content_type AS content_type, l.r2_key AS r2_key, l.r2_offset AS r2_offset \
          FROM schema_meta m \
          LEFT JOIN hostnames h ON h.hostname = ?1 \
          LEFT JOIN sites s ON s.id = h.site_id \
@@ -96,7 +130,7 @@ pub fn route(hostname: &str, path: &str) -> Stmt {
          LEFT JOIN oci_settings o ON o.site_id = s.id \
          LEFT JOIN path_versions v ON v.site_id = s.id AND v.path = ?2 \
                                    AND v.from_seq <= r.seq AND v.to_seq > r.seq \
-         LEFT JOIN blob_locations l ON l.sha256 = v.sha256 \
+         LEFT JOIN blob_places l ON l.sha256 = v.sha256 \
          WHERE m.key = 'version'",
         vec![hostname.into(), path.into()],
     )
@@ -215,15 +249,29 @@ pub fn revoke_token(id: &str, now: i64) -> Stmt {
 
 // ---------------------------------------------------------------- blobs
 
-/// Where a blob's bytes lie when not at [`blob_key`]. Columns: r2_key.
+/// Where a blob's bytes lie when not at [`blob_key`] (see [`Place`]).
+/// Columns: r2_key, r2_offset.
 pub fn blob_location(sha256: &str) -> Stmt {
-    stmt("SELECT r2_key FROM blob_locations WHERE sha256 = ?1", vec![sha256.into()])
+    stmt("SELECT r2_key, r2_offset FROM blob_places WHERE sha256 = ?1", vec![sha256.into()])
 }
 
 /// Records where a blob's bytes lie, unless a location is recorded already
 /// (check the changed-row count: 0 means the other location stands).
 pub fn locate_blob(sha256: &str, r2_key: &str) -> Stmt {
-    stmt("INSERT INTO blob_locations(sha256, r2_key) VALUES (?1, ?2) ON CONFLICT(sha256) DO NOTHING", vec![sha256.into(), r2_key.into()])
+    stmt("INSERT INTO blob_places(sha256, r2_key) VALUES (?1, ?2) ON CONFLICT(sha256) DO NOTHING", vec![sha256.into(), r2_key.into()])
+}
+
+/// Records that blobs lie in pack `r2_key`, each at its offset: one
+/// statement for many (sha256, offset) pairs; a blob with a place recorded
+/// already keeps it (the bytes are the same).
+pub fn place_in_pack(r2_key: &str, blobs: &[(&str, u64)]) -> Stmt {
+    let list: Vec<serde_json::Value> = blobs.iter().map(|(sha, at)| serde_json::json!([sha, at])).collect();
+    stmt(
+        "INSERT INTO blob_places(sha256, r2_key, r2_offset) \
+         SELECT json_extract(value, '$[0]'), ?1, json_extract(value, '$[1]') FROM json_each(?2) WHERE true \
+         ON CONFLICT(sha256) DO NOTHING",
+        vec![r2_key.into(), serde_json::Value::Array(list).to_string().into()],
+    )
 }
 
 pub fn blob(sha256: &str) -> Stmt {

@@ -79,8 +79,8 @@ pub fn sweep_staged_blobs(site_id: i64, before: i64) -> Stmt {
 /// One entry of a site's mirror cache. Columns: sha256, size, content_type, checked_at.
 pub fn cached(site_id: i64, upstream: &str, repository: &str, kind: &str, reference: &str) -> Stmt {
     stmt(
-        "SELECT c.sha256, c.size, c.content_type, c.checked_at, l.r2_key FROM oci_cache c \
-         LEFT JOIN blob_locations l ON l.sha256 = c.sha256 \
+        "SELECT c.sha256, c.size, c.content_type, c.checked_at, l.r2_key, l.r2_offset FROM oci_cache c \
+         LEFT JOIN blob_places l ON l.sha256 = c.sha256 \
          WHERE c.site_id = ?1 AND c.upstream = ?2 AND c.repository = ?3 AND c.kind = ?4 AND c.reference = ?5",
         vec![site_id.into(), upstream.into(), repository.into(), kind.into(), reference.into()],
     )

@@ -600,6 +600,53 @@ fn a_blob_kept_elsewhere_is_found_where_it_lies_and_its_first_location_stands() 
 }
 
 #[test]
+fn packed_blobs_are_found_at_their_offsets_and_an_earlier_place_stands() {
+    let mut db = Db::new();
+    let s = db.site("pack");
+    let r = db.draft(s);
+    db.put(s, r, "a", "first file");
+    db.put(s, r, "b", "second file");
+    db.put(s, r, "c", "kept elsewhere");
+    db.activate(s, r, None).unwrap();
+    let sha = |b: &str| crate::auth::sha256_hex(b.as_bytes());
+    let (a, b, c) = (sha("first file"), sha("second file"), sha("kept elsewhere"));
+    db.batch(vec![locate_blob(&c, "uploads/abc/00000000000000000000")]).unwrap();
+    assert_eq!(db.batch(vec![place_in_pack("packs/sha256/p", &[(&a, 0), (&b, 10), (&c, 21)])]).unwrap(), vec![2], "c keeps its place");
+    let place = |path: &str| {
+        let row = &db.rows(route("pack.test", path))[0];
+        let offset = match row[12] { Value::Integer(o) => Some(o as u64), _ => None };
+        let key = match &row[11] { Value::Text(k) => Some(k.clone()), _ => None };
+        Place::of(&sha("x"), key, offset)
+    };
+    assert_eq!(place("a"), Place { key: "packs/sha256/p".into(), offset: Some(0) });
+    assert_eq!(place("b"), Place { key: "packs/sha256/p".into(), offset: Some(10) });
+    assert_eq!(place("c"), Place { key: "uploads/abc/00000000000000000000".into(), offset: None });
+    assert_eq!(db.rows(blob_location(&b))[0], vec![Value::Text("packs/sha256/p".into()), Value::Integer(10)]);
+    // What is read of R2: a pack's range for the blob, mapped ranges within it.
+    let p = place("b");
+    assert_eq!(p.r2_range(None, 11), Some((10, 11)));
+    assert_eq!(p.r2_range(Some((3, 4)), 11), Some((13, 4)));
+    assert_eq!(place("c").r2_range(None, 14), None, "a whole object is read whole");
+    assert_eq!(place("c").r2_range(Some((3, 4)), 14), Some((3, 4)));
+}
+
+/// Schema 11 keeps the places recorded before it (blob_locations had no
+/// offset), applied twice.
+#[test]
+fn schema_11_keeps_the_locations_recorded_before() {
+    let c = Connection::open_in_memory().unwrap();
+    // A schema-10 database: blob_locations with a row, no blob_places yet.
+    c.execute_batch("CREATE TABLE blob_locations (sha256 TEXT PRIMARY KEY, r2_key TEXT NOT NULL); INSERT INTO blob_locations VALUES ('abc', 'uploads/u/0');").unwrap();
+    for _ in 0..2 {
+        c.execute_batch(crate::schema::SCHEMA_SQL).unwrap();
+    }
+    let n: i64 = c.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'blob_locations'", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 0, "the old table is gone");
+    let row: (String, Option<i64>) = c.query_row("SELECT r2_key, r2_offset FROM blob_places WHERE sha256 = 'abc'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!(row, ("uploads/u/0".to_string(), None));
+}
+
+#[test]
 fn a_mirror_config_file_replaces_its_part_only() {
     use crate::store::sync::{config, put_config};
     use rusqlite::types::Value::{Integer, Null, Text};

@@ -416,14 +416,21 @@ async fn show_blob(ctx: &Ctx<'_>, sha: &str) -> ApiResult {
     }
     let row: Option<B> = ctx.db.first(store::blob(sha)).await?;
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
-    let object = bucket.head(super::blobs::locate(ctx.db, sha).await?).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let place = super::blobs::locate(ctx.db, sha).await?;
+    let object = bucket.head(&place.key).await.map_err(|e| ApiError::internal(e.to_string()))?;
     if row.is_none() && object.is_none() {
         return Err(ApiError::not_found("no such blob"));
     }
+    // A blob within a pack is stored when the pack holds all of its bytes.
+    let stored_size = match (place.offset, &object, &row) {
+        (None, Some(o), _) => Some(o.size()),
+        (Some(at), Some(o), Some(r)) if o.size() >= at + r.size as u64 => Some(r.size as u64),
+        _ => None,
+    };
     Ok((
         200,
         json!({"sha256": sha, "size": row.as_ref().map(|r| r.size), "created_at": row.as_ref().map(|r| r.created_at),
-               "indexed": row.is_some(), "stored": object.is_some(), "stored_size": object.map(|o| o.size())}),
+               "indexed": row.is_some(), "stored": stored_size.is_some(), "stored_size": stored_size, "packed": place.offset.is_some()}),
     ))
 }
 

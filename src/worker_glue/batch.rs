@@ -1,11 +1,13 @@
 //! Batch ingest, for every format on the `Ingest` trait: one request carries
 //! many packages as a tar stream. Each file is taken whole as it arrives (one
-//! at a time, at most 16 MiB: memory holds a file and the puts in flight,
-//! never the batch), hashed, inspected from
-//! memory as a single upload would be, and stored in R2 (a few puts in
-//! flight, each digest-checked); then every record, blob row and change of
-//! the batch goes into the draft in one D1 batch. All or nothing: a bad file
-//! is named with its reason, and nothing of the batch is added.
+//! at a time, at most 16 MiB), hashed, inspected from memory as a single
+//! upload would be, and stored in R2 (a few puts in flight, each
+//! digest-checked): small files together in packs, larger ones each under its
+//! digest. Memory holds a file, the pack being filled and the puts in flight
+//! (at most ~40 MiB), never the batch. Then every record, blob row, place
+//! and change of the batch goes into the draft in one D1 batch. All or
+//! nothing: a bad file is named with its reason, and nothing of the batch is
+//! added.
 
 use super::db::BatchError;
 use super::service::{batch_err, refuse_republished, ApiResult, ApiResultOf, Ctx, ReleaseRow, SiteRow};
@@ -28,6 +30,12 @@ pub const MAX_FILES: usize = 20_000;
 /// Bytes of files being stored at once.
 const IN_FLIGHT_BYTES: usize = 16 << 20;
 const IN_FLIGHT_PUTS: usize = 8;
+/// Files smaller than this are stored together, in packs: one R2 put per
+/// pack instead of one per file (a put costs about as much as a small
+/// file's whole ingest).
+const PACK_FILE_MAX: usize = 1 << 20;
+/// A pack is put once it holds this much.
+const PACK_BYTES: usize = 8 << 20;
 
 /// A file of the batch that inspection accepted.
 struct Accepted<M> {
@@ -35,6 +43,78 @@ struct Accepted<M> {
     sha: String,
     size: u64,
     member: M,
+    /// Where it was stored, when in a pack: the pack's key and the offset.
+    packed: Option<(std::rc::Rc<str>, u64)>,
+}
+
+/// The R2 puts of a batch in flight, bounded by count and bytes; the first
+/// failure is kept.
+struct Puts<'a> {
+    bucket: Bucket,
+    running: FuturesUnordered<std::pin::Pin<Box<dyn std::future::Future<Output = (usize, std::result::Result<(), String>)> + 'a>>>,
+    bytes: usize,
+    failed: Option<String>,
+}
+
+impl<'a> Puts<'a> {
+    /// Stores `data` under `key` (digest-checked against `sha`), after
+    /// waiting for room.
+    async fn put(&mut self, key: String, sha: String, data: Vec<u8>) {
+        while !self.running.is_empty() && (self.running.len() >= IN_FLIGHT_PUTS || self.bytes + data.len() > IN_FLIGHT_BYTES) {
+            self.one_done().await;
+        }
+        let n = data.len();
+        self.bytes += n;
+        let bucket = self.bucket.clone();
+        self.running.push(Box::pin(async move {
+            let r = super::blobs::put_checked(&bucket, &key, &sha, Data::Bytes(data)).await.map(|_| ()).map_err(|e| e.to_string());
+            (n, r)
+        }));
+    }
+
+    async fn one_done(&mut self) {
+        if let Some((n, r)) = self.running.next().await {
+            self.bytes -= n;
+            if let Err(e) = r {
+                self.failed.get_or_insert(e);
+            }
+        }
+    }
+
+    async fn finish(&mut self) -> Option<String> {
+        while !self.running.is_empty() {
+            self.one_done().await;
+        }
+        self.failed.take()
+    }
+}
+
+/// Small files gathered into one object. A pack of one file is stored as
+/// that file (under its digest).
+#[derive(Default)]
+struct Pack {
+    bytes: Vec<u8>,
+    /// Index into the accepted files, with the file's digest and offset.
+    members: Vec<(usize, String, u64)>,
+}
+
+impl Pack {
+    /// Stores the pack (if it holds anything) and notes where its files lie.
+    async fn seal<M>(&mut self, puts: &mut Puts<'_>, accepted: &mut [Accepted<M>]) {
+        let Pack { bytes, members } = std::mem::take(self);
+        match members.len() {
+            0 => {}
+            1 => puts.put(store::blob_key(&members[0].1), members[0].1.clone(), bytes).await,
+            _ => {
+                let hex = crate::auth::sha256_hex(&bytes);
+                let key: std::rc::Rc<str> = store::pack_key(&hex).into();
+                puts.put(key.to_string(), hex, bytes).await;
+                for (i, _, at) in members {
+                    accepted[i].packed = Some((key.clone(), at));
+                }
+            }
+        }
+    }
 }
 
 fn bad(errors: Vec<serde_json::Value>) -> ApiError {
@@ -151,7 +231,7 @@ async fn by_digest<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request, site: &SiteRow) 
         let size = *sizes.get(&sha).ok_or_else(|| ApiError::internal(format!("blob {sha} has no size")))?;
         let name = format!("sha256:{sha}");
         match super::format_io::inspect::<F>(ctx, &sha, size).await {
-            Ok(member) => accepted.push(Accepted { name, sha, size, member }),
+            Ok(member) => accepted.push(Accepted { name, sha, size, member, packed: None }),
             Err(e) if e.status == 422 => errors.push(json!({"file": name, "reason": e.message})),
             Err(e) => return Err(e),
         }
@@ -163,7 +243,8 @@ async fn by_digest<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request, site: &SiteRow) 
 }
 
 /// Reads the tar stream: every file hashed, inspected and stored, or every
-/// refusal collected (then nothing is recorded).
+/// refusal collected (then nothing is recorded). Small files are stored
+/// together in packs of up to `PACK_BYTES`; the others one by one.
 async fn receive<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request) -> ApiResultOf<Vec<Accepted<F::Member>>> {
     let Some(body) = req.inner().body() else { return Ok(vec![]) };
     let reader: web_sys::ReadableStreamDefaultReader = wasm_bindgen::JsCast::unchecked_into(body.get_reader());
@@ -172,9 +253,8 @@ async fn receive<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request) -> ApiResultOf<Vec
     let mut accepted: Vec<Accepted<F::Member>> = Vec::new();
     let mut errors: Vec<serde_json::Value> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    let mut puts = FuturesUnordered::new();
-    let mut in_flight = 0usize;
-    let mut put_failed: Option<String> = None;
+    let mut puts = Puts { bucket, running: FuturesUnordered::new(), bytes: 0, failed: None };
+    let mut pack = Pack::default();
     loop {
         let chunk = super::streams::next_chunk(&reader).await.map_err(|e| ApiError::bad_request(format!("the batch body: {e}")))?;
         let files = match &chunk {
@@ -194,25 +274,20 @@ async fn receive<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request) -> ApiResultOf<Vec
             match inspect::in_memory(F::inspector(size), &f.data, 1 << 20) {
                 Err(reason) => errors.push(json!({"file": f.name, "reason": format!("{}: {reason}", F::REFUSAL.1)})),
                 Ok(member) => {
+                    accepted.push(Accepted { name: f.name, sha: sha.clone(), size, member, packed: None });
                     // Stored once per digest, and only while the batch can still land.
-                    if errors.is_empty() && seen.insert(sha.clone()) {
-                        while !puts.is_empty() && (puts.len() >= IN_FLIGHT_PUTS || in_flight + f.data.len() > IN_FLIGHT_BYTES) {
-                            if let Some((n, r)) = puts.next().await {
-                                in_flight -= n;
-                                if let Err(e) = r {
-                                    put_failed.get_or_insert(e);
-                                }
-                            }
-                        }
-                        in_flight += f.data.len();
-                        let (bucket, key, hex, n) = (bucket.clone(), store::blob_key(&sha), sha.clone(), f.data.len());
-                        let data = f.data;
-                        puts.push(async move {
-                            let r = super::blobs::put_checked(&bucket, &key, &hex, Data::Bytes(data)).await.map(|_| ()).map_err(|e| e.to_string());
-                            (n, r)
-                        });
+                    if !errors.is_empty() || !seen.insert(sha.clone()) {
+                        continue;
                     }
-                    accepted.push(Accepted { name: f.name, sha, size, member });
+                    if f.data.is_empty() || f.data.len() >= PACK_FILE_MAX {
+                        puts.put(store::blob_key(&sha), sha, f.data).await;
+                        continue;
+                    }
+                    if pack.bytes.len() + f.data.len() > PACK_BYTES {
+                        pack.seal(&mut puts, &mut accepted).await;
+                    }
+                    pack.members.push((accepted.len() - 1, sha, pack.bytes.len() as u64));
+                    pack.bytes.extend_from_slice(&f.data);
                 }
             }
         }
@@ -221,11 +296,10 @@ async fn receive<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request) -> ApiResultOf<Vec
         }
     }
     splitter.finish().map_err(|e| ApiError::new(400, "invalid_batch", format!("the batch is not a tar stream Wharf reads: {e}")))?;
-    while let Some((_, r)) = puts.next().await {
-        if let Err(e) = r {
-            put_failed.get_or_insert(e);
-        }
+    if errors.is_empty() {
+        pack.seal(&mut puts, &mut accepted).await;
     }
+    let put_failed = puts.finish().await;
     if !errors.is_empty() {
         return Err(bad(errors));
     }
@@ -293,6 +367,19 @@ async fn record<F: Ingest>(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, scop
     let mut extra = Vec::new();
     for chunk in sizes.chunks(2_000) {
         extra.extend(store::insert_owned_blobs(site.id, chunk, ctx.now));
+    }
+    // Where the packed files lie: one statement per pack (at most
+    // PACK_BYTES / a few hundred bytes of files, well under D1's limits).
+    let mut packs: std::collections::BTreeMap<&str, Vec<(&str, u64)>> = std::collections::BTreeMap::new();
+    for a in accepted {
+        if let Some((key, at)) = &a.packed {
+            packs.entry(key).or_default().push((a.sha.as_str(), *at));
+        }
+    }
+    for (key, members) in &packs {
+        for chunk in members.chunks(4_000) {
+            extra.push(store::place_in_pack(key, chunk));
+        }
     }
     let mut rows = Vec::new();
     let mut bytes = 0;

@@ -2,6 +2,7 @@
 //! through here, with R2 checking the sha256 as the bytes pass, and every
 //! caller tells a digest mismatch from any other failure the same way.
 
+use crate::store::Place;
 use worker::*;
 
 /// Why a digest-checked put did not store the object.
@@ -50,12 +51,27 @@ pub async fn put_blob(env: &Env, sha256: &str, data: Data) -> std::result::Resul
     put_checked(&bucket, &crate::store::blob_key(sha256), sha256, data).await
 }
 
-/// Where a stored blob's bytes lie in R2: the location recorded for it
-/// (a registry upload kept where it was written), else `blobs/sha256/<hex>`.
-pub(super) async fn locate(db: &super::db::Db, sha256: &str) -> Result<String, crate::api::ApiError> {
+/// Where a stored blob's bytes lie in R2: the place recorded for it (a
+/// registry upload kept where it was written, a pack), else `blobs/sha256/<hex>`.
+pub(super) async fn locate(db: &super::db::Db, sha256: &str) -> Result<Place, crate::api::ApiError> {
     #[derive(serde::Deserialize)]
     struct L {
         r2_key: String,
+        r2_offset: Option<f64>,
     }
-    Ok(db.first::<L>(crate::store::blob_location(sha256)).await?.map_or_else(|| crate::store::blob_key(sha256), |l| l.r2_key))
+    let row = db.first::<L>(crate::store::blob_location(sha256)).await?;
+    Ok(match row {
+        Some(l) => Place::of(sha256, Some(l.r2_key), l.r2_offset.map(|o| o as u64)),
+        None => Place::of(sha256, None, None),
+    })
+}
+
+/// A read of `range` (offset, length; None: all of it) of a blob of `size`
+/// bytes at `place`: the whole object, or the blob's bytes within a pack.
+pub(super) fn get<'b>(bucket: &'b Bucket, place: &Place, range: Option<(u64, u64)>, size: u64) -> GetOptionsBuilder<'b> {
+    let get = bucket.get(&place.key);
+    match place.r2_range(range, size) {
+        Some((offset, length)) => get.range(Range::OffsetWithLength { offset, length }),
+        None => get,
+    }
 }

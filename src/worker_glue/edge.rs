@@ -18,12 +18,12 @@ fn enabled(env: &Env, size: u64) -> bool {
     limits.edge_cache && size <= limits.edge_max
 }
 
-/// The whole body of blob `sha256` (`size` bytes, at `r2_key` in R2), as a stream: from the edge
+/// The whole body of blob `sha256` (`size` bytes, at `place` in R2), as a stream: from the edge
 /// cache, else from R2 — teed, one branch to the client, one into the cache
 /// after the response (`waitUntil`). None when the edge cache is off or the
 /// blob too large for it (the caller reads R2 itself); an error when R2 has
 /// no such blob.
-pub(super) async fn whole_body(env: &Env, worker: &Context, sha256: &str, r2_key: &str, size: u64) -> Result<Option<ResponseBody>> {
+pub(super) async fn whole_body(env: &Env, worker: &Context, sha256: &str, place: &crate::store::Place, size: u64) -> Result<Option<ResponseBody>> {
     if !enabled(env, size) {
         return Ok(None);
     }
@@ -37,7 +37,8 @@ pub(super) async fn whole_body(env: &Env, worker: &Context, sha256: &str, r2_key
         }
     }
     let missing = || Error::RustError(format!("blob {sha256} is missing from R2"));
-    let object = env.bucket(BUCKET_BINDING)?.get(r2_key).execute().await?.ok_or_else(missing)?;
+    let bucket = env.bucket(BUCKET_BINDING)?;
+    let object = super::blobs::get(&bucket, place, None, size).execute().await?.ok_or_else(missing)?;
     let body = object.body().ok_or_else(missing)?;
     let headers = Headers::new();
     headers.set("content-length", &size.to_string())?;

@@ -82,6 +82,7 @@ struct Row {
     size: Option<f64>,
     content_type: Option<String>,
     r2_key: Option<String>,
+    r2_offset: Option<f64>,
 }
 
 /// Resolves `host` and `path` ("" for none): from memory when the route is
@@ -129,8 +130,8 @@ pub(super) async fn resolve(env: &Env, db: &Db, host: &str, path: &str, latest: 
     };
     let found = match (row.sha256, row.size, row.content_type) {
         (Some(sha256), Some(size), Some(content_type)) => {
-            let key = row.r2_key.unwrap_or_else(|| store::blob_key(&sha256));
-            Some(Found { sha256, size: size as u64, content_type, key })
+            let place = store::Place::of(&sha256, row.r2_key, row.r2_offset.map(|o| o as u64));
+            Some(Found { sha256, size: size as u64, content_type, place })
         }
         _ => None,
     };
@@ -148,7 +149,7 @@ pub(super) async fn resolve(env: &Env, db: &Db, host: &str, path: &str, latest: 
 /// read from R2 once and kept. None when the blob is too large to keep (the
 /// caller streams it from R2). Call only with a digest a path of the
 /// requesting site resolved to.
-pub(super) async fn small_body(env: &Env, sha256: &str, key: &str, size: u64) -> std::result::Result<Option<Rc<[u8]>>, ApiError> {
+pub(super) async fn small_body(env: &Env, sha256: &str, place: &store::Place, size: u64) -> std::result::Result<Option<Rc<[u8]>>, ApiError> {
     if !with(env, |m| m.keeps(size)) {
         return Ok(None);
     }
@@ -156,8 +157,7 @@ pub(super) async fn small_body(env: &Env, sha256: &str, key: &str, size: u64) ->
         return Ok(Some(b));
     }
     let bucket = env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
-    let object = bucket
-        .get(key)
+    let object = super::blobs::get(&bucket, place, None, size)
         .execute()
         .await
         .map_err(|e| ApiError::internal(format!("reading blob {sha256}: {e}")))?

@@ -51,7 +51,7 @@ pub async fn handle(req: Request, env: &Env, worker_ctx: &Context, host: &str) -
         return not_found();
     };
     let entry = Entry { sha256: found.sha256.clone(), size: found.size, content_type: found.content_type.clone(), activated_at_ms: activated_at as u64 };
-    let key = found.key.as_str();
+    let place = &found.place;
     let h = req.headers();
     let (inm, ims, im, ius, range, if_range) = (
         h.get("if-none-match")?,
@@ -108,7 +108,7 @@ pub async fn handle(req: Request, env: &Env, worker_ctx: &Context, host: &str) -
         return Ok(builder(status).empty());
     }
     // Small bodies come from the isolate's memory (read from R2 once).
-    match super::memory::small_body(env, &entry.sha256, key, entry.size).await {
+    match super::memory::small_body(env, &entry.sha256, place, entry.size).await {
         Ok(Some(bytes)) => {
             let (at, n) = r2_range.map_or((0, entry.size), |r| r);
             return Ok(builder(status).fixed(bytes[at as usize..(at + n) as usize].to_vec()));
@@ -121,7 +121,7 @@ pub async fn handle(req: Request, env: &Env, worker_ctx: &Context, host: &str) -
     }
     // Whole bodies through the edge cache (a colo's copy, else R2, teed into it).
     if r2_range.is_none() {
-        match super::edge::whole_body(env, worker_ctx, &entry.sha256, key, entry.size).await {
+        match super::edge::whole_body(env, worker_ctx, &entry.sha256, place, entry.size).await {
             Ok(Some(body)) => return Ok(builder(status).body(body)),
             Ok(None) => {}
             Err(e) => {
@@ -131,11 +131,7 @@ pub async fn handle(req: Request, env: &Env, worker_ctx: &Context, host: &str) -
         }
     }
     let bucket = env.bucket(BUCKET_BINDING)?;
-    let mut get = bucket.get(key);
-    if let Some((offset, length)) = r2_range {
-        get = get.range(Range::OffsetWithLength { offset, length });
-    }
-    let Some(object) = get.execute().await? else {
+    let Some(object) = super::blobs::get(&bucket, place, r2_range, entry.size).execute().await? else {
         console_error!("blob {} is referenced by {host}/{path} but missing from R2", entry.sha256);
         return error_response(&ApiError::internal("stored content is missing"));
     };

@@ -424,9 +424,8 @@ pub(super) async fn read_blob_range(ctx: &Ctx<'_>, sha: &str, offset: u64, lengt
 /// `length` bytes at `offset` of a stored blob, from R2.
 pub(super) async fn blob_range(ctx: &Ctx<'_>, sha: &str, offset: u64, length: u64) -> std::result::Result<Object, ApiError> {
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(|e| ApiError::internal(e.to_string()))?;
-    bucket
-        .get(super::blobs::locate(ctx.db, sha).await?)
-        .range(Range::OffsetWithLength { offset, length })
+    let place = super::blobs::locate(ctx.db, sha).await?;
+    super::blobs::get(&bucket, &place, Some((offset, length)), offset + length)
         .execute()
         .await
         .map_err(|e| ApiError::internal(format!("reading blob {sha}: {e}")))?

@@ -7,7 +7,7 @@ use crate::worker_glue::db::{BatchError, Db};
 use crate::worker_glue::{json_response, now_ms, BUCKET_BINDING};
 use crate::api::Change;
 use crate::oci::{self, OciError, Reference};
-use crate::store;
+use crate::store::{self, Place};
 use serde::Deserialize;
 use worker::*;
 
@@ -72,9 +72,9 @@ pub(super) async fn find(ctx: &Ctx<'_>, path: &str) -> R<Option<std::rc::Rc<crat
     }
 }
 
-/// Streams a stored blob (with Range) or answers HEAD. `key`: where its bytes
-/// lie in R2, when the caller knows (else it is looked up).
-pub(super) async fn send(ctx: &Ctx<'_>, req: &Request, sha: &str, size: u64, content_type: &str, key: Option<&str>) -> R<Response> {
+/// Streams a stored blob (with Range) or answers HEAD. `place`: where its
+/// bytes lie in R2, when the caller knows (else it is looked up).
+pub(super) async fn send(ctx: &Ctx<'_>, req: &Request, sha: &str, size: u64, content_type: &str, place: Option<&Place>) -> R<Response> {
     let h = headers();
     let set = |k: &str, v: &str| h.set(k, v).map_err(internal);
     set("docker-content-digest", &format!("sha256:{sha}"))?;
@@ -101,26 +101,22 @@ pub(super) async fn send(ctx: &Ctx<'_>, req: &Request, sha: &str, size: u64, con
     if req.method() == Method::Head {
         return Ok(builder.empty());
     }
-    let key = match key {
-        Some(k) => k.to_string(),
+    let place = match place {
+        Some(p) => p.clone(),
         None => crate::worker_glue::blobs::locate(&ctx.db, sha).await?,
     };
     // Small bodies (manifests, configs) come from the isolate's memory.
-    if let Some(bytes) = crate::worker_glue::memory::small_body(ctx.env, sha, &key, size).await? {
+    if let Some(bytes) = crate::worker_glue::memory::small_body(ctx.env, sha, &place, size).await? {
         let (at, n) = r2_range.unwrap_or((0, size));
         return Ok(builder.fixed(bytes[at as usize..(at + n) as usize].to_vec()));
     }
     if r2_range.is_none() {
-        if let Some(body) = crate::worker_glue::edge::whole_body(ctx.env, ctx.worker, sha, &key, size).await.map_err(internal)? {
+        if let Some(body) = crate::worker_glue::edge::whole_body(ctx.env, ctx.worker, sha, &place, size).await.map_err(internal)? {
             return Ok(builder.body(body));
         }
     }
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
-    let mut get = bucket.get(&key);
-    if let Some((offset, length)) = r2_range {
-        get = get.range(Range::OffsetWithLength { offset, length });
-    }
-    let object = get.execute().await.map_err(internal)?.ok_or_else(|| internal("stored content is missing"))?;
+    let object = crate::worker_glue::blobs::get(&bucket, &place, r2_range, size).execute().await.map_err(internal)?.ok_or_else(|| internal("stored content is missing"))?;
     let body = object.body().ok_or_else(|| internal("stored content has no body"))?;
     Ok(builder.body(body.response_body().map_err(internal)?))
 }
@@ -133,7 +129,7 @@ pub(super) fn reference_text(reference: &Reference) -> String {
 }
 
 /// Serves a manifest if the client's Accept takes its media type.
-pub(super) async fn send_manifest(ctx: &Ctx<'_>, req: &Request, reference: &Reference, sha: &str, size: u64, ct: &str, key: Option<&str>) -> R<Response> {
+pub(super) async fn send_manifest(ctx: &Ctx<'_>, req: &Request, reference: &Reference, sha: &str, size: u64, ct: &str, place: Option<&Place>) -> R<Response> {
     let accept: Vec<String> = req.headers().entries().filter(|(k, _)| k.eq_ignore_ascii_case("accept")).map(|(_, v)| v).collect();
     if !oci::accepts(accept.iter().map(String::as_str), ct) {
         return Err(OciError::new(
@@ -142,7 +138,7 @@ pub(super) async fn send_manifest(ctx: &Ctx<'_>, req: &Request, reference: &Refe
             format!("{} is a {ct}, which this client does not accept", reference_text(reference)),
         ));
     }
-    send(ctx, req, sha, size, ct, key).await
+    send(ctx, req, sha, size, ct, place).await
 }
 
 /// Applies changes to the site in a new release: a draft from the active one,
@@ -261,7 +257,19 @@ pub(super) async fn store_small(ctx: &Ctx<'_>, data: Vec<u8>) -> R<String> {
 
 pub(super) async fn read_small(ctx: &Ctx<'_>, hex: &str) -> R<Vec<u8>> {
     let bucket = ctx.env.bucket(BUCKET_BINDING).map_err(internal)?;
-    let key = crate::worker_glue::blobs::locate(&ctx.db, hex).await?;
-    let object = bucket.get(&key).execute().await.map_err(internal)?.ok_or_else(|| internal("stored content is missing"))?;
+    let place = crate::worker_glue::blobs::locate(&ctx.db, hex).await?;
+    // The whole object, or the blob's bytes within a pack (its size unknown here: the place's range is read).
+    let object = match place.offset {
+        None => bucket.get(&place.key),
+        Some(_) => {
+            #[derive(Deserialize)]
+            struct B {
+                size: f64,
+            }
+            let size = ctx.db.first::<B>(store::blob(hex)).await?.ok_or_else(|| internal("stored content is missing"))?.size as u64;
+            crate::worker_glue::blobs::get(&bucket, &place, None, size)
+        }
+    }
+    .execute().await.map_err(internal)?.ok_or_else(|| internal("stored content is missing"))?;
     object.body().ok_or_else(|| internal("no body"))?.bytes().await.map_err(internal)
 }

@@ -26,6 +26,7 @@ struct Row {
     content_type: Option<String>,
     checked_at: f64,
     r2_key: Option<String>,
+    r2_offset: Option<f64>,
 }
 
 /// What the mirror holds for a reference: digest, size, type and where the
@@ -35,13 +36,13 @@ struct Content {
     sha256: String,
     size: u64,
     content_type: String,
-    key: String,
+    place: store::Place,
 }
 
 fn content(c: &Mirrored) -> Option<Content> {
     let sha256 = c.sha256.clone()?;
     Some(Content {
-        key: c.r2_key.clone().unwrap_or_else(|| store::blob_key(&sha256)),
+        place: store::Place::of(&sha256, c.r2_key.clone(), c.r2_offset),
         size: c.size?,
         content_type: c.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
         sha256,
@@ -68,6 +69,7 @@ async fn cached(ctx: &Ctx<'_>, t: &Target<'_>, kind: &str, reference: &str) -> R
         content_type: row.content_type,
         checked_at: row.checked_at as i64,
         r2_key: row.r2_key,
+        r2_offset: row.r2_offset.map(|o| o as u64),
     };
     Ok(Some(memory::remember_mirrored(ctx.env, ctx.site.id, &key, record)))
 }
@@ -112,7 +114,7 @@ pub(super) async fn manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference
     let unknown = || OciError::manifest_unknown(&reference_text(reference));
     let entry = cached(ctx, &t, kind, &r).await?;
     let stale = entry.as_deref().and_then(content);
-    let serve = |c: Content| async move { send_manifest(ctx, req, reference, &c.sha256, c.size, &c.content_type, Some(&c.key)).await.map(Some) };
+    let serve = |c: Content| async move { send_manifest(ctx, req, reference, &c.sha256, c.size, &c.content_type, Some(&c.place)).await.map(Some) };
     let seen = entry.as_ref().map(|e| m::Entry { has_content: e.sha256.is_some(), checked_at: e.checked_at });
     match m::before_asking(kind == "manifest", seen, ctx.now, ctx.cfg.tag_ttl_seconds, ctx.cfg.not_found_ttl_seconds) {
         m::Before::Serve => return serve(stale.clone().ok_or_else(|| internal("a cached manifest without content"))?).await,
@@ -197,7 +199,7 @@ pub(super) async fn blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) ->
     let unknown = || OciError::blob_unknown(&format!("sha256:{hex}"));
     let entry = cached(ctx, &t, "blob", hex).await?;
     if let Some(c) = entry.as_deref().and_then(content) {
-        return send(ctx, req, &c.sha256, c.size, "application/octet-stream", Some(&c.key)).await.map(Some);
+        return send(ctx, req, &c.sha256, c.size, "application/octet-stream", Some(&c.place)).await.map(Some);
     }
     if entry.as_ref().map_or(false, |e| m::fresh(e.checked_at, ctx.now, ctx.cfg.not_found_ttl_seconds)) {
         return Err(unknown());

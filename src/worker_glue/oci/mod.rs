@@ -253,7 +253,7 @@ async fn get_manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference: &Refe
         Reference::Digest(d) => oci::manifest_path(name, d),
     };
     match find(ctx, &path).await? {
-        Some(f) => send_manifest(ctx, req, reference, &f.sha256, f.size, &f.content_type, Some(&f.key)).await,
+        Some(f) => send_manifest(ctx, req, reference, &f.sha256, f.size, &f.content_type, Some(&f.place)).await,
         None => match mirror::manifest(ctx, req, name, reference).await? {
             Some(r) => Ok(r),
             None => Err(OciError::manifest_unknown(&reference_text(reference))),
@@ -263,7 +263,7 @@ async fn get_manifest(ctx: &Ctx<'_>, req: &Request, name: &str, reference: &Refe
 
 async fn get_blob(ctx: &Ctx<'_>, req: &Request, name: &str, hex: &str) -> R<Response> {
     if let Some(f) = find(ctx, &oci::blob_path(name, hex)).await? {
-        return send(ctx, req, hex, f.size, "application/octet-stream", Some(&f.key)).await;
+        return send(ctx, req, hex, f.size, "application/octet-stream", Some(&f.place)).await;
     }
     if let Some(size) = staged_size(ctx, name, hex).await? {
         return send(ctx, req, hex, size, "application/octet-stream", None).await;

@@ -85,6 +85,10 @@ pub enum Route {
     RevokeToken(String),
     PutBlob(String),
     ShowBlob(String),
+    /// Which of some digests a site can add by digest (without uploading).
+    HeldBlobs(String),
+    /// Who the token is: its id, scope and site.
+    Whoami,
     ListReleases(String),
     CreateRelease(String),
     ShowRelease(String, i64),
@@ -172,6 +176,10 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
     let r = match (m, segs.as_slice()) {
         ("GET", ["health"]) => Health,
         (_, ["health"]) => return Err(not_allowed()),
+        ("GET", ["whoami"]) => Whoami,
+        (_, ["whoami"]) => return Err(not_allowed()),
+        ("POST", ["sites", s, "blobs", "held"]) => HeldBlobs(site(s)?),
+        (_, ["sites", _, "blobs", "held"]) => return Err(not_allowed()),
         ("GET", ["sites"]) => ListSites,
         ("POST", ["sites"]) => CreateSite,
         (_, ["sites"]) => return Err(not_allowed()),
@@ -538,6 +546,9 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(route("GET", "/api/v1/health"), Ok(Route::Health));
+    assert_eq!(route("GET", "/api/v1/whoami"), Ok(Route::Whoami));
+    assert_eq!(route("POST", "/api/v1/sites/apt/blobs/held"), Ok(Route::HeldBlobs("apt".into())));
+    assert_eq!(route("GET", "/api/v1/sites/apt/blobs/held").map_err(|e| e.status), Err(405));
         assert_eq!(route("POST", "/api/v1/sites"), Ok(Route::CreateSite));
         assert_eq!(route("PUT", "/api/v1/sites/a/hostnames/apt.example.com"), Ok(Route::AddHostname("a".into(), "apt.example.com".into())));
         assert_eq!(

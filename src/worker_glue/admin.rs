@@ -117,6 +117,8 @@ async fn dispatch(mut req: Request, env: &Env, db: &Db) -> ApiResult {
         ListTokens => list_tokens(&ctx, query("site")).await,
         RevokeToken(id) => revoke_token(&ctx, &id).await,
         PutBlob(sha) => put_blob(&ctx, &mut req, &sha, query("site")).await,
+        Whoami => whoami(&ctx).await,
+        HeldBlobs(s) => held_blobs(&ctx, &mut req, &s).await,
         ShowBlob(sha) => {
             if !ctx.who.can_on_some_site(Scope::Read) {
                 return Err(ApiError::forbidden());
@@ -285,6 +287,60 @@ async fn health(db: &Db) -> ApiResult {
         "worker": env!("CARGO_PKG_VERSION"),
     });
     Ok((if state == SchemaState::Current { 200 } else { 503 }, body))
+}
+
+/// The calling token: its id (`root` for the root token), scope and site.
+async fn whoami(ctx: &Ctx<'_>) -> ApiResult {
+    Ok(match &ctx.who {
+        crate::auth::Principal::Root => (200, json!({"token": "root", "scope": "admin", "site": null})),
+        crate::auth::Principal::Token { id, site_id, scope } => {
+            #[derive(serde::Deserialize)]
+            struct N {
+                name: String,
+            }
+            let site = match site_id {
+                Some(s) => ctx.db.first::<N>(store::site_by_id(*s)).await?.map(|n| n.name),
+                None => None,
+            };
+            (200, json!({"token": id, "scope": scope.as_str(), "site": site}))
+        }
+    })
+}
+
+/// The digests among `{"sha256": [...]}` (up to 10,000) that the site can
+/// add by digest without uploading: those it holds; for a global token also
+/// any stored blob (it may give one to the site). Nothing is recorded.
+async fn held_blobs(ctx: &Ctx<'_>, req: &mut Request, s: &str) -> ApiResult {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        sha256: Vec<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct H {
+        sha256: String,
+    }
+    let site = ctx.site(s, Scope::Read).await?;
+    let b: Body = api::parse_json(&json_body(req).await?)?;
+    if b.sha256.len() > 10_000 {
+        return Err(ApiError::new(413, "too_large", "at most 10,000 digests a request"));
+    }
+    let mut digests: Vec<String> = Vec::new();
+    for d in b.sha256 {
+        let d = d.strip_prefix("sha256:").unwrap_or(&d).to_string();
+        if !api::valid_sha256(&d) {
+            return Err(ApiError::bad_request(format!("{d:?} is not a sha256 (64 lower-case hex characters)")));
+        }
+        digests.push(d);
+    }
+    let refs: Vec<&str> = digests.iter().map(String::as_str).collect();
+    let mut held = std::collections::BTreeSet::new();
+    for chunk in refs.chunks(90) {
+        let stmt = if ctx.who.confined_to().is_none() { store::blob_sizes(chunk) } else { store::site_blobs_among(site.id, chunk) };
+        held.extend(ctx.db.all::<H>(stmt).await?.into_iter().map(|h| h.sha256));
+    }
+    let held: Vec<&str> = refs.iter().copied().filter(|d| held.contains(*d)).collect();
+    Ok((200, json!({"held": held})))
 }
 
 async fn list_sites(ctx: &Ctx<'_>) -> ApiResult {

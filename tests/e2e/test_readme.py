@@ -12,6 +12,12 @@ from debian import packages_text
 from wharf import ROOT, Wharf
 
 README = (ROOT / "README.md").read_text()
+CLI_DIR = ROOT / "target" / "debug"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cli_built():
+    subprocess.run(["cargo", "build", "--quiet", "-p", "wharf-cli"], cwd=ROOT, check=True)
 
 
 def block_after(*headings: str) -> str:
@@ -25,7 +31,11 @@ def block_after(*headings: str) -> str:
 
 
 def run_block(script: str, cwd: Path, env: dict) -> str:
-    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env={**os.environ, **env},
+    """Runs a block with the built `wharf` on PATH, its profiles in `cwd`, no WHARF_* from outside."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
+    base["PATH"] = f"{CLI_DIR}:{base['PATH']}"
+    base["WHARF_CONFIG"] = str(cwd / "wharf-config.toml")
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env={**base, **env},
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"the README's block failed:\n{script}\n{r.stdout}\n{r.stderr}"
     return r.stdout
@@ -129,24 +139,42 @@ def test_the_debian_recipes_run_as_written(recipes, tmp_path):
     (tmp_path / "dist").mkdir()
     for name in ("hello", "tool"):
         (tmp_path / "dist" / f"{name}.deb").write_bytes(build_deb(tmp_path, name, "1.0", "amd64", "xz"))
-    # Publishing from CI, with the server's key.
+    # Publishing from CI with the CLI, with the server's key.
     ci = block_after("## Debian repositories", "### Publishing (from CI)").replace("https://admin.pkgs.example.com", api)
+    assert ci.lstrip().startswith("export WHARF_URL=") and "wharf deb add" in ci
     run_block(ci, tmp_path, {"WHARF_TOKEN": token})
     (tmp_path / "keyring.gpg").write_bytes(w.get(host, "/keys/wharf-archive-keyring.gpg").content)
     (tmp_path / "InRelease").write_bytes(w.get(host, "/dists/stable/InRelease").content)
     assert gpgv_ok(tmp_path / "keyring.gpg", tmp_path / "InRelease")
     packages = packages_text(w, host)
     assert "Package: hello\n" in packages and "Package: tool\n" in packages
+    # The same with curl, other packages.
+    for name in ("hello", "tool"):
+        (tmp_path / "dist" / f"{name}.deb").write_bytes(build_deb(tmp_path, f"{name}-curl", "1.0", "amd64", "xz"))
+    curl = block_after("## Debian repositories", "### Publishing (from CI)", "**With curl**").replace("https://admin.pkgs.example.com", api)
+    run_block(curl, tmp_path, {"WHARF_TOKEN": token})
+    packages = packages_text(w, host)
+    assert "Package: hello-curl\n" in packages and "Package: tool-curl\n" in packages and "Package: hello\n" in packages
 
-    # Client-side signing, with a key that never reaches the server.
+    # Client-side signing, with a key that never reaches the server: the CLI, then curl step by step.
     gpg = Gpg(tmp_path / "gnupg").generate("Recipe Signer <signer@example.com>")
     admin.call("PUT", "/sites/apt/deb/dists/stable", {"signing": "client"})
     admin.call("PUT", "/sites/apt/deb/key", data=gpg.public(armor=True))
+    keyid = gpg.run("--with-colons", "--list-keys").decode().split("fpr:::::::::")[1].split(":")[0]
+    for f in (tmp_path / "dist").iterdir():
+        f.unlink()
+    (tmp_path / "dist" / "cli-signed.deb").write_bytes(build_deb(tmp_path, "cli-signed", "1.0", "amd64", "xz"))
+    run_block(block_after("## Debian repositories", "**Client-side signing**"), tmp_path,
+              {"WHARF_URL": api, "WHARF_TOKEN": token, "KEYID": keyid, "GNUPGHOME": str(tmp_path / "gnupg")})
+    (tmp_path / "client.gpg").write_bytes(gpg.public())
+    (tmp_path / "InRelease").write_bytes(w.get(host, "/dists/stable/InRelease").content)
+    assert gpgv_ok(tmp_path / "client.gpg", tmp_path / "InRelease")
+    assert "Package: cli-signed\n" in packages_text(w, host)
     rel = admin.draft("apt")
     deb = build_deb(tmp_path, "signed", "2.0", "amd64", "xz")
     admin.call("POST", f"/sites/apt/releases/{rel}/deb/stable/main/packages?sha256={hashlib.sha256(deb).hexdigest()}", data=deb,
                expect=201, headers={"Content-Type": "application/vnd.debian.binary-package"})
-    signing = block_after("## Debian repositories", "**Client-side signing**")
+    signing = block_after("## Debian repositories", "**Client-side signing**", "**Step by step with curl**")
     run_block(signing, tmp_path, {"API": f"{api}/api/v1", "AUTH": f"Authorization: Bearer {token}", "REL": str(rel),
                                    "GNUPGHOME": str(tmp_path / "gnupg")})
     (tmp_path / "client.gpg").write_bytes(gpg.public())
@@ -166,26 +194,36 @@ def test_the_apk_recipes_run_as_written(recipes, tmp_path):
     (tmp_path / "packages/main/x86_64").mkdir(parents=True)
     for name in ("hello", "tool"):
         (tmp_path / "packages/main/x86_64" / f"{name}-1.0-r0.apk").write_bytes(build_apk(name, "1.0-r0", "x86_64"))
-    run_block(block_after("## APK repositories", "### Publishing (from CI)"), tmp_path, env)
+    cli_env = {"WHARF_URL": f"http://localhost:{w.port}", "WHARF_TOKEN": token}
+    run_block(block_after("## APK repositories", "### Publishing (from CI)"), tmp_path, cli_env)
+    for name in ("hello", "tool"):
+        (tmp_path / "packages/main/x86_64" / f"{name}-1.0-r0.apk").write_bytes(build_apk(f"{name}-curl", "1.0-r0", "x86_64"))
+    run_block(block_after("## APK repositories", "### Publishing (from CI)", "**With curl:**"), tmp_path, env)
     rel = admin.call("GET", "/sites/apk")["active_release"]
     paths = [p["path"] for p in admin.call("GET", f"/sites/apk/releases/{rel}/paths")["paths"]]
     key_name = [p for p in paths if p.startswith("keys/apk/")][0].rsplit("/", 1)[1]
     (tmp_path / "server.pub").write_bytes(w.get(host, f"/keys/apk/{key_name}").content)
     _, records = check_index(w.get(host, "/v3.20/main/x86_64/APKINDEX.tar.gz").content, tmp_path / "server.pub", key_name, tmp_path)
-    assert sorted(r["P"] for r in records) == ["hello", "tool"]
+    assert sorted(r["P"] for r in records) == ["hello", "hello-curl", "tool", "tool-curl"]
 
-    # Client-side signing with the recipe's key file name.
+    # Client-side signing with the recipe's key file name: the CLI, then curl step by step.
     key, pub = rsa_key(tmp_path, "my-key")
     key.rename(tmp_path / "my-key.rsa")
     admin.call("PUT", "/sites/apk/apk/settings", {"architectures": ["x86_64"], "signing": "client"})
     client_name = admin.call("PUT", "/sites/apk/apk/key", {"public_key": pub.read_text()})["key_name"]
+    for f in (tmp_path / "packages/main/x86_64").iterdir():
+        f.unlink()
+    (tmp_path / "packages/main/x86_64/cli-signed-1.0-r0.apk").write_bytes(build_apk("cli-signed", "1.0-r0", "x86_64"))
+    run_block(block_after("## APK repositories", "**Client-side signing**"), tmp_path, cli_env)
+    _, records = check_index(w.get(host, "/v3.20/main/x86_64/APKINDEX.tar.gz").content, pub, client_name, tmp_path)
+    assert "cli-signed" in [r["P"] for r in records]
     rel = admin.draft("apk")
     apk = build_apk("signed", "2.0-r0", "x86_64")
     admin.call("POST", f"/sites/apk/releases/{rel}/apk/v3.20/main/packages?sha256={hashlib.sha256(apk).hexdigest()}", data=apk,
                expect=201, headers={"Content-Type": "application/octet-stream"})
-    run_block(block_after("## APK repositories", "**Client-side signing**"), tmp_path, {**env, "REL": str(rel)})
+    run_block(block_after("## APK repositories", "**Client-side signing**", "**Step by step with curl**"), tmp_path, {**env, "REL": str(rel)})
     _, records = check_index(w.get(host, "/v3.20/main/x86_64/APKINDEX.tar.gz").content, pub, client_name, tmp_path)
-    assert sorted(r["P"] for r in records) == ["hello", "signed", "tool"]
+    assert sorted(r["P"] for r in records) == ["cli-signed", "hello", "hello-curl", "signed", "tool", "tool-curl"]
 
 
 def test_the_helm_recipe_runs_as_written(recipes, tmp_path):
@@ -199,10 +237,17 @@ def test_the_helm_recipe_runs_as_written(recipes, tmp_path):
     (tmp_path / "dist").mkdir()
     for name, version in (("web", "1.10.0"), ("api", "0.1.0")):
         (tmp_path / "dist" / f"{name}-{version}.tgz").write_bytes(chart(name, version))
-    run_block(block_after("## Helm chart repositories", "### Publishing (from CI)"), tmp_path, env)
+    run_block(block_after("## Helm chart repositories", "### Publishing (from CI)"), tmp_path,
+              {"WHARF_URL": f"http://localhost:{w.port}", "WHARF_TOKEN": token})
     index = yaml.safe_load(w.get(host, "/stable/index.yaml").text)
     assert {n: [v["version"] for v in vs] for n, vs in index["entries"].items()} == {"api": ["0.1.0"], "web": ["1.10.0"]}
     assert w.get(host, "/stable/web-1.10.0.tgz").content == (tmp_path / "dist/web-1.10.0.tgz").read_bytes()
+    for f in (tmp_path / "dist").iterdir():
+        f.unlink()
+    (tmp_path / "dist" / "web-1.11.0.tgz").write_bytes(chart("web", "1.11.0"))
+    run_block(block_after("## Helm chart repositories", "### Publishing (from CI)", "**With curl:**"), tmp_path, env)
+    index = yaml.safe_load(w.get(host, "/stable/index.yaml").text)
+    assert {n: [v["version"] for v in vs] for n, vs in index["entries"].items()} == {"api": ["0.1.0"], "web": ["1.11.0", "1.10.0"]}
 
 
 def test_make_dev_serves_the_quickstart_over_http_and_registries_over_https(tmp_path, hosts):
@@ -257,3 +302,12 @@ def test_the_tests_the_readme_names_exist():
     for path, test in named:
         source = (ROOT / path).read_text()
         assert re.search(rf"^def {test}\(", source, re.M), f"README names {path}::{test}, which does not exist"
+
+
+def test_the_cli_block_runs_as_pasted(recipes, tmp_path):
+    script = block_after("## The wharf CLI").replace("<token>", recipes.root_token).replace(":8787", f":{recipes.port}")
+    out = run_block(script, tmp_path, {})
+    assert "published 1 package to cli-demo" in out, out
+    assert "Signed-By: /usr/share/keyrings/cli-demo-archive-keyring.gpg" in out, out
+    assert "Package: hello\n" in packages_text(recipes, "cli-demo.localhost")
+    assert 'readme-block" "## The wharf CLI"' in (ROOT / "scripts/dev").read_text()

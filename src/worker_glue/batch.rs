@@ -154,10 +154,12 @@ pub(super) async fn publish<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request, s: &str
     let site = ctx.site(s, Scope::Publish).await?;
     let replace = query("replace").map_or(false, |v| v == "1" || v == "true");
     let is_json = req.headers().get("content-type").ok().flatten().is_some_and(|t| t.starts_with("application/json"));
+    let started = super::now_ms();
     let accepted = if is_json { by_digest::<F>(ctx, req, &site).await? } else { receive::<F>(ctx, req).await? };
     if accepted.is_empty() {
         return Err(ApiError::bad_request("the batch holds no files: send a tar stream of packages"));
     }
+    let received = super::now_ms();
     let note = format!("{} packages published in one request", accepted.len());
     let mut attempt = 0;
     loop {
@@ -167,8 +169,11 @@ pub(super) async fn publish<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request, s: &str
             .first(store::create_release_from_active(site.id, Some(&note), ctx.now))
             .await?
             .ok_or_else(|| ApiError::internal("the release was not created"))?;
+        let made = super::now_ms();
+        let mut recorded = made;
         let outcome = async {
             record::<F>(ctx, &site, &rel, &scope, &accepted, replace).await?;
+            recorded = super::now_ms();
             super::admin::activate_draft(ctx, &site, &rel).await
         }
         .await;
@@ -178,6 +183,8 @@ pub(super) async fn publish<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request, s: &str
                 activated["added"] = json!(accepted.len());
                 activated["attempts"] = json!(attempt);
                 activated["packages"] = json!(described);
+                activated["timings_ms"] =
+                    json!({"receive": received - started, "release": made - received, "record": recorded - made, "publish_and_activate": super::now_ms() - recorded});
                 return Ok((201, activated));
             }
             Err(e) => {

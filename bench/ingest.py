@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
 from debian import Gpg  # noqa: E402
-from wharf import Wharf  # noqa: E402
+from wharf import ROOT, Wharf  # noqa: E402
 
 
 def _bench_module(name: str):
@@ -75,7 +75,10 @@ def main():
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir()
     key = Gpg(OUT / "gnupg").generate("Bench Archive <bench@example.com>")
-    w = Wharf(OUT / "state", extra_vars={"DEB_SIGNING_KEY": key.secret_armored(), "MAX_BLOB_BYTES": str(1 << 30)})
+    w = Wharf(OUT / "state", extra_vars={"DEB_SIGNING_KEY": key.secret_armored(), "MAX_BLOB_BYTES": str(1 << 30),
+                                         "ADMIN_HOSTNAMES": "admin.wharf.test,127.0.0.1"})
+    cli_env = {**{k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}, "WHARF_URL": f"http://127.0.0.1:{w.port}",
+               "WHARF_TOKEN": w.root_token, "WHARF_CONFIG": str(OUT / "cli.toml")}
     rows = []
     try:
         for n in SIZES:
@@ -87,7 +90,7 @@ def main():
                 f = debs_dir / path.rsplit("/", 1)[1]
                 f.write_bytes(data)
                 files.append(f)
-            times = {"wharf": [], "aptly": [], "reprepro": [], "one": []}
+            times = {"wharf": [], "cli": [], "aptly": [], "reprepro": [], "one": []}
             for r in range(ROUNDS):
                 # Wharf: the files on disk become one tar stream, one request, publish, activate.
                 site = f"ingest-{n}-{r}"
@@ -106,6 +109,13 @@ def main():
                 print(f"wharf phases: tar {t_tar - t:.2f} s, batch {t_batch - t_tar:.2f} s, publish {t_pub - t_batch:.2f} s, "
                       f"activate {time.perf_counter() - t_pub:.2f} s", flush=True)
                 assert added == n
+                # The CLI, as a publisher runs it: `wharf deb add` of the files into a fresh site.
+                site = f"cli-{n}-{r}"
+                w.admin.site(site, f"{site}.bench.test")
+                t = time.perf_counter()
+                subprocess.run([str(ROOT / "target/release/wharf"), "--quiet", "deb", "add", "--site", site, "--dist", "stable", *map(str, files)],
+                               env=cli_env, check=True, capture_output=True)
+                times["cli"].append(time.perf_counter() - t)
                 # aptly: repo create, add the directory, publish (unsigned: signing is milliseconds).
                 root = OUT / f"aptly-{n}-{r}"
                 conf = OUT / f"aptly-{n}-{r}.conf"
@@ -143,11 +153,12 @@ def main():
     finally:
         w.stop()
     med = lambda v: f"{v:.2f} s" if v else "–"  # noqa: E731
-    lines = ["| packages | Wharf batch (1 request + publish + activate) | aptly 1.5 (repo add + publish) | reprepro 5.3 (includedeb) "
-             "| Wharf one upload per package (8 clients) | Wharf / aptly | Wharf / reprepro |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| packages | Wharf batch (1 request + publish + activate) | `wharf deb add` (CLI) | aptly 1.5 (repo add + publish) "
+             "| reprepro 5.3 (includedeb) | Wharf one upload per package (8 clients) | Wharf / aptly | CLI / aptly | Wharf / reprepro |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n, m in rows:
-        lines.append(f"| {n:,} | {med(m['wharf'])} | {med(m['aptly'])} | {med(m['reprepro'])} | {med(m['one'])} "
-                     f"| {m['wharf'] / m['aptly']:.2f}× | {m['wharf'] / m['reprepro']:.2f}× |")
+        lines.append(f"| {n:,} | {med(m['wharf'])} | {med(m['cli'])} | {med(m['aptly'])} | {med(m['reprepro'])} | {med(m['one'])} "
+                     f"| {m['wharf'] / m['aptly']:.2f}× | {m['cli'] / m['aptly']:.2f}× | {m['wharf'] / m['reprepro']:.2f}× |")
     lines += ["", f"Medians of {ROUNDS} interleaved rounds, each into a fresh repository, from the same generated .deb files on disk "
               "(Wharf's time includes making the tar stream); aptly and reprepro publish unsigned, Wharf signs (InRelease, Release.gpg); "
               f"Wharf on workerd with local D1/R2 (wrangler dev), this {os.cpu_count()}-core machine."]

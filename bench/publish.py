@@ -7,7 +7,10 @@ own full regeneration of the same dist. For APK (no apk-tools here) Wharf's
 one-package publication and full regeneration, absolute.
 
 Wharf's figure is what a publisher waits for: create a draft, upload the
-package, activate (activation publishes what changed), three requests.
+package, activate (activation publishes what changed), three requests; the
+batch published in one request; the same with the dist serving .gz only
+(what reprepro's default gives apt); and `wharf deb add` (the CLI, release
+build: hashing, asking what the site holds, the one request).
 
 Run by hand: `make bench-publish`. Results: bench/out-publish/results.md.
 BENCH_PUBLISH_N picks the repository size (default 10000).
@@ -26,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
 from apk import build_apk, check_index, rsa_key  # noqa: E402
 from debian import Gpg  # noqa: E402
-from wharf import Wharf, tar_of  # noqa: E402
+from wharf import ROOT, Wharf, tar_of  # noqa: E402
 
 
 def _bench_module(name: str):
@@ -71,15 +74,17 @@ def main():
     key = gpg.generate("Bench Archive <bench@example.com>")
     apk_key, apk_pub = rsa_key(OUT / "apk-key")
     w = Wharf(OUT / "state", extra_vars={"DEB_SIGNING_KEY": key.secret_armored(), "APK_SIGNING_KEY": apk_key.read_text(),
-                                         "MAX_BLOB_BYTES": str(1 << 30)})
-    times: dict[str, list[float]] = {k: [] for k in ["wharf", "wharf_one", "wharf_full", "reprepro", "reprepro_xz", "aptly", "ftparchive", "apk", "apk_one",
-                                                     "apk_full"]}
+                                         "MAX_BLOB_BYTES": str(1 << 30), "ADMIN_HOSTNAMES": "admin.wharf.test,127.0.0.1"})
+    cli_env = {**{k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}, "WHARF_URL": f"http://127.0.0.1:{w.port}",
+               "WHARF_TOKEN": w.root_token, "WHARF_CONFIG": str(OUT / "cli.toml")}
+    times: dict[str, list[float]] = {k: [] for k in ["wharf", "wharf_one", "wharf_one_gz", "cli_one", "wharf_full", "reprepro", "reprepro_xz", "aptly",
+                                                     "ftparchive", "apk", "apk_one", "apk_full"]}
     phases = []
     try:
         debs_dir = OUT / "debs"
         debs_dir.mkdir()
         debs = {}
-        for i in range(N + 2 * ROUNDS):
+        for i in range(N + 3 * ROUNDS):
             path, data = make_deb(i)
             debs[i] = (path.rsplit("/", 1)[1], data)
             (debs_dir / debs[i][0]).write_bytes(data)
@@ -92,6 +97,11 @@ def main():
         retrying(lambda: w.admin.call("POST", f"/sites/deb/releases/{rel}/deb/stable/main/packages/batch",
                                       data=tar_of({debs[i][0]: debs[i][1] for i in range(N)}), headers={"Content-Type": "application/x-tar"}))
         w.admin.activate("deb", rel)
+        # The same packages in a dist that serves .gz only.
+        w.admin.site("debgz", "debgz.bench.test")
+        w.admin.call("PUT", "/sites/debgz/deb/dists/stable", {"compressions": ["gz"]})
+        retrying(lambda: w.admin.call("POST", "/sites/debgz/deb/stable/main/packages/batch",
+                                      data=tar_of({debs[i][0]: debs[i][1] for i in range(N)}), headers={"Content-Type": "application/x-tar"}))
         list_file = OUT / "base.list"
         list_file.write_text("\n".join(str(f) for f in base))
         reprepro = {}
@@ -139,6 +149,17 @@ def main():
             retrying(lambda: w.admin.call("POST", "/sites/deb/deb/stable/main/packages/batch", data=tar_of({one_name: one_data}),
                                           headers={"Content-Type": "application/x-tar"}))
             times["wharf_one"].append(time.perf_counter() - t)
+            # The same into the .gz-only dist (the package of the three-request round: another site).
+            t = time.perf_counter()
+            retrying(lambda: w.admin.call("POST", "/sites/debgz/deb/stable/main/packages/batch", data=tar_of({name: data}),
+                                          headers={"Content-Type": "application/x-tar"}))
+            times["wharf_one_gz"].append(time.perf_counter() - t)
+            # The CLI: `wharf deb add` of one file.
+            cli_name, _ = debs[N + 2 * ROUNDS + r]
+            t = time.perf_counter()
+            subprocess.run([str(ROOT / "target/release/wharf"), "--quiet", "deb", "add", "--site", "deb", "--dist", "stable", str(debs_dir / cli_name)],
+                           env=cli_env, check=True, capture_output=True)
+            times["cli_one"].append(time.perf_counter() - t)
             # Wharf's full regeneration of the same dist, for reference (a draft published whole, then dropped).
             d = w.admin.draft("deb")
             t = time.perf_counter()
@@ -182,7 +203,7 @@ def main():
         # What clients see is right: every package, the last one too.
         import lzma
         text = lzma.decompress(w.get("deb.bench.test", "/dists/stable/main/binary-amd64/Packages.xz").content).decode()
-        assert text.count("Package: ") == N + 2 * ROUNDS, text.count("Package: ")
+        assert text.count("Package: ") == N + 3 * ROUNDS, text.count("Package: ")
         _, records = check_index(w.get("apk.bench.test", "/edge/main/x86_64/APKINDEX.tar.gz").content, apk_pub, "bench.rsa.pub", OUT)
         assert len(records) == N + 2 * ROUNDS
     finally:
@@ -195,8 +216,11 @@ def main():
         "|---|---:|---:|",
         f"| **Wharf** (draft + upload + activate; .xz and .gz, signed) | **{ms(m['wharf'])}** | |",
         f"| **Wharf in one request** (`POST …/deb/stable/main/packages/batch`) | **{ms(m['wharf_one'])}** | |",
+        f"| **Wharf in one request, .gz only** (`compressions: [\"gz\"]`: the index reprepro's default gives apt) | **{ms(m['wharf_one_gz'])}** | |",
+        f"| **`wharf deb add`** (the CLI: hashing, what the site holds, one request) | **{ms(m['cli_one'])}** | |",
         f"| reprepro 5.3 includedeb (plain + .gz, its default; unsigned) | {ms(m['reprepro'])} | {m['wharf'] / m['reprepro']:.2f}× "
-        f"(one request: {m['wharf_one'] / m['reprepro']:.2f}×) |",
+        f"(one request: {m['wharf_one'] / m['reprepro']:.2f}×; .gz only: {m['wharf_one_gz'] / m['reprepro']:.2f}×; "
+        f"CLI: {m['cli_one'] / m['reprepro']:.2f}×) |",
         f"| reprepro includedeb (plain + .gz + .xz) | {ms(m['reprepro_xz'])} | {m['wharf'] / m['reprepro_xz']:.2f}× |",
         f"| aptly 1.5 repo add + publish update (unsigned) | {ms(m['aptly'])} | {m['wharf'] / m['aptly']:.2f}× |",
         f"| apt-ftparchive, full regeneration (SHA256 only, .gz, .xz, signed) | {ms(m['ftparchive'])} | {m['wharf'] / m['ftparchive']:.2f}× |",

@@ -550,6 +550,12 @@ pub fn insert_owned_blobs(site_id: i64, blobs: &[(&str, u64)], now: i64) -> Vec<
 
 /// Many records of a format's table at once (`columns` as the format names
 /// them, sha256 first; each row a JSON array in that order), once per blob.
+/// A format's stored records of some blobs (every column of `table`, a
+/// format's `RECORDS` table).
+pub fn records_among(table: &str, digests: &[&str]) -> Stmt {
+    stmt(format!("SELECT * FROM {table} WHERE sha256 IN (SELECT value FROM json_each(?1))"), vec![json_list(digests).into()])
+}
+
 pub fn insert_records(table: &str, columns: &[&str], rows: &[Vec<serde_json::Value>], now: i64) -> Stmt {
     let values: Vec<String> = (0..columns.len()).map(|i| format!("json_extract(value, '$[{i}]')")).collect();
     stmt(

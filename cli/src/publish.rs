@@ -136,7 +136,8 @@ fn hash_one(p: &Path, bar: &crate::progress::Bar) -> Result<File> {
 fn tar_stream(files: Vec<File>) -> Result<(impl Read + Send, std::thread::JoinHandle<Result<()>>)> {
     let (reader, writer) = std::io::pipe()?;
     let handle = std::thread::spawn(move || -> Result<()> {
-        let mut b = tar::Builder::new(writer);
+        // Headers are 512-byte writes: gathered, so the pipe carries large pieces.
+        let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(CHUNK, writer));
         b.mode(tar::HeaderMode::Deterministic);
         for f in &files {
             b.append_pax_extensions([("WHARF.sha256", f.sha256.as_bytes())])?;
@@ -148,10 +149,35 @@ fn tar_stream(files: Vec<File>) -> Result<(impl Read + Send, std::thread::JoinHa
             let data = std::fs::File::open(&f.path).with_context(|| format!("{}", f.path.display()))?;
             b.append_data(&mut h, &f.name, data.take(f.size))?;
         }
-        b.into_inner()?;
+        use std::io::Write;
+        b.into_inner()?.flush()?;
         Ok(())
     });
-    Ok((reader, handle))
+    Ok((Gather(reader), handle))
+}
+
+/// What one read of the request body returns at least (unless the stream
+/// ends): each read becomes one chunk on the wire, and the worker handles a
+/// few large chunks much faster than many small ones.
+const CHUNK: usize = 256 << 10;
+
+/// Fills each read as far as the buffer (up to `CHUNK`) before returning.
+struct Gather<R>(R);
+
+impl<R: Read> Read for Gather<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = buf.len().min(CHUNK);
+        let mut got = 0;
+        while got < want {
+            match self.0.read(&mut buf[got..want]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(got)
+    }
 }
 
 /// What a publication did.

@@ -63,6 +63,13 @@ pub trait Ingest: Format {
     fn admission(member: &Self::Member, sha256: &str, scope: &Self::Scope) -> Admission;
     /// The record's values, in `RECORDS` column order (sha256 first).
     fn record(member: &Self::Member, sha256: &str) -> Vec<serde_json::Value>;
+    /// The member again from a stored record (`RECORDS` columns, by name), so
+    /// a blob added by digest is not inspected again: the record was made by
+    /// inspecting exactly these bytes. None: inspect again (the record does
+    /// not hold all of it).
+    fn from_record(_row: &serde_json::Map<String, serde_json::Value>) -> Option<Self::Member> {
+        None
+    }
     /// The (scope, part) of the index the member makes dirty, and the name
     /// its records are listed under there.
     fn dirty(member: &Self::Member, scope: &Self::Scope) -> (String, String, String);

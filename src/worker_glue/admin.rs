@@ -307,9 +307,10 @@ async fn whoami(ctx: &Ctx<'_>) -> ApiResult {
     })
 }
 
-/// The digests among `{"sha256": [...]}` (up to 10,000) that the site can
-/// add by digest without uploading: those it holds; for a global token also
-/// any stored blob (it may give one to the site). Nothing is recorded.
+/// The digests among `{"sha256": [...]}` (up to 10,000) that the site
+/// holds: it can add them by digest without uploading. Whatever the token
+/// (a global one could give the site any stored blob, but that is not asked
+/// here). Nothing is recorded.
 async fn held_blobs(ctx: &Ctx<'_>, req: &mut Request, s: &str) -> ApiResult {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -336,8 +337,7 @@ async fn held_blobs(ctx: &Ctx<'_>, req: &mut Request, s: &str) -> ApiResult {
     let refs: Vec<&str> = digests.iter().map(String::as_str).collect();
     let mut held = std::collections::BTreeSet::new();
     for chunk in refs.chunks(90) {
-        let stmt = if ctx.who.confined_to().is_none() { store::blob_sizes(chunk) } else { store::site_blobs_among(site.id, chunk) };
-        held.extend(ctx.db.all::<H>(stmt).await?.into_iter().map(|h| h.sha256));
+        held.extend(ctx.db.all::<H>(store::site_blobs_among(site.id, chunk)).await?.into_iter().map(|h| h.sha256));
     }
     let held: Vec<&str> = refs.iter().copied().filter(|d| held.contains(*d)).collect();
     Ok((200, json!({"held": held})))

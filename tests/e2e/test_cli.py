@@ -302,3 +302,60 @@ def test_keys_show_prints_what_users_paste(env, hosts, tmp_path):
     (apt.root / "etc/sources.list.d/cli-keys.sources").write_text(stanza)
     apt.run("update")
     assert apt.candidate("cli-k") == "1.0"
+
+
+def test_tokens_registry_settings_and_cache(env, hosts, tmp_path):
+    root = env.wharf.root_token
+    host, tok = site_with_token(env, hosts, "cli-mgmt", scope="admin")
+    made = jwharf(env, "--url", env.url, "token", "create", "--name", "reader", "--scope", "read", "--site", "cli-mgmt", "--expires-in", "3600", token=tok)
+    listed = jwharf(env, "--url", env.url, "token", "list", "--site", "cli-mgmt", token=tok)["tokens"]
+    assert {t["name"] for t in listed} == {"cli-mgmt-ci", "reader"}
+    assert jwharf(env, "--url", env.url, "whoami", token=made["token"])["scope"] == "read"
+    # A read token may not create tokens: the server's code, exit 1.
+    r = wharf(env, "--url", env.url, "token", "create", "--name", "x", "--scope", "read", "--site", "cli-mgmt", token=made["token"], ok=False)
+    assert r.returncode == 1 and "403" in r.stderr, r.stderr
+    wharf(env, "--url", env.url, "token", "revoke", made["id"], token=tok)
+    r = wharf(env, "--url", env.url, "whoami", token=made["token"], ok=False)
+    assert "401" in r.stderr
+    human = wharf(env, "--url", env.url, "token", "list", "--site", "cli-mgmt", token=tok).stdout
+    assert human.splitlines()[0].split()[:4] == ["ID", "NAME", "SCOPE", "SITE"] and "reader" in human
+    # Registry settings from a file and from stdin; the cache lists and purges.
+    settings = tmp_path / "oci.json"
+    settings.write_text(json.dumps({"anonymous_pull": False, "tag_ttl_seconds": 30}))
+    wharf(env, "--url", env.url, "oci", "settings", "set", "--site", "cli-mgmt", settings, token=tok)
+    got = json.loads(wharf(env, "--url", env.url, "oci", "settings", "get", "--site", "cli-mgmt", token=tok).stdout)
+    assert got["settings"]["anonymous_pull"] is False and got["settings"]["tag_ttl_seconds"] == 30, got
+    wharf(env, "--url", env.url, "oci", "settings", "set", "--site", "cli-mgmt", "-", token=tok, input='{"anonymous_pull": true}')
+    got = json.loads(wharf(env, "--url", env.url, "oci", "settings", "get", "--site", "cli-mgmt", token=tok).stdout)
+    assert got["settings"]["anonymous_pull"] is True
+    r = wharf(env, "--url", env.url, "oci", "settings", "set", "--site", "cli-mgmt", "-", token=tok, input='{"upstreams": [{"url": "ftp://x"}]}', ok=False)
+    assert "422" in r.stderr or "400" in r.stderr, r.stderr
+    assert jwharf(env, "--url", env.url, "oci", "cache", "list", "--site", "cli-mgmt", token=tok) == {"entries": []}
+    assert jwharf(env, "--url", env.url, "oci", "cache", "purge", "--site", "cli-mgmt", "--upstream", "x", token=tok) == {"removed": 0}
+
+
+def test_mirror_apply_run_wait_and_runs(env, hosts, tmp_path):
+    from test_mirror_runs import ChartRepo
+    host, tok = site_with_token(env, hosts, "cli-mirror", scope="admin")
+    repo = ChartRepo(tmp_path / "charts-src")
+    try:
+        repo.add("vault", "0.29.0", chart("vault", "0.29.0"))
+        repo.add("vault", "0.30.0", chart("vault", "0.30.0"))
+        charts = tmp_path / "charts.yaml"
+        charts.write_text(f"charts:\n  - name: vault\n    versions: ['0.29.0']\n    repo_name: hashicorp\n    repo_url: '{repo.url}'\n")
+        wharf(env, "mirror", "validate", charts)
+        out = wharf(env, "--url", env.url, "mirror", "apply", "--site", "cli-mirror", "--wait", charts, token=tok).stdout
+        assert "run " in out and "done" in out and "copied" in out, out
+        assert verify_repository(env.wharf, host, "hashicorp") == {"vault": ["0.29.0"]}
+        # A run by hand for one chart, followed; the runs listed, one shown as JSON.
+        charts.write_text(charts.read_text().replace("['0.29.0']", "['0.29.0', '0.30.0']"))
+        wharf(env, "--url", env.url, "mirror", "apply", "--site", "cli-mirror", charts, "--wait", token=tok)
+        ran = jwharf(env, "--url", env.url, "mirror", "run", "--site", "cli-mirror", "--chart", "vault", "--wait", token=tok)
+        assert ran["state"] == "done" and {u["state"] for u in ran["units"]} == {"skipped"}, ran
+        runs = jwharf(env, "--url", env.url, "mirror", "runs", "--site", "cli-mirror", token=tok)["runs"]
+        assert len(runs) == 3 and {r["state"] for r in runs} == {"done"}
+        one = jwharf(env, "--url", env.url, "mirror", "runs", "--site", "cli-mirror", str(runs[0]["id"]), token=tok)
+        assert one["id"] == runs[0]["id"]
+        assert verify_repository(env.wharf, host, "hashicorp") == {"vault": ["0.30.0", "0.29.0"]}
+    finally:
+        repo.stop()

@@ -50,6 +50,10 @@ impl super::Ingest for Deb {
     fn record(info: &package::DebInfo, sha256: &str) -> Vec<serde_json::Value> {
         [sha256, &info.package, &info.version, &info.architecture, &info.source, &info.control.render()].iter().map(|v| serde_json::json!(v)).collect()
     }
+    fn from_record(row: &serde_json::Map<String, serde_json::Value>) -> Option<package::DebInfo> {
+        let control = control::Paragraph::parse(row.get("control")?.as_str()?).ok()?;
+        package::check(control).ok()
+    }
     fn dirty(info: &package::DebInfo, (dist, component): &Self::Scope) -> (String, String, String) {
         (dist.clone(), format!("{component}/{}", info.architecture), info.package.clone())
     }

@@ -251,6 +251,15 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_stored_record_gives_back_the_inspection() {
+        use crate::formats::Ingest;
+        let m = inspect(&chart("web", "1.2.3")).unwrap();
+        let columns = crate::formats::Helm::RECORDS.1;
+        let row: serde_json::Map<String, serde_json::Value> = columns.iter().map(|c| c.to_string()).zip(crate::formats::Helm::record(&m, "ab")).collect();
+        assert_eq!(crate::formats::Helm::from_record(&row), Some(m));
+    }
+
+    #[test]
     fn the_check_keeps_at_most_two_top_folders() {
         let many: Vec<(String, &[u8])> = (0..500).map(|i| (format!("top{i}/x"), &b"x"[..])).collect();
         let many: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), *d)).collect();

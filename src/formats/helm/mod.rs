@@ -43,6 +43,9 @@ impl super::Ingest for Helm {
         let metadata = serde_json::to_string(meta).unwrap_or_default();
         [sha256, &meta.name, &meta.version, &metadata].iter().map(|v| serde_json::json!(v)).collect()
     }
+    fn from_record(row: &serde_json::Map<String, serde_json::Value>) -> Option<chart::Metadata> {
+        serde_json::from_str(row.get("metadata")?.as_str()?).ok()
+    }
     fn dirty(meta: &chart::Metadata, repo: &String) -> (String, String, String) {
         (repo.clone(), String::new(), meta.name.clone())
     }

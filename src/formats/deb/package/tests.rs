@@ -169,3 +169,19 @@ fn the_inspection_reads_three_small_ranges_and_streams_the_data_member_in_any_ch
     assert!(Inspection::new(n).push(b"x").is_err());
     assert!(i.step(None).is_err());
 }
+
+/// A package added by digest is rebuilt from its stored record, not inspected
+/// again: the record gives back what inspection made.
+#[test]
+fn the_stored_record_gives_back_the_inspection() {
+    use crate::formats::Ingest;
+    let deb = build_deb(&tmp("record"), CONTROL, "gzip");
+    let info = inspect(&deb).unwrap();
+    let columns = crate::formats::Deb::RECORDS.1;
+    let row: serde_json::Map<String, serde_json::Value> =
+        columns.iter().map(|c| c.to_string()).zip(crate::formats::Deb::record(&info, "ab")).collect();
+    assert_eq!(crate::formats::Deb::from_record(&row), Some(info));
+    let mut broken = row.clone();
+    broken.insert("control".into(), serde_json::json!("not a control file"));
+    assert_eq!(crate::formats::Deb::from_record(&broken), None, "what does not read back is inspected again");
+}

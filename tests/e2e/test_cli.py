@@ -359,3 +359,55 @@ def test_mirror_apply_run_wait_and_runs(env, hosts, tmp_path):
         assert verify_repository(env.wharf, host, "hashicorp") == {"vault": ["0.30.0", "0.29.0"]}
     finally:
         repo.stop()
+
+
+def test_signing_as_separate_steps_and_drafts_by_hand(env, hosts, tmp_path):
+    """`wharf release create`, a package added into the draft (no activation),
+    `wharf deb sign` / `wharf apk sign` on it, `wharf release activate`; and
+    `wharf release delete` of a draft."""
+    host, tok = site_with_token(env, hosts, "cli-steps", scope="admin")
+    url = f"http://{host}:{env.wharf.port}/"
+    # Debian, client-signed with a key file.
+    mine = Gpg(tmp_path / "mine").generate("Steps <steps@example.com>")
+    secret = tmp_path / "secret.asc"
+    secret.write_text(mine.secret_armored())
+    wharf(env, "--url", env.url, "deb", "dist", "set", "--site", "cli-steps", "stable", "--signing", "client", token=tok)
+    requests.put(f"http://127.0.0.1:{env.wharf.port}/api/v1/sites/cli-steps/deb/key", data=mine.public(armor=True),
+                 headers={"Host": ADMIN_HOST, "Authorization": f"Bearer {tok}"}).raise_for_status()
+    files = write(tmp_path / "d", {"step_1.0_all.deb": quick_deb("cli-step", "1.0", "all")})
+    out = jwharf(env, "--url", env.url, "deb", "add", "--site", "cli-steps", "--dist", "stable", "--no-activate", *files, token=tok)
+    rel = out["release"]
+    assert not out["activated"]
+    r = wharf(env, "--url", env.url, "release", "activate", "--site", "cli-steps", rel, token=tok, ok=False)
+    assert "409" in r.stderr and "signed by you" in r.stderr, r.stderr
+    wharf(env, "--url", env.url, "deb", "sign", "--site", "cli-steps", "--release", rel, "--dist", "stable", "--sign-key", secret, token=tok)
+    wharf(env, "--url", env.url, "release", "activate", "--site", "cli-steps", rel, token=tok)
+    keyring = tmp_path / "mine.gpg"
+    keyring.write_bytes(mine.public())
+    apt = apt_for(tmp_path / "apt", url, keyring)
+    apt.run("update")
+    assert apt.candidate("cli-step") == "1.0"
+    # APK, client-signed, signed as a separate step.
+    key, pub = rsa_key(tmp_path / "apk")
+    wharf(env, "--url", env.url, "apk", "settings", "--site", "cli-steps", "--signing", "client", "--architectures", "x86_64", token=tok)
+    requests.put(f"http://127.0.0.1:{env.wharf.port}/api/v1/sites/cli-steps/apk/key", json={"public_key": pub.read_text()},
+                 headers={"Host": ADMIN_HOST, "Authorization": f"Bearer {tok}"}).raise_for_status()
+    out = jwharf(env, "--url", env.url, "apk", "add", "--site", "cli-steps", "--branch", "edge", "--no-activate",
+                 *write(tmp_path / "a", {"s-1-r0.apk": build_apk("cli-apk-step", "1-r0", "x86_64")}), token=tok)
+    signed = jwharf(env, "--url", env.url, "apk", "sign", "--site", "cli-steps", "--release", out["release"], "--branch", "edge", "--sign-key", key, token=tok)
+    assert signed["signed"] == ["x86_64"], signed
+    wharf(env, "--url", env.url, "release", "activate", "--site", "cli-steps", out["release"], token=tok)
+    key_name = jwharf(env, "--url", env.url, "apk", "settings", "--site", "cli-steps", token=tok)
+    index = requests.get(url + "edge/main/x86_64/APKINDEX.tar.gz").content
+    served = [p["path"] for p in jwharf(env, "--url", env.url, "release", "show", "--site", "cli-steps", out["release"], "--paths", token=tok)["paths"]
+              if p["path"].startswith("keys/apk/")]
+    names = [p.rsplit("/", 1)[1] for p in served if requests.get(url + p).text.strip() == pub.read_text().strip()]
+    _, records = check_index(index, pub, names[0], tmp_path)
+    assert [r["P"] for r in records] == ["cli-apk-step"], key_name
+    # A draft made by hand (from nothing), then deleted.
+    draft = jwharf(env, "--url", env.url, "release", "create", "--site", "cli-steps", "--from", "empty", "--note", "scratch", token=tok)
+    shown = jwharf(env, "--url", env.url, "release", "show", "--site", "cli-steps", draft["id"], token=tok)
+    assert shown["state"] == "draft" and shown["note"] == "scratch" and shown["parent"] is None, shown
+    wharf(env, "--url", env.url, "release", "delete", "--site", "cli-steps", draft["id"], token=tok)
+    r = wharf(env, "--url", env.url, "release", "show", "--site", "cli-steps", draft["id"], token=tok, ok=False)
+    assert "404" in r.stderr

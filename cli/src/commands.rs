@@ -65,8 +65,13 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(*shell, &mut Cli::command(), "wharf", &mut std::io::stdout());
-            return Ok(());
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "wharf", &mut out);
+            // A reader that stops early (`| head`) is not an error.
+            match std::io::Write::write_all(&mut std::io::stdout(), &out) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => return Ok(()),
+            }
         }
         Command::Mirror(MirrorCmd::Validate { files }) => return validate(files, cli.json),
         _ => {}

@@ -470,6 +470,11 @@ pub enum KeysCmd {
 }
 
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    // SAFETY: before any thread starts; restores the default action of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

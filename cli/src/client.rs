@@ -75,6 +75,23 @@ impl Client {
         self.call("GET", path, Body::None)
     }
 
+    /// Every item of a paged listing: `path` (with or without a query) is
+    /// asked 1,000 at a time after the answer's `next_after`; `field` names
+    /// the answer's list.
+    pub fn all_pages(&self, path: &str, field: &str) -> Result<Vec<Value>> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut all = vec![];
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.get(&format!("{path}{sep}limit=1000{}", after.as_deref().map(|a| format!("&after={}", encode(a))).unwrap_or_default()))?;
+            all.extend(page[field].as_array().cloned().unwrap_or_default());
+            match page["next_after"].as_str() {
+                Some(n) => after = Some(n.to_string()),
+                None => return Ok(all),
+            }
+        }
+    }
+
     pub fn json(&self, method: &str, path: &str, body: &Value) -> Result<Value> {
         self.call(method, path, Body::Json(body))
     }
@@ -105,6 +122,13 @@ impl Client {
         }
         Ok(bytes)
     }
+}
+
+/// A query value percent-encoded (all but unreserved characters and `/`).
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 fn failure(status: u16, body: &[u8]) -> ApiFailure {

@@ -33,15 +33,8 @@ impl Ctx {
     }
 }
 
-fn enc(s: &str) -> String {
-    // Query values: only what the API's names can hold needs no escaping; the rest is percent-encoded.
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
-}
-
 fn query(pairs: &[(&str, &Option<String>)]) -> String {
-    let q: Vec<String> = pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", enc(v)))).collect();
+    let q: Vec<String> = pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", crate::client::encode(v)))).collect();
     if q.is_empty() {
         String::new()
     } else {
@@ -288,17 +281,7 @@ fn release(ctx: &Ctx, c: ReleaseCmd) -> Result<()> {
             let s = ctx.site(&site)?;
             let mut v = ctx.client.get(&format!("/sites/{s}/releases/{id}"))?;
             if paths {
-                let mut all = vec![];
-                let mut after: Option<String> = None;
-                loop {
-                    let page = ctx.client.get(&format!("/sites/{s}/releases/{id}/paths?limit=1000{}", after.as_ref().map(|a| format!("&after={}", enc(a))).unwrap_or_default()))?;
-                    all.extend(page["paths"].as_array().cloned().unwrap_or_default());
-                    match page["next_after"].as_str() {
-                        Some(n) => after = Some(n.to_string()),
-                        None => break,
-                    }
-                }
-                v["paths"] = Value::Array(all);
+                v["paths"] = Value::Array(ctx.client.all_pages(&format!("/sites/{s}/releases/{id}/paths"), "paths")?);
             }
             ctx.show(&v, |v| {
                 let r = v.get("release").unwrap_or(v);
@@ -312,16 +295,7 @@ fn release(ctx: &Ctx, c: ReleaseCmd) -> Result<()> {
         }
         ReleaseCmd::Diff { site, from, to } => {
             let s = ctx.site(&site)?;
-            let mut changes = vec![];
-            let mut after: Option<String> = None;
-            loop {
-                let page = ctx.client.get(&format!("/sites/{s}/releases/{from}/diff/{to}?limit=1000{}", after.as_ref().map(|a| format!("&after={}", enc(a))).unwrap_or_default()))?;
-                changes.extend(page["changes"].as_array().cloned().unwrap_or_default());
-                match page["next_after"].as_str() {
-                    Some(n) => after = Some(n.to_string()),
-                    None => break,
-                }
-            }
+            let changes = ctx.client.all_pages(&format!("/sites/{s}/releases/{from}/diff/{to}"), "changes")?;
             let v = json!({"from": from, "to": to, "changes": changes});
             ctx.show(&v, |v| {
                 for c in v["changes"].as_array().into_iter().flatten() {
@@ -516,17 +490,8 @@ fn oci(ctx: &Ctx, c: OciCmd) -> Result<()> {
         }
         OciCmd::Cache(OciCacheCmd::List { site, upstream, repository }) => {
             let s = ctx.site(&site)?;
-            let mut entries = vec![];
-            let mut after: Option<String> = None;
-            loop {
-                let q = query(&[("upstream", &upstream), ("repository", &repository), ("after", &after)]);
-                let page = ctx.client.get(&format!("/sites/{s}/oci/cache{q}"))?;
-                entries.extend(page["entries"].as_array().cloned().unwrap_or_default());
-                match page["next_after"].as_str() {
-                    Some(n) => after = Some(n.to_string()),
-                    None => break,
-                }
-            }
+            let q = query(&[("upstream", &upstream), ("repository", &repository)]);
+            let entries = ctx.client.all_pages(&format!("/sites/{s}/oci/cache{q}"), "entries")?;
             let v = json!({"entries": entries});
             ctx.show(&v, |v| {
                 let rows: Vec<Vec<String>> = v["entries"]

@@ -129,18 +129,9 @@ pub fn show(client: &Client, site: &str, host: Option<&str>, json_out: bool) -> 
     };
     let mut served = Served::default();
     if let Some(active) = s["active_release"].as_i64() {
-        let mut after: Option<String> = None;
-        loop {
-            let q = after.as_ref().map(|a| format!("&after={}", a.replace('%', "%25").replace('&', "%26").replace('+', "%2B").replace(' ', "%20"))).unwrap_or_default();
-            let page = client.get(&format!("/sites/{site}/releases/{active}/paths?limit=1000{q}"))?;
-            for p in page["paths"].as_array().into_iter().flatten() {
-                if let Some(path) = p["path"].as_str() {
-                    served.add(path);
-                }
-            }
-            match page["next_after"].as_str() {
-                Some(n) => after = Some(n.to_string()),
-                None => break,
+        for p in client.all_pages(&format!("/sites/{site}/releases/{active}/paths"), "paths")? {
+            if let Some(path) = p["path"].as_str() {
+                served.add(path);
             }
         }
     }

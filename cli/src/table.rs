@@ -44,19 +44,9 @@ pub fn cell(v: &Value) -> String {
 /// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC); `-` for null.
 pub fn time(v: &Value) -> String {
     let Some(ms) = v.as_i64() else { return "-".into() };
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    // The worker's RFC 3339 writer (Helm's `created`), to the second.
+    let t = wharf::formats::helm::publish::rfc3339(ms);
+    t[..19].replace('T', " ")
 }
 
 #[cfg(test)]

@@ -354,11 +354,15 @@ fn add(ctx: &Ctx, site: &str, target: Target, files: &[std::path::PathBuf], o: A
     let summary = json!({
         "site": site, "release": rel, "activated": out.activated, "files": files.len(),
         "uploaded": out.uploaded, "uploaded_bytes": out.uploaded_bytes, "by_digest": out.by_digest,
-        "attempts": out.attempts, "url": url, "answer": out.answer,
+        "attempts": out.attempts, "unchanged": out.unchanged, "url": url, "packages": out.packages, "answer": out.answer,
     });
     ctx.show(&summary, |_| {
         let what = target.what();
         let sent = format!("{} uploaded ({}), {} already held", out.uploaded, human_bytes(out.uploaded_bytes), out.by_digest);
+        if out.unchanged {
+            println!("nothing changed: {site} publishes these {} {} already; release {rel} stays active", files.len(), plural(files.len(), what));
+            return;
+        }
         if out.activated {
             let again = if out.attempts > 1 { format!(" after {} tries", out.attempts) } else { String::new() };
             println!("published {} {} to {site}: release {rel} is active{again} ({sent})", files.len(), plural(files.len(), what));
@@ -367,6 +371,16 @@ fn add(ctx: &Ctx, site: &str, target: Target, files: &[std::path::PathBuf], o: A
             }
         } else {
             println!("draft {rel} of {site} holds the {} {} ({sent}); activate it with: wharf release activate --site {site} {rel}", files.len(), plural(files.len(), what));
+        }
+        // What was added, as the server read each file.
+        const SHOWN: usize = 20;
+        for p in out.packages.iter().take(SHOWN) {
+            let name = p.get("package").or(p.get("name")).map(cell).unwrap_or_default();
+            let arch = p.get("architecture").or(p.get("arch")).map(|a| format!(" ({})", cell(a))).unwrap_or_default();
+            println!("  + {name} {}{arch}", cell(&p["version"]));
+        }
+        if out.packages.len() > SHOWN {
+            println!("  … and {} more", out.packages.len() - SHOWN);
         }
     });
     Ok(())

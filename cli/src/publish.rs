@@ -189,6 +189,10 @@ pub struct Outcome {
     pub uploaded_bytes: u64,
     pub by_digest: usize,
     pub attempts: u32,
+    /// Everything was published already as it is: no new release.
+    pub unchanged: bool,
+    /// The packages as the server described them.
+    pub packages: Vec<Value>,
     pub answer: Value,
 }
 
@@ -232,9 +236,11 @@ pub fn add(client: &Client, site: &str, target: &Target, paths: &[PathBuf], opts
                 } else {
                     out.by_digest = old.len();
                 }
-                out.release = answer["id"].as_i64();
-                out.activated = true;
+                out.unchanged = answer["unchanged"] == json!(true);
+                out.release = if out.unchanged { answer["release"].as_i64() } else { answer["id"].as_i64() };
+                out.activated = !out.unchanged;
                 out.attempts = answer["attempts"].as_u64().unwrap_or(1) as u32;
+                out.packages = answer["packages"].as_array().cloned().unwrap_or_default();
                 out.answer = answer;
                 return Ok(out);
             }
@@ -265,13 +271,16 @@ fn by_drafts(client: &Client, site: &str, target: &Target, new: &[File], old: &[
         out.attempts = attempt;
         let rel = client.json("POST", &format!("/sites/{site}/releases"), &json!({"note": format!("wharf {} add", target.what())}))?;
         let rel = rel["id"].as_i64().context("the new release has no id")?;
+        let mut packages = vec![];
         let filled = (|| -> Result<Option<Value>> {
             if !new.is_empty() {
                 let bytes = new.iter().map(|f| f.size).sum();
-                send_tar(client, &format!("{}{replace}", target.batch_path(site, Some(rel))), new.clone(), bytes, &opts.progress)?;
+                let a = send_tar(client, &format!("{}{replace}", target.batch_path(site, Some(rel))), new.clone(), bytes, &opts.progress)?;
+                packages.extend(a["packages"].as_array().cloned().unwrap_or_default());
             }
             for chunk in old.chunks(DIGESTS_PER_REQUEST) {
-                client.json("POST", &format!("{}{replace}", target.batch_path(site, Some(rel))), &json!({"sha256": chunk}))?;
+                let a = client.json("POST", &format!("{}{replace}", target.batch_path(site, Some(rel))), &json!({"sha256": chunk}))?;
+                packages.extend(a["packages"].as_array().cloned().unwrap_or_default());
             }
             if opts.no_activate {
                 return Ok(None);
@@ -288,12 +297,14 @@ fn by_drafts(client: &Client, site: &str, target: &Target, new: &[File], old: &[
             Ok(None) => {
                 out.release = Some(rel);
                 out.by_digest = old.len();
+                out.packages = packages;
                 return Ok(out);
             }
             Ok(Some(answer)) => {
                 out.release = Some(rel);
                 out.activated = true;
                 out.by_digest = old.len();
+                out.packages = packages;
                 out.answer = answer;
                 return Ok(out);
             }

@@ -170,6 +170,12 @@ pub(super) async fn publish<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request, s: &str
             .await?
             .ok_or_else(|| ApiError::internal("the release was not created"))?;
         let made = super::now_ms();
+        // Everything of the batch already published as it is: no new release.
+        if unchanged::<F>(ctx, &site, &rel, &scope, &accepted).await? {
+            let _ = ctx.db.batch(store::delete_draft(site.id, rel.id)).await;
+            let described: Vec<serde_json::Value> = accepted.iter().map(|a| F::describe(&a.member, &a.sha, a.size, &scope)).collect();
+            return Ok((200, json!({"unchanged": true, "release": rel.parent_id, "added": 0, "attempts": attempt, "packages": described})));
+        }
         let mut recorded = made;
         let outcome = async {
             record::<F>(ctx, &site, &rel, &scope, &accepted, replace).await?;
@@ -198,6 +204,35 @@ pub(super) async fn publish<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request, s: &str
             }
         }
     }
+}
+
+/// Whether every change the batch would make is in the release already
+/// (the same blob at every path): publishing it again would change nothing.
+async fn unchanged<F: Ingest>(ctx: &Ctx<'_>, site: &SiteRow, rel: &ReleaseRow, scope: &F::Scope, accepted: &[Accepted<F::Member>]) -> ApiResultOf<bool> {
+    #[derive(Deserialize)]
+    struct P {
+        path: String,
+        sha256: String,
+    }
+    let mut wanted: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for a in accepted {
+        for c in F::admission(&a.member, &a.sha, scope).changes {
+            match c.sha256 {
+                Some(sha) => wanted.insert(c.path, sha),
+                None => return Ok(false),
+            };
+        }
+    }
+    let paths: Vec<&str> = wanted.keys().map(String::as_str).collect();
+    let mut same = 0;
+    for chunk in paths.chunks(4_000) {
+        for p in ctx.db.all::<P>(store::paths_among(site.id, rel.read_seq(), rel.id, chunk)).await? {
+            if wanted.get(&p.path) == Some(&p.sha256) {
+                same += 1;
+            }
+        }
+    }
+    Ok(same == wanted.len())
 }
 
 async fn by_digest<F: Ingest>(ctx: &Ctx<'_>, req: &mut Request, site: &SiteRow) -> ApiResultOf<Vec<Accepted<F::Member>>> {

@@ -135,8 +135,17 @@ def test_deb_add_publishes_in_one_command_and_apt_installs(env, hosts, tmp_path)
     r = wharf(env, "--url", env.url, "deb", "add", "--site", "cli-apt", "--dist", "stable", *files[:5], *new, token=tok)
     assert "1 uploaded" in r.stdout and "5 already held" in r.stdout and "release" in r.stdout, r.stdout
     assert r.stderr.count("uploading 1 file:") == 1, r.stderr  # progress as plain lines when not a terminal
+    assert "  + cli-new 2.0 (amd64)" in r.stdout and "  + cli-pkg0 1.0 (amd64)" in r.stdout, r.stdout
     apt.run("update")
     assert apt.candidate("cli-new") == "2.0"
+    # The same files again (a CI job run twice): nothing changes, no new release.
+    active = jwharf(env, "--url", env.url, "site", "show", "cli-apt", token=tok)["active_release"]
+    r = wharf(env, "--url", env.url, "deb", "add", "--site", "cli-apt", "--dist", "stable", *files[:5], *new, token=tok)
+    assert f"nothing changed: cli-apt publishes these 6 packages already; release {active} stays active" in r.stdout, r.stdout
+    assert jwharf(env, "--url", env.url, "site", "show", "cli-apt", token=tok)["active_release"] == active
+    # One of them into another dist is a change (the pool file is shared, the dist's list is not).
+    out = jwharf(env, "--url", env.url, "deb", "add", "--site", "cli-apt", "--dist", "testing", *new, token=tok)
+    assert out["activated"] and not out["unchanged"] and out["release"] != active
 
 
 def test_a_malformed_package_fails_the_command_and_nothing_is_activated(env, hosts, tmp_path):

@@ -27,16 +27,9 @@ from debian import Gpg  # noqa: E402
 from wharf import ROOT, Wharf  # noqa: E402
 
 
-def _bench_module(name: str):
-    """bench/<name>.py (whose name a test helper module also has)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchlib import bench_module  # noqa: E402
 
-
-make_deb = _bench_module("debian").make_deb  # the same generated packages as bench-debian
+make_deb = bench_module("debian").make_deb  # the same generated packages as bench-debian
 
 OUT = HERE / "out-ingest"
 SIZES = [int(s) for s in os.environ.get("BENCH_INGEST_SIZES", "1000,10000").split(",")]

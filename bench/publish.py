@@ -32,15 +32,9 @@ from debian import Gpg  # noqa: E402
 from wharf import ROOT, Wharf, tar_of  # noqa: E402
 
 
-def _bench_module(name: str):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchlib import bench_module  # noqa: E402
 
-
-make_deb = _bench_module("debian").make_deb  # the packages of bench-debian and bench-ingest
+make_deb = bench_module("debian").make_deb  # the packages of bench-debian and bench-ingest
 
 OUT = HERE / "out-publish"
 N = int(os.environ.get("BENCH_PUBLISH_N", "10000"))

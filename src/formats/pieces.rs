@@ -622,20 +622,24 @@ mod tests {
         s.iter().map(|(n, t)| Record { name: n, text: t.as_bytes() }).collect()
     }
 
+    /// Each run's records of `new_state`, read within the run's bounds and rendered, as publishing does.
+    fn rerender(layout: &Layout, runs: &[(usize, usize)], new_state: &[(String, String)], forms: Forms) -> Vec<Vec<Rendered>> {
+        runs.iter()
+            .map(|&run| {
+                let (lo, hi) = bounds(layout, run);
+                let within: Vec<(String, String)> =
+                    new_state.iter().filter(|(n, _)| lo.map_or(true, |lo| n.as_str() > lo) && hi.map_or(true, |hi| n.as_str() <= hi)).cloned().collect();
+                render(&records(&within), forms).unwrap()
+            })
+            .collect()
+    }
+
     /// What publishing does: the changed names' runs, read again within their bounds, spliced.
     fn incremental(old_state: &[(String, String)], new_state: &[(String, String)], changed: &BTreeSet<String>) -> (Files, Layout) {
         let (old, layout) = full(&records(old_state), Forms::ALL).unwrap();
         assert!(fits(&layout, &old, Forms::ALL));
         let runs = affected(&layout, changed);
-        let fresh: Vec<Vec<Rendered>> = runs
-            .iter()
-            .map(|&run| {
-                let (lo, hi) = bounds(&layout, run);
-                let within: Vec<(String, String)> =
-                    new_state.iter().filter(|(n, _)| lo.map_or(true, |lo| n.as_str() > lo) && hi.map_or(true, |hi| n.as_str() <= hi)).cloned().collect();
-                render(&records(&within), Forms::ALL).unwrap()
-            })
-            .collect();
+        let fresh = rerender(&layout, &runs, new_state, Forms::ALL);
         let sources = splice(&layout, &runs, &fresh);
         assemble(&sources, &layout, &old, Forms::ALL).unwrap()
     }
@@ -785,15 +789,7 @@ mod tests {
             let new_state = state(&new_names);
             let changed: BTreeSet<String> = ["pkg00700", "pkg00100z"].map(String::from).into();
             let runs = affected(&layout, &changed);
-            let fresh: Vec<Vec<Rendered>> = runs
-                .iter()
-                .map(|&run| {
-                    let (lo, hi) = bounds(&layout, run);
-                    let within: Vec<(String, String)> =
-                        new_state.iter().filter(|(n, _)| lo.map_or(true, |lo| n.as_str() > lo) && hi.map_or(true, |hi| n.as_str() <= hi)).cloned().collect();
-                    render(&records(&within), forms).unwrap()
-                })
-                .collect();
+            let fresh = rerender(&layout, &runs, &new_state, forms);
             let (files, spliced) = assemble(&splice(&layout, &runs, &fresh), &layout, &old, forms).unwrap();
             let (whole_files, whole) = full(&records(&new_state), forms).unwrap();
             assert_eq!(spliced, whole);
